@@ -1,0 +1,38 @@
+"""scoresde: score-based diffusion models as SDEs and ODEs, in PyTorch.
+
+Import as ``import scoresde as sd``; module file names are implementation details.
+"""
+
+from . import metrics, problems
+from .grids import GRIDS, time_grid
+from .noise import NoiseSource
+from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore
+from .problems import GaussianMixture, get_problem
+from .sample import Samples, available_methods, sample
+from .sde import SDE, VESDE, SubVPSDE, VPSDE
+from .solvers import NonFiniteError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "Score",
+    "EpsilonScore",
+    "DataScore",
+    "VScore",
+    "DenoiserScore",
+    "GaussianMixture",
+    "get_problem",
+    "sample",
+    "Samples",
+    "available_methods",
+    "time_grid",
+    "GRIDS",
+    "NoiseSource",
+    "NonFiniteError",
+    "metrics",
+    "problems",
+]

@@ -1,0 +1,157 @@
+"""Parameterisations: one conversion layer between what a model predicts and the score.
+
+With ``x_t = alpha x_0 + sigma eps`` (see :mod:`scoresde.sde`), the identities used throughout are::
+
+    score(x, t) = grad log p_t(x) = -eps / sigma              (Song et al. 2021, Vincent 2011)
+    x0 = (x - sigma eps) / alpha                               (Tweedie: x0 = E[x_0 | x_t])
+    v  = alpha eps - sigma x0                                  (Salimans & Ho 2022, for alpha^2 + sigma^2 = 1)
+    D(x / alpha; sigma / alpha) = x0                           (Karras et al. 2022, the denoiser in sigma-space)
+
+Every class exposes ``score``, ``eps`` and ``x0``; each call evaluates the model exactly once and adds one
+to ``nfe``, the count the samplers report. A model is any callable ``model(x, t) -> Tensor`` of ``x``'s
+shape with ``t`` a float tensor of shape ``(batch,)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .sde import SDE, append_dims
+
+__all__ = ["Score", "EpsilonScore", "DataScore", "VScore", "DenoiserScore"]
+
+Model = Callable[[Tensor, Tensor], Tensor]
+
+
+class Score:
+    """Base class: wraps ``model`` and converts its output with :meth:`to_eps` and :meth:`to_x0`.
+
+    Subclasses implement the conversion from their native prediction; the base class handles time
+    broadcasting, shape checks and counting model evaluations in ``self.nfe``.
+    """
+
+    def __init__(self, model: Model, sde: SDE):
+        if not callable(model):
+            raise TypeError(f"{type(self).__name__}: model must be callable as model(x, t), got {type(model).__name__}")
+        self.model = model
+        self.sde = sde
+        self.nfe = 0
+
+    # --- the model call ---------------------------------------------------------------------------
+    def _times(self, x: Tensor, t: float | Tensor) -> Tensor:
+        if x.ndim < 1:
+            raise ValueError("x must have a leading batch dimension")
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.ndim == 0:
+            return t.expand(x.shape[0])
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must be a scalar or of shape (batch,) = ({x.shape[0]},), got {tuple(t.shape)}")
+        return t
+
+    def _call(self, x: Tensor, t: Tensor) -> Tensor:
+        out = self.model(x, t)
+        self.nfe += 1
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"{type(self).__name__}: model output has shape {got}, expected x's shape {tuple(x.shape)}")
+        return out
+
+    def _coefs(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        a = append_dims(self.sde.alpha(t).to(x.dtype), x.ndim)
+        s = append_dims(self.sde.marginal_std(t).to(x.dtype), x.ndim)
+        return a, s
+
+    def _eval(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        tt = self._times(x, t)
+        a, s = self._coefs(x, tt)
+        return self._call(x, tt), a, s
+
+    # --- conversions a subclass defines ----------------------------------------------------------
+    def to_eps(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def to_x0(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # --- public views -------------------------------------------------------------------------------
+    def eps(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """The noise prediction ``eps(x, t)`` (one model call)."""
+        out, a, s = self._eval(x, t)
+        return self.to_eps(out, x, a, s)
+
+    def x0(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """The data prediction ``x0(x, t) = E[x_0 | x_t = x]`` (one model call)."""
+        out, a, s = self._eval(x, t)
+        return self.to_x0(out, x, a, s)
+
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """``grad_x log p_t(x) = -eps / sigma`` (one model call)."""
+        out, a, s = self._eval(x, t)
+        return -self.to_eps(out, x, a, s) / s
+
+    __call__ = score
+
+    def eps_and_x0(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """Both predictions from a single model call."""
+        out, a, s = self._eval(x, t)
+        return self.to_eps(out, x, a, s), self.to_x0(out, x, a, s)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.sde!r})"
+
+
+class EpsilonScore(Score):
+    """The model predicts the noise ``eps`` (Ho et al. 2020): ``score = -eps / sigma``."""
+
+    def to_eps(self, out, x, alpha, sigma):
+        return out
+
+    def to_x0(self, out, x, alpha, sigma):
+        return (x - sigma * out) / alpha
+
+
+class DataScore(Score):
+    """The model predicts the clean data ``x0``: ``eps = (x - alpha x0) / sigma``."""
+
+    def to_eps(self, out, x, alpha, sigma):
+        return (x - alpha * out) / sigma
+
+    def to_x0(self, out, x, alpha, sigma):
+        return out
+
+
+class VScore(Score):
+    """The model predicts ``v = alpha eps - sigma x0`` (Salimans & Ho 2022, eq. 9 generalised).
+
+    With ``x = alpha x0 + sigma eps``: ``eps = (alpha v + sigma x) / (alpha^2 + sigma^2)`` and
+    ``x0 = (alpha x - sigma v) / (alpha^2 + sigma^2)``; the denominator is 1 for VP SDEs.
+    """
+
+    def to_eps(self, out, x, alpha, sigma):
+        return (alpha * out + sigma * x) / (alpha**2 + sigma**2)
+
+    def to_x0(self, out, x, alpha, sigma):
+        return (alpha * x - sigma * out) / (alpha**2 + sigma**2)
+
+
+class DenoiserScore(Score):
+    """An EDM / k-diffusion denoiser ``D(x_hat, sigma_hat) -> x0`` in sigma-space (Karras et al. 2022, eq. 3).
+
+    Such a model sees the scaled state ``x_hat = x / alpha`` and its noise level ``sigma_hat = sigma / alpha``
+    (a ``(batch,)`` tensor) instead of ``(x, t)``; this wrapper does the change of variables.
+    """
+
+    def _eval(self, x, t):
+        tt = self._times(x, t)
+        a, s = self._coefs(x, tt)
+        sigma_hat = (self.sde.marginal_std(tt) / self.sde.alpha(tt)).to(x.dtype)
+        return self._call(x / a, sigma_hat), a, s
+
+    def to_eps(self, out, x, alpha, sigma):
+        return (x - alpha * out) / sigma
+
+    def to_x0(self, out, x, alpha, sigma):
+        return out

@@ -1,0 +1,132 @@
+"""``sample()``: the one entry point; it builds the grid, the noise and the evaluator, and dispatches by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .grids import check_grid, time_grid
+from .noise import NoiseSource
+from .param import Score
+from .sde import SDE
+from .solvers import Evaluator, available_methods, get_solver
+
+__all__ = ["Samples", "sample", "available_methods"]
+
+
+@dataclass
+class Samples:
+    """The result of :func:`sample`.
+
+    Attributes:
+        x: the samples, of the requested shape.
+        nfe: model calls made, counted (per batch).
+        times: the times the solver reported, float64, decreasing from ``T`` to ``t_min``.
+        trajectory: ``(len(times), *shape)`` states at ``times`` if requested, else ``None``.
+        method: the method name.
+    """
+
+    x: Tensor
+    nfe: int
+    times: Tensor
+    trajectory: Tensor | None = None
+    method: str = ""
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise ValueError(f"shape must be a tuple of ints (batch, ...), got {shape!r}") from None
+    if len(shape) < 2 or any(s < 1 for s in shape):
+        raise ValueError(f"shape must be (batch, ...) with at least one data dimension, all >= 1, got {shape}")
+    return shape
+
+
+def sample(
+    score: Score,
+    sde: SDE | None = None,
+    shape: tuple[int, ...] | None = None,
+    method: str = "ddim",
+    steps: int = 50,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    sample_offset: int = 0,
+    grid: str | Tensor = "uniform",
+    t_min: float | None = None,
+    T: float | None = None,
+    denoise: bool = False,
+    x_init: Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    return_trajectory: bool = False,
+    **options,
+) -> Samples:
+    """Draw samples by integrating from the prior at ``T`` down to ``t_min``.
+
+    Args:
+        score: a :class:`~scoresde.param.Score` (e.g. ``EpsilonScore(model, sde)`` or ``gmm.score(sde)``).
+        sde: the SDE to sample (defaults to ``score.sde``; must describe the same process).
+        shape: ``(batch, *dims)``; may be omitted when ``x_init`` is given.
+        method: a name from :func:`available_methods`.
+        steps: number of solver steps (adaptive methods use the grid only for ``return_trajectory``).
+        generator, seed: the randomness (one of them, or neither for the global RNG). Each sample draws
+            from its own counter-based stream (:class:`~scoresde.noise.NoiseSource`), so sample ``i``
+            is the same whatever the batch size; ``sample_offset`` is the global index of sample 0
+            (for sharding over processes).
+        grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"`` or an explicit decreasing tensor of times.
+        t_min, T: end and start times (defaults ``sde.t_min``, ``sde.T``).
+        denoise: finish with one Tweedie step ``x <- x0(x, t_min)`` (one more model call).
+        x_init: start from this state at ``T`` instead of a prior draw.
+        dtype, device: of the samples (default: ``x_init``'s, else the default dtype on the CPU).
+        return_trajectory: keep the state at every reported time.
+        **options: the method's own options, e.g. ``eta`` for ``"ddim"``, ``rtol``/``atol`` for adaptive ODEs.
+
+    Returns:
+        :class:`Samples` with ``x``, counted ``nfe``, ``times`` and optional ``trajectory``.
+    """
+    if not isinstance(score, Score):
+        raise TypeError(f"score must be a scoresde Score (e.g. EpsilonScore(model, sde)), got {type(score).__name__}")
+    sde = score.sde if sde is None else sde
+    if repr(sde) != repr(score.sde):
+        raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
+    if generator is not None and seed is not None:
+        raise ValueError("pass either generator or seed, not both")
+    solver = get_solver(method).make(**options)
+
+    if x_init is not None:
+        if shape is not None and tuple(shape) != tuple(x_init.shape):
+            raise ValueError(f"shape {tuple(shape)} does not match x_init's shape {tuple(x_init.shape)}")
+        shape = _check_shape(x_init.shape)
+        dtype, device = dtype or x_init.dtype, device or x_init.device
+    elif shape is None:
+        raise ValueError("give shape=(batch, ...) or x_init")
+    shape = _check_shape(shape)
+    dtype = dtype or torch.get_default_dtype()
+
+    if isinstance(grid, str):
+        ts = time_grid(sde, steps, grid, t_min=t_min, T=T)
+    else:
+        if t_min is not None or T is not None:
+            raise ValueError("t_min and T come from an explicit grid; do not pass them too")
+        ts = check_grid(sde, grid)
+
+    noise = NoiseSource(seed, sample_offset) if seed is not None else NoiseSource.from_generator(generator, sample_offset)
+    if x_init is None:
+        x = sde.prior_std() * noise.randn(shape, stream=0, dtype=dtype, device=device)
+    else:
+        x = x_init.to(dtype=dtype, device=device)
+        if not torch.isfinite(x).all():
+            raise ValueError("x_init contains non-finite values")
+
+    ev = Evaluator(score, method, None if solver.adaptive else len(ts) - 1)
+    with torch.no_grad():
+        res = solver.solve(ev, x, ts, noise, return_trajectory)
+        x = res.x
+        if denoise:
+            ev.step = None
+            x = ev.x0(x, float(ts[-1]))
+    return Samples(x=x, nfe=ev.nfe, times=res.times, trajectory=res.trajectory, method=method)

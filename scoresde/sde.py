@@ -1,0 +1,320 @@
+"""Forward SDEs with linear drift, ``dx = f(t) x dt + g(t) dW``, and their closed-form marginals.
+
+Every SDE here has a Gaussian transition kernel (Song et al. 2021, eq. 29 and appendix B)::
+
+    x_t | x_0 ~ N(alpha(t) x_0, sigma(t)^2 I),   alpha(t) = exp(int_0^t f),
+    sigma(t)^2 = alpha(t)^2 int_0^t g(s)^2 / alpha(s)^2 ds,
+
+so ``alpha_bar = alpha^2``, ``marginal_std = sigma`` and ``log_snr = log(alpha^2 / sigma^2)``. A subclass
+gives ``log_alpha``, ``marginal_std``, ``beta``-like coefficients and the inverse of ``log_snr``; the
+base class derives the rest. Time functions accept a float or a tensor and return a tensor (float64 for
+a float argument, so that solvers can do their time arithmetic in double precision).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "append_dims"]
+
+TimeLike = float | Tensor
+
+
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dimensions to a per-sample tensor ``v`` of shape ``(batch,)``."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def _as_time(t: TimeLike) -> Tensor:
+    if isinstance(t, Tensor):
+        return t if t.is_floating_point() else t.double()
+    return torch.tensor(float(t), dtype=torch.float64)
+
+
+class SDE(ABC):
+    """A forward SDE ``dx = f(t) x dt + g(t) dW`` on ``t in [0, T]``.
+
+    Attributes:
+        T: the end time (the prior lives there).
+        t_min: the default time at which sampling stops (``t_min > 0``: the score blows up at 0).
+    """
+
+    T: float = 1.0
+    t_min: float = 1e-3
+
+    # --- what a subclass defines -------------------------------------------------------------
+    @abstractmethod
+    def log_alpha(self, t: TimeLike) -> Tensor:
+        """``log alpha(t)``, the log of the mean coefficient of ``x_t | x_0``."""
+
+    @abstractmethod
+    def marginal_std(self, t: TimeLike) -> Tensor:
+        """``sigma(t)``, the standard deviation of ``x_t | x_0``."""
+
+    @abstractmethod
+    def drift_coef(self, t: TimeLike) -> Tensor:
+        """``f(t)`` with ``drift(x, t) = f(t) x``."""
+
+    @abstractmethod
+    def diffusion(self, t: TimeLike) -> Tensor:
+        """``g(t)``, the diffusion coefficient."""
+
+    @abstractmethod
+    def t_from_log_snr(self, lam: TimeLike) -> Tensor:
+        """The inverse of :meth:`log_snr`."""
+
+    @abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the Gaussian prior ``N(0, prior_std^2 I)`` used at ``T``."""
+
+    # --- derived quantities --------------------------------------------------------------------
+    def check_time(self, t: TimeLike, low: float = 0.0) -> None:
+        """Raise ``ValueError`` unless every entry of ``t`` lies in ``[low, T]``."""
+        tt = _as_time(t)
+        if tt.numel() == 0:
+            return
+        lo, hi = float(tt.min()), float(tt.max())
+        if not (lo >= low and hi <= self.T) or math.isnan(lo) or math.isnan(hi):
+            raise ValueError(
+                f"{type(self).__name__}: time must lie in [{low:g}, {self.T:g}], got values in [{lo:g}, {hi:g}]"
+            )
+
+    def alpha(self, t: TimeLike) -> Tensor:
+        """``alpha(t) = sqrt(alpha_bar(t))``, the mean coefficient."""
+        return self.log_alpha(t).exp()
+
+    def alpha_bar(self, t: TimeLike) -> Tensor:
+        """``alpha_bar(t) = alpha(t)^2`` (Ho et al. 2020 notation)."""
+        return (2 * self.log_alpha(t)).exp()
+
+    def log_snr(self, t: TimeLike) -> Tensor:
+        """``lambda(t) = log(alpha^2 / sigma^2)``, decreasing in ``t`` (Kingma et al. 2021)."""
+        return 2 * self.log_alpha(t) - 2 * self.marginal_std(t).log()
+
+    def marginal(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation of ``x_t | x_0``; ``t`` is a float or a ``(batch,)`` tensor.
+
+        The mean has ``x0``'s shape; the std is broadcastable against it.
+        """
+        a, s = self._coefs(t, x0)
+        return a * x0, s
+
+    def perturb(self, x0: Tensor, t: TimeLike, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draw ``x_t = alpha(t) x0 + sigma(t) eps`` with ``eps ~ N(0, I)``; returns ``(x_t, eps)``."""
+        self.check_time(t)
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        mean, std = self.marginal(x0, t)
+        return mean + std * eps, eps
+
+    def drift(self, x: Tensor, t: TimeLike) -> Tensor:
+        """The forward drift ``f(t) x``."""
+        return self._per_sample(self.drift_coef(t), x) * x
+
+    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None, **kw) -> Tensor:
+        """Draw from the prior ``N(0, prior_std^2 I)``; ``kw`` may carry ``dtype`` and ``device``."""
+        return self.prior_std() * torch.randn(shape, generator=generator, **kw)
+
+    def prior_logp(self, x: Tensor) -> Tensor:
+        """Log-density of the prior at ``x``, summed over all but the batch dimension, shape ``(batch,)``."""
+        s = self.prior_std()
+        d = x[0].numel()
+        sq = x.flatten(1).pow(2).sum(1)
+        return -0.5 * sq / s**2 - d * (math.log(s) + 0.5 * math.log(2 * math.pi))
+
+    def transition(self, s: TimeLike, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """``(alpha_{t|s}, sigma_{t|s})`` of the kernel ``x_t | x_s`` for ``s <= t``."""
+        a = (self.log_alpha(t) - self.log_alpha(s)).exp()
+        var = self.marginal_std(t) ** 2 - a**2 * self.marginal_std(s) ** 2
+        return a, var.clamp_min(0).sqrt()
+
+    # --- discrete-time view -------------------------------------------------------------------------
+    def timestep_to_t(self, i: TimeLike, n: int = 1000) -> Tensor:
+        """Continuous time of discrete (0-based) timestep ``i`` of an ``n``-step chain: ``t = (i + 1) T / n``."""
+        return (_as_time(i) + 1) * self.T / n
+
+    def t_to_timestep(self, t: TimeLike, n: int = 1000) -> Tensor:
+        """Inverse of :meth:`timestep_to_t` (fractional for times between grid points)."""
+        return _as_time(t) * n / self.T - 1
+
+    def discrete_alpha_bar(self, n: int = 1000) -> Tensor:
+        """``alpha_bar`` of the ``n``-step chain, ``prod_{j<=i} (1 - beta_j)``, shape ``(n,)`` float64."""
+        return torch.cumprod(1 - self.discrete_betas(n), 0)
+
+    def discrete_betas(self, n: int = 1000) -> Tensor:
+        """The ``n`` betas of the discrete chain whose ``alpha_bar_i`` equals ``alpha_bar(timestep_to_t(i))``."""
+        t = torch.arange(n + 1, dtype=torch.float64) * self.T / n
+        return -torch.expm1(2 * (self.log_alpha(t[1:]) - self.log_alpha(t[:-1])))
+
+    # --- helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def _per_sample(c: Tensor, x: Tensor) -> Tensor:
+        c = c.to(dtype=x.dtype, device=x.device)
+        return append_dims(c, x.ndim) if c.ndim == 1 else c
+
+    def _coefs(self, t: TimeLike, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._per_sample(self.alpha(t), x), self._per_sample(self.marginal_std(t), x)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._params().items())})"
+
+    def _params(self) -> dict:
+        return {}
+
+
+class VPSDE(SDE):
+    """Variance-preserving SDE ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW`` (Song et al. 2021, eq. 11).
+
+    ``schedule="linear"``: ``beta(t) = beta_min + t (beta_max - beta_min)``, so
+    ``log alpha(t) = -1/2 (beta_min t + 1/2 (beta_max - beta_min) t^2)`` (DDPM's schedule in the limit).
+
+    ``schedule="cosine"``: ``alpha_bar(t) = cos^2(phi(t)) / cos^2(phi(0))``, ``phi(t) = pi/2 (t + s)/(1 + s)``
+    (Nichol & Dhariwal 2021, eq. 17), ``beta(t) = pi/(1 + s) tan(phi(t))``. ``alpha_bar`` reaches 0 at
+    ``t = 1``, where ``log_snr`` is infinite, so the cosine SDE ends at ``T = 0.9946`` (as in Lu et al. 2022).
+
+    ``sigma(t)^2 = 1 - alpha_bar(t)`` for both; the prior is ``N(0, I)``.
+    """
+
+    def __init__(
+        self,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        schedule: str = "linear",
+        cosine_s: float = 0.008,
+        T: float | None = None,
+    ):
+        if schedule not in ("linear", "cosine"):
+            raise ValueError(f"VPSDE: unknown schedule {schedule!r}; expected 'linear' or 'cosine'")
+        if schedule == "linear" and not (0 < beta_min <= beta_max and math.isfinite(beta_max)):
+            raise ValueError(f"VPSDE: need 0 < beta_min <= beta_max < inf, got beta_min={beta_min}, beta_max={beta_max}")
+        if schedule == "cosine" and not cosine_s > 0:
+            raise ValueError(f"VPSDE: cosine offset s must be > 0, got {cosine_s}")
+        self.beta_min, self.beta_max, self.schedule, self.cosine_s = float(beta_min), float(beta_max), schedule, cosine_s
+        default_T = 1.0 if schedule == "linear" else 0.9946
+        self.T = default_T if T is None else float(T)
+        if not (0 < self.T <= default_T):
+            raise ValueError(f"VPSDE({schedule}): T must lie in (0, {default_T}], got {self.T}")
+        if schedule == "cosine":
+            self._log_cos0 = math.log(math.cos(math.pi / 2 * cosine_s / (1 + cosine_s)))
+
+    def _params(self) -> dict:
+        if self.schedule == "linear":
+            return {"beta_min": self.beta_min, "beta_max": self.beta_max}
+        return {"schedule": "cosine", "cosine_s": self.cosine_s, "T": self.T}
+
+    def _phi(self, t: Tensor) -> Tensor:
+        return math.pi / 2 * (t + self.cosine_s) / (1 + self.cosine_s)
+
+    def beta(self, t: TimeLike) -> Tensor:
+        """``beta(t) = -2 d log alpha / dt``."""
+        t = _as_time(t)
+        if self.schedule == "linear":
+            return self.beta_min + t * (self.beta_max - self.beta_min)
+        return math.pi / (1 + self.cosine_s) * torch.tan(self._phi(t))
+
+    def log_alpha(self, t: TimeLike) -> Tensor:
+        t = _as_time(t)
+        if self.schedule == "linear":
+            return -0.5 * t * (self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t)
+        return torch.cos(self._phi(t)).log() - self._log_cos0
+
+    def marginal_std(self, t: TimeLike) -> Tensor:
+        return (-torch.expm1(2 * self.log_alpha(t))).sqrt()
+
+    def drift_coef(self, t: TimeLike) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t: TimeLike) -> Tensor:
+        return self.beta(t).sqrt()
+
+    def prior_std(self) -> float:
+        return 1.0
+
+    def t_from_log_snr(self, lam: TimeLike) -> Tensor:
+        # alpha_bar = sigmoid(lam), so -log alpha_bar = softplus(-lam).
+        neg_log_abar = torch.nn.functional.softplus(-_as_time(lam))
+        if self.schedule == "linear":
+            # Solve beta_min t + 1/2 (beta_max - beta_min) t^2 = L in the cancellation-free form.
+            d = self.beta_max - self.beta_min
+            return 2 * neg_log_abar / (self.beta_min + (self.beta_min**2 + 2 * d * neg_log_abar).sqrt())
+        cos_phi = (-0.5 * neg_log_abar + self._log_cos0).exp()
+        return 2 * (1 + self.cosine_s) / math.pi * torch.arccos(cos_phi) - self.cosine_s
+
+    def discrete_betas(self, n: int = 1000) -> Tensor:
+        """The discrete DDPM betas of this schedule.
+
+        Linear: Ho et al.'s ``linspace(beta_min / n, beta_max / n, n)`` (1e-4 to 0.02 for n = 1000), the
+        sequence pretrained DDPM models use (its ``alpha_bar`` matches the continuous one to O(1/n)).
+        Cosine: Nichol & Dhariwal's ``1 - alpha_bar(i/n) / alpha_bar((i-1)/n)`` clipped at 0.999.
+        """
+        if self.schedule == "linear":
+            return torch.linspace(self.beta_min / n, self.beta_max / n, n, dtype=torch.float64)
+        t = torch.arange(n + 1, dtype=torch.float64) / n
+        log_a = torch.cos(self._phi(t)).clamp_min(0).log() - self._log_cos0
+        return (-torch.expm1(2 * (log_a[1:] - log_a[:-1]))).clamp(max=0.999)
+
+
+class SubVPSDE(VPSDE):
+    """Sub-VP SDE ``dx = -1/2 beta x dt + sqrt(beta (1 - exp(-2 int_0^t beta))) dW`` (Song et al. 2021, eq. 12).
+
+    Same mean as the VP SDE, ``sigma(t) = 1 - alpha_bar(t)`` (so its variance never exceeds VP's).
+    """
+
+    def marginal_std(self, t: TimeLike) -> Tensor:
+        return -torch.expm1(2 * self.log_alpha(t))
+
+    def diffusion(self, t: TimeLike) -> Tensor:
+        abar = self.alpha_bar(t)
+        return (self.beta(t) * (1 - abar**2)).sqrt()
+
+    def t_from_log_snr(self, lam: TimeLike) -> Tensor:
+        # alpha_bar / (1 - alpha_bar)^2 = e^lam  ->  the root of e^lam a^2 - (2 e^lam + 1) a + e^lam in (0, 1):
+        # a = 2 e^lam / (2 e^lam + 1 + sqrt(4 e^lam + 1))  (the stable form of the smaller root).
+        e = _as_time(lam).exp()
+        abar = 2 * e / (2 * e + 1 + (4 * e + 1).sqrt())
+        return super().t_from_log_snr(torch.log(abar) - torch.log1p(-abar))
+
+
+class VESDE(SDE):
+    """Variance-exploding SDE ``dx = sqrt(d[sigma^2]/dt) dW`` with ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``.
+
+    (Song et al. 2021, eq. 9.) ``g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min))``. The transition kernel
+    of this SDE is exactly ``x_t | x_0 ~ N(x_0, sigma_min^2 (r^{2t} - 1))`` with ``r = sigma_max/sigma_min``,
+    which is what ``marginal_std`` returns (score_sde instead treats the data as already perturbed by
+    ``sigma_min`` and uses ``sigma(t)``; the difference only matters at ``t`` near 0). Prior:
+    ``N(0, sigma_max^2 I)``.
+    """
+
+    t_min = 1e-5
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        if not (0 < sigma_min < sigma_max and math.isfinite(sigma_max)):
+            raise ValueError(f"VESDE: need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._log_r = math.log(sigma_max / sigma_min)
+
+    def _params(self) -> dict:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+    def log_alpha(self, t: TimeLike) -> Tensor:
+        return torch.zeros_like(_as_time(t))
+
+    def marginal_std(self, t: TimeLike) -> Tensor:
+        return self.sigma_min * torch.expm1(2 * self._log_r * _as_time(t)).sqrt()
+
+    def drift_coef(self, t: TimeLike) -> Tensor:
+        return torch.zeros_like(_as_time(t))
+
+    def diffusion(self, t: TimeLike) -> Tensor:
+        t = _as_time(t)
+        return self.sigma_min * (self._log_r * t).exp() * math.sqrt(2 * self._log_r)
+
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+    def t_from_log_snr(self, lam: TimeLike) -> Tensor:
+        # sigma^2 = e^-lam = sigma_min^2 (r^{2t} - 1)
+        return torch.log1p((-_as_time(lam)).exp() / self.sigma_min**2) / (2 * self._log_r)

@@ -1,0 +1,158 @@
+"""The reverse-time SDE integrated by torchsde (the only module that imports it).
+
+Anderson 1982 / Song et al. 2021, eq. 6: ``dx = [f(t) x - g(t)^2 score(x, t)] dt + g(t) dW_bar`` run from
+``T`` down to ``t_min``; with ``score = -eps / sigma`` the drift is ``f x + g^2 / sigma eps``.
+
+torchsde wants strictly increasing times and a 2-D state. One adapter meets that contract:
+
+- **Time.** Step ``k`` of the sampler's grid ``t_0 > t_1 > ... > t_K`` becomes the unit interval
+  ``u in [k, k+1]`` with ``t(u) = t_k + (u - k) h_k``, ``h_k = t_{k+1} - t_k < 0``. In ``u`` the SDE reads
+  ``dx = [f x + g^2/sigma eps] h_k du + g sqrt(|h_k|) dB_u``; torchsde integrates ``u`` from 0 to K with
+  ``dt = 1``, so every step lands exactly on the grid (integers are exact in floating point) and a
+  non-uniform grid costs nothing. Which interval a stage belongs to is taken from the Brownian query that
+  opens each step (torchsde draws the increment before evaluating the drift).
+- **State.** ``x`` is flattened to ``(batch, d)`` and viewed back for the score.
+- **Noise.** The Brownian motion is a grid Brownian motion whose increments (and, for SRK, space-time
+  Levy areas ``H ~ N(0, 1/12)`` independent of ``W``) come from the per-sample noise source, so a sample's
+  path does not depend on the batch it is in. The noise is additive (``g`` depends on ``t`` only), so
+  Ito and Stratonovich SDEs coincide and Stratonovich methods (Heun, midpoint) are valid too; Milstein's
+  correction vanishes (it would equal Euler–Maruyama), so it is not offered.
+- **NFE.** ``sdeint`` evaluates the drift once at ``(u_0, y_0)`` to check shapes; a one-entry cache on
+  ``(u, y)`` answers the solver's own first evaluation at that point (and SRK's repeated evaluation of its
+  first stage), so every model call does work and the count is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchsde
+from torchsde import BaseBrownian
+
+from .base import Solver, SolverResult
+from .registry import register
+
+__all__ = ["ReverseSDE"]
+
+
+class _GridBrownian(BaseBrownian):
+    """Brownian motion on the integer grid ``u = 0..K``, increments from the per-sample noise source."""
+
+    def __init__(self, adapter, noise, shape, dtype, device, levy_area: bool):
+        self._adapter, self._noise = adapter, noise
+        self._shape, self._dtype, self._device = torch.Size(shape), dtype, device
+        self._levy = levy_area
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        ta, tb = float(ta), float(tb)
+        k = round(ta)
+        if tb - ta != 1.0 or ta != k:
+            raise RuntimeError(f"grid Brownian motion queried on [{ta}, {tb}], not a unit grid interval")
+        self._adapter.k = k
+        w = self._noise.randn(self._shape, stream=2 * k + 1, dtype=self._dtype, device=self._device)
+        if not return_U:
+            return w
+        h = self._noise.randn(self._shape, stream=2 * k + 2, dtype=self._dtype, device=self._device) / math.sqrt(12)
+        return w, 0.5 * w + h  # U = int_k^{k+1} (W_u - W_k) du = W/2 + H for a unit interval
+
+    def __repr__(self):
+        return f"_GridBrownian(shape={tuple(self._shape)})"
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def levy_area_approximation(self):
+        return "space-time" if self._levy else "none"
+
+
+class _Adapter(torch.nn.Module):
+    """The reverse SDE in grid time ``u`` on a flattened state, for torchsde."""
+
+    noise_type = "additive"
+
+    def __init__(self, ev, grid, shape, sde_type):
+        super().__init__()
+        self.ev, self.shape, self.sde_type = ev, shape, sde_type
+        self.ts = grid.tolist()
+        self.k = 0
+        self._cache = None  # (u, y, value): one entry
+
+    def _time(self, u: float) -> tuple[float, float]:
+        k = self.k
+        h = self.ts[k + 1] - self.ts[k]
+        return self.ts[k] + (u - k) * h, h
+
+    def f(self, u, y):
+        u = float(u)
+        c = self._cache
+        if c is not None and c[0] == u and c[1] is y and c[2] == y._version:
+            return c[3]
+        t, h = self._time(u)
+        self.ev.step = self.k
+        sde = self.ev.sde
+        x = y.view(self.shape)
+        eps = self.ev.eps(x, t)
+        fc, g, s = float(sde.drift_coef(t)), float(sde.diffusion(t)), float(sde.marginal_std(t))
+        out = ((fc * h) * x + (g * g / s * h) * eps).flatten(1)
+        self._cache = (u, y, y._version, out)
+        return out
+
+    def g_prod(self, u, y, v):
+        t, h = self._time(float(u))
+        return float(self.ev.sde.diffusion(t)) * math.sqrt(-h) * v
+
+
+class ReverseSDE(Solver):
+    """Base of the torchsde methods; subclasses set ``method``, ``sde_type`` and the declared attributes."""
+
+    kind = "sde"
+    method: str
+    sde_type = "ito"
+    levy_area = False
+
+    def solve(self, ev, x, grid, noise, return_trajectory):
+        n_steps = grid.numel() - 1
+        shape = x.shape
+        y0 = x.reshape(shape[0], -1)
+        adapter = _Adapter(ev, grid, shape, self.sde_type)
+        bm = _GridBrownian(adapter, noise, y0.shape, y0.dtype, y0.device, self.levy_area)
+        us = torch.arange(n_steps + 1, dtype=y0.dtype, device=y0.device)
+        if not return_trajectory:
+            us = us[[0, -1]]
+        ys = torchsde.sdeint(adapter, y0, us, bm=bm, method=self.method, dt=1.0, adaptive=False)
+        traj = ys.view(len(us), *shape) if return_trajectory else None
+        return SolverResult(ys[-1].view(shape), grid, traj)
+
+
+def _torchsde_method(method_: str, sde_type_: str, strong: float, weak: float, nfe: int, levy_area_: bool = False):
+    @register
+    class Method(ReverseSDE):
+        __doc__ = (
+            f"torchsde ``{method_}`` on the reverse SDE: strong order {strong}, weak order {weak} "
+            f"for additive noise, {nfe} model call(s) per step."
+        )
+        name = f"sde-{method_}"
+        method, sde_type, levy_area = method_, sde_type_, levy_area_
+        order, weak_order, nfe_per_step = strong, weak, nfe
+
+    Method.__name__ = Method.__qualname__ = f"SDE{method_.title()}"
+    return Method
+
+
+# Orders for additive noise: Euler-Maruyama (Kloeden & Platen 1992, sec. 10.2 and 14.1), SRA1 (Roessler
+# 2010: strong 1.5, weak 2), the Stratonovich Heun and midpoint methods (strong 1; weak 1 claimed only).
+SDEEuler = _torchsde_method("euler", "ito", 1.0, 1.0, 1)
+SDESrk = _torchsde_method("srk", "ito", 1.5, 2.0, 2, levy_area_=True)
+SDEHeun = _torchsde_method("heun", "stratonovich", 1.0, 1.0, 2)
+SDEMidpoint = _torchsde_method("midpoint", "stratonovich", 1.0, 1.0, 2)
