@@ -10,7 +10,7 @@ from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore
 from .problems import GaussianMixture, get_problem
 from .sample import Samples, available_methods, sample
 from .sde import SDE, VESDE, SubVPSDE, VPSDE
-from .solvers import NonFiniteError
+from .solvers import NonFiniteError, method_info
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "sample",
     "Samples",
     "available_methods",
+    "method_info",
     "time_grid",
     "GRIDS",
     "NoiseSource",

@@ -22,7 +22,9 @@ __all__ = ["time_grid", "check_grid", "GRIDS"]
 GRIDS = ("uniform", "quadratic", "logsnr")
 
 
-def time_grid(sde: SDE, steps: int, kind: str = "uniform", t_min: float | None = None, T: float | None = None) -> Tensor:
+def time_grid(
+    sde: SDE, steps: int, kind: str = "uniform", t_min: float | None = None, T: float | None = None
+) -> Tensor:
     """A decreasing grid of ``steps + 1`` times from ``T`` (default ``sde.T``) to ``t_min`` (default ``sde.t_min``)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")

@@ -32,7 +32,9 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int
     """
     x, y = x.flatten(1).double(), y.flatten(1).double()
     if x.shape != y.shape:
-        raise ValueError(f"sliced_wasserstein needs sample sets of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"sliced_wasserstein needs sample sets of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if x.shape[0] < 2:
         raise ValueError("sliced_wasserstein needs at least 2 samples")
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
@@ -65,7 +67,9 @@ def mode_conditional_swd(x: Tensor, mixture, generator: torch.Generator | None =
     return total, float((counts / counts.sum() - weights).abs().max())
 
 
-def floor(draw: Callable[[torch.Generator], Tensor], metric: Callable[[Tensor, Tensor], float], seeds=range(5)) -> tuple[float, float]:
+def floor(
+    draw: Callable[[torch.Generator], Tensor], metric: Callable[[Tensor, Tensor], float], seeds=range(5)
+) -> tuple[float, float]:
     """Mean and standard deviation of ``metric(draw(g1), draw(g2))`` over independent pairs of exact draws."""
     vals = []
     for s in seeds:

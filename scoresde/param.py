@@ -56,7 +56,9 @@ class Score:
         self.nfe += 1
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"{type(self).__name__}: model output has shape {got}, expected x's shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}: model output has shape {got}, expected x's shape {tuple(x.shape)}"
+            )
         return out
 
     def _coefs(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

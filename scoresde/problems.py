@@ -43,10 +43,16 @@ class GaussianMixture:
         elif covs.shape == (K, d):
             covs = torch.diag_embed(covs)
         if covs.shape != (K, d, d):
-            raise ValueError(f"covs must have shape (K, d, d) = ({K}, {d}, {d}), (K, d) or (K,), got {tuple(covs.shape)}")
+            raise ValueError(
+                f"covs must have shape (K, d, d) = ({K}, {d}, {d}), (K, d) or (K,), got {tuple(covs.shape)}"
+            )
         if not torch.allclose(covs, covs.mT, rtol=1e-10, atol=1e-12):
             raise ValueError("covs must be symmetric")
-        weights = torch.full((K,), 1.0 / K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        weights = (
+            torch.full((K,), 1.0 / K, dtype=torch.float64)
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float64)
+        )
         if weights.shape != (K,) or not (weights > 0).all() or not torch.isfinite(weights).all():
             raise ValueError(f"weights must be {K} positive finite numbers")
         evals, evecs = torch.linalg.eigh(covs)
@@ -133,7 +139,9 @@ class GaussianMixture:
         return EpsilonScore(self.eps_model(sde), sde)
 
     # --- sampling --------------------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator | None = None, return_labels: bool = False, dtype=torch.float64):
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, return_labels: bool = False, dtype=torch.float64
+    ):
         """``n`` exact draws (and their component labels if ``return_labels``)."""
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
@@ -147,7 +155,9 @@ class GaussianMixture:
 
 
 # --- built-in problems ------------------------------------------------------------------------------
-def ring(n_modes: int = 8, radius: float = 3.0, radial_std: float = 0.08, tangential_std: float = 0.3) -> GaussianMixture:
+def ring(
+    n_modes: int = 8, radius: float = 3.0, radial_std: float = 0.08, tangential_std: float = 0.3
+) -> GaussianMixture:
     """A 2-D ring of ``n_modes`` elongated modes (each stretched along the ring), equal weights."""
     angles = torch.arange(n_modes, dtype=torch.float64) * (2 * math.pi / n_modes)
     means = radius * torch.stack([angles.cos(), angles.sin()], 1)
@@ -169,7 +179,9 @@ def mixture(dim: int = 16, n_modes: int = 8, seed: int = 0, radius: float = 3.0)
     means = radius * dirs / dirs.norm(dim=1, keepdim=True)
     q, r = torch.linalg.qr(torch.randn(n_modes, dim, dim, generator=g, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
-    stds = torch.exp(math.log(0.02) + (math.log(0.3) - math.log(0.02)) * torch.rand(n_modes, dim, generator=g, dtype=torch.float64))
+    stds = torch.exp(
+        math.log(0.02) + (math.log(0.3) - math.log(0.02)) * torch.rand(n_modes, dim, generator=g, dtype=torch.float64)
+    )
     covs = q @ torch.diag_embed(stds**2) @ q.mT
     covs = 0.5 * (covs + covs.mT)
     weights = torch.arange(1, n_modes + 1, dtype=torch.float64)[torch.randperm(n_modes, generator=g)]

@@ -114,7 +114,9 @@ def sample(
             raise ValueError("t_min and T come from an explicit grid; do not pass them too")
         ts = check_grid(sde, grid)
 
-    noise = NoiseSource(seed, sample_offset) if seed is not None else NoiseSource.from_generator(generator, sample_offset)
+    noise = (
+        NoiseSource(seed, sample_offset) if seed is not None else NoiseSource.from_generator(generator, sample_offset)
+    )
     if x_init is None:
         x = sde.prior_std() * noise.randn(shape, stream=0, dtype=dtype, device=device)
     else:

@@ -189,10 +189,17 @@ class VPSDE(SDE):
         if schedule not in ("linear", "cosine"):
             raise ValueError(f"VPSDE: unknown schedule {schedule!r}; expected 'linear' or 'cosine'")
         if schedule == "linear" and not (0 < beta_min <= beta_max and math.isfinite(beta_max)):
-            raise ValueError(f"VPSDE: need 0 < beta_min <= beta_max < inf, got beta_min={beta_min}, beta_max={beta_max}")
+            raise ValueError(
+                f"VPSDE: need 0 < beta_min <= beta_max < inf, got beta_min={beta_min}, beta_max={beta_max}"
+            )
         if schedule == "cosine" and not cosine_s > 0:
             raise ValueError(f"VPSDE: cosine offset s must be > 0, got {cosine_s}")
-        self.beta_min, self.beta_max, self.schedule, self.cosine_s = float(beta_min), float(beta_max), schedule, cosine_s
+        self.beta_min, self.beta_max, self.schedule, self.cosine_s = (
+            float(beta_min),
+            float(beta_max),
+            schedule,
+            cosine_s,
+        )
         default_T = 1.0 if schedule == "linear" else 0.9946
         self.T = default_T if T is None else float(T)
         if not (0 < self.T <= default_T):

@@ -2,6 +2,15 @@
 
 from . import discrete, ode, sde  # noqa: F401  (registration side effects)
 from .base import Evaluator, NonFiniteError, Solver, SolverResult
-from .registry import available_methods, get_solver, register
+from .registry import available_methods, get_solver, method_info, register
 
-__all__ = ["Evaluator", "NonFiniteError", "Solver", "SolverResult", "available_methods", "get_solver", "register"]
+__all__ = [
+    "Evaluator",
+    "NonFiniteError",
+    "Solver",
+    "SolverResult",
+    "available_methods",
+    "get_solver",
+    "method_info",
+    "register",
+]

@@ -41,7 +41,11 @@ class Evaluator:
         return self.score.nfe - self._nfe0
 
     def where(self, t: float) -> str:
-        step = "" if self.step is None else f"step {self.step + 1}" + (f" of {self.n_steps}" if self.n_steps else "") + ", "
+        step = (
+            ""
+            if self.step is None
+            else f"step {self.step + 1}" + (f" of {self.n_steps}" if self.n_steps else "") + ", "
+        )
         return f"{step}t = {t:.6g}, model evaluation {self.nfe}"
 
     def check(self, value: Tensor, t: float, what: str = "the score") -> Tensor:
@@ -107,7 +111,9 @@ class Solver:
         """Whether this configured solver draws noise after the prior."""
         return self.kind == "sde"
 
-    def solve(self, ev: Evaluator, x: Tensor, grid: Tensor, noise: NoiseSource, return_trajectory: bool) -> SolverResult:
+    def solve(
+        self, ev: Evaluator, x: Tensor, grid: Tensor, noise: NoiseSource, return_trajectory: bool
+    ) -> SolverResult:
         raise NotImplementedError
 
 

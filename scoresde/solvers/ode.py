@@ -28,8 +28,9 @@ def _pf_ode(ev, grid):
 
     def rhs(t, x):
         tf = float(t)
-        # Step k covers [grid[k+1], grid[k]]; an evaluation at a grid point counts towards the step it starts.
-        ev.step = min(max(n - 1 - int(torch.searchsorted(desc, tf, right=False)), 0), n - 2) if n > 2 else 0
+        if ev.n_steps is not None:
+            # Step k covers [grid[k+1], grid[k]]; an evaluation at a grid point counts towards the step it starts.
+            ev.step = min(max(n - 1 - int(torch.searchsorted(desc, tf, right=False)), 0), n - 2)
         f, g, s = float(sde.drift_coef(tf)), float(sde.diffusion(tf)), float(sde.marginal_std(tf))
         return f * x + (g * g / (2 * s)) * ev.eps(x, tf)
 

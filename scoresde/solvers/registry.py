@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["register", "get_solver", "available_methods"]
+__all__ = ["register", "get_solver", "available_methods", "method_info"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -32,3 +32,19 @@ def get_solver(name: str) -> type:
 def available_methods(kind: str | None = None) -> list[str]:
     """Registered method names (optionally only ``kind`` = "ode" or "sde"), sorted."""
     return sorted(n for n, c in _REGISTRY.items() if kind is None or c.kind == kind)
+
+
+def method_info(name: str) -> dict:
+    """What the method declares: ``kind``, ``order`` (strong order for SDE methods), ``weak_order`` (if
+    declared), ``nfe_per_step`` (``None`` if adaptive), ``adaptive`` and its one-line description."""
+    cls = get_solver(name)
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return {
+        "name": name,
+        "kind": cls.kind,
+        "order": cls.order,
+        "weak_order": getattr(cls, "weak_order", None),
+        "nfe_per_step": cls.nfe_per_step,
+        "adaptive": cls.adaptive,
+        "description": doc[0] if doc else "",
+    }
