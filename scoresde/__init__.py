@@ -9,7 +9,7 @@ from .noise import NoiseSource
 from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore
 from .problems import GaussianMixture, get_problem
 from .sample import Samples, available_methods, sample
-from .sde import SDE, VESDE, SubVPSDE, VPSDE
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
 from .solvers import NonFiniteError, method_info
 
 __version__ = "0.1.0"

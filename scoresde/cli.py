@@ -30,8 +30,8 @@ def _bench(args) -> int:
 
     def progress(row):
         print(
-            f"  {row['problem']:>6} {row['method']:<18} {row['run']:<12} NFE {row['nfe']:>5}  mode SWD {row['mode_swd']:.4f}"
-            f"  (floor {row['mode_swd_floor']:.4f})  {row['wall_s']:.2f}s",
+            f"  {row['problem']:>6} {row['method']:<18} {row['run']:<12} NFE {row['nfe']:>5}"
+            f"  mode SWD {row['mode_swd']:.4f}  (floor {row['mode_swd_floor']:.4f})  {row['wall_s']:.2f}s",
             flush=True,
         )
 

@@ -132,4 +132,4 @@ def test_higher_order_sde_methods_beat_euler(method):
     steps = [10, 20, 40]
     errs, euler = _variance_errors(method, steps), _variance_errors("sde-euler", steps)
     assert errs[0] > errs[1] > errs[2] or errs[2] < 4 * math.sqrt(2 / 200_000), errs
-    assert all(e < eu / 3 for e, eu in zip(errs[1:], euler[1:])), (errs, euler)
+    assert all(e < eu / 3 for e, eu in zip(errs[1:], euler[1:], strict=True)), (errs, euler)
