@@ -6,10 +6,10 @@ Import as ``import scoresde as sd``; module file names are implementation detail
 from . import metrics, problems
 from .grids import GRIDS, time_grid
 from .noise import NoiseSource
-from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore
+from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore, discrete_time_model
 from .problems import GaussianMixture, get_problem
 from .sample import Samples, available_methods, sample
-from .sde import SDE, VESDE, VPSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from .solvers import NonFiniteError, method_info
 
 __version__ = "0.1.0"
@@ -19,6 +19,8 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "VESDE",
+    "DiscreteVPSDE",
+    "discrete_time_model",
     "Score",
     "EpsilonScore",
     "DataScore",

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .sde import SDE, append_dims
 
-__all__ = ["Score", "EpsilonScore", "DataScore", "VScore", "DenoiserScore"]
+__all__ = ["Score", "EpsilonScore", "DataScore", "VScore", "DenoiserScore", "discrete_time_model"]
 
 Model = Callable[[Tensor, Tensor], Tensor]
 
@@ -157,3 +157,17 @@ class DenoiserScore(Score):
 
     def to_x0(self, out, x, alpha, sigma):
         return out
+
+
+def discrete_time_model(model: Callable[[Tensor, Tensor], Tensor], n: int = 1000) -> Model:
+    """Adapt a model trained on discrete timesteps ``0..n-1`` to continuous ``t``.
+
+    Returns ``model(x, t * n - 1)``: timestep ``i`` sits at ``t = (i + 1) / n`` (see
+    :meth:`scoresde.sde.SDE.timestep_to_t`); between knots the model gets a fractional index, as in
+    DPM-Solver's treatment of discrete-time models. Use it with :class:`~scoresde.sde.DiscreteVPSDE`.
+    """
+
+    def continuous(x: Tensor, t: Tensor) -> Tensor:
+        return model(x, t * n - 1)
+
+    return continuous

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "append_dims"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "append_dims"]
 
 TimeLike = float | Tensor
 
@@ -325,3 +325,66 @@ class VESDE(SDE):
     def t_from_log_snr(self, lam: TimeLike) -> Tensor:
         # sigma^2 = e^-lam = sigma_min^2 (r^{2t} - 1)
         return torch.log1p((-_as_time(lam)).exp() / self.sigma_min**2) / (2 * self._log_r)
+
+
+class DiscreteVPSDE(SDE):
+    """The VP SDE of a discrete DDPM chain: ``alpha_bar`` interpolated between the chain's timesteps.
+
+    Given the ``n`` betas a model was trained with, ``alpha_bar_i = prod_{j<=i} (1 - beta_j)`` sits at
+    ``t_i = (i + 1) / n`` (``timestep_to_t``) and ``log alpha`` is piecewise linear in ``t`` through
+    ``(0, 0), (t_0, log alpha_0), ..., (1, log alpha_{n-1})`` (Lu et al. 2022, DPM-Solver, appendix
+    "discrete-time DPMs"). On the grid ``t_i`` every sampler then sees exactly the chain's ``alpha_bar``:
+    DDPM on the uniform grid ``t_{n-1}, ..., t_0`` with ``denoise=True`` is Ho et al.'s sampler, step for step.
+    Between knots ``beta(t) = -2 d log alpha/dt`` is piecewise constant. Wrap the model with
+    :func:`scoresde.param.discrete_time_model` so it receives (fractional) timestep indices.
+    """
+
+    def __init__(self, betas):
+        betas = torch.as_tensor(betas, dtype=torch.float64).flatten().cpu()
+        if betas.numel() < 2 or not ((betas > 0) & (betas < 1)).all():
+            raise ValueError("DiscreteVPSDE: need at least 2 betas, each in (0, 1)")
+        self.n = betas.numel()
+        self._betas = betas
+        self._knots = torch.linspace(0, 1, self.n + 1, dtype=torch.float64)
+        self._log_alpha = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-betas), 0)])
+        self.t_min = 1.0 / self.n  # the chain's first timestep
+
+    def _params(self) -> dict:
+        return {"n": self.n, "beta_0": float(self._betas[0]), "beta_last": float(self._betas[-1])}
+
+    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        k = (t * self.n).floor().clamp(0, self.n - 1).long()
+        return k.cpu(), (t - k.to(t.dtype) / self.n) * self.n
+
+    def log_alpha(self, t: TimeLike) -> Tensor:
+        t = _as_time(t)
+        k, frac = self._segment(t)
+        lo, hi = self._log_alpha[k].to(t), self._log_alpha[k + 1].to(t)
+        return lo + frac * (hi - lo)
+
+    def marginal_std(self, t: TimeLike) -> Tensor:
+        return (-torch.expm1(2 * self.log_alpha(t))).sqrt()
+
+    def drift_coef(self, t: TimeLike) -> Tensor:
+        t = _as_time(t)
+        k, _ = self._segment(t)
+        return ((self._log_alpha[k + 1] - self._log_alpha[k]) * self.n).to(t)
+
+    def diffusion(self, t: TimeLike) -> Tensor:
+        return (-2 * self.drift_coef(t)).sqrt()
+
+    def prior_std(self) -> float:
+        return 1.0
+
+    def t_from_log_snr(self, lam: TimeLike) -> Tensor:
+        lam = _as_time(lam)
+        log_a = -0.5 * torch.nn.functional.softplus(-lam)  # log alpha = 1/2 log sigmoid(lam)
+        desc = -self._log_alpha  # increasing in t
+        k = (torch.searchsorted(desc, (-log_a).cpu().contiguous(), right=True) - 1).clamp(0, self.n - 1)
+        lo, hi = self._log_alpha[k].to(lam), self._log_alpha[k + 1].to(lam)
+        return (k.to(lam) + (log_a - lo) / (hi - lo)) / self.n
+
+    def discrete_betas(self, n: int = 1000) -> Tensor:
+        if n != self.n:
+            raise ValueError(f"DiscreteVPSDE holds a chain of {self.n} steps, not {n}")
+        return self._betas.clone()
