@@ -117,7 +117,7 @@ def _variance_errors(method, steps, n=200_000):
 
 @pytest.mark.parametrize("method", ["sde-euler", "ddpm"])
 def test_reverse_sde_weak_order_one(method):
-    # Measured: sde-euler 0.16, 0.076, 0.036, 0.017; ddpm 0.34, 0.20, 0.11, 0.057 (ddpm ignores the
+    # Measured: sde-euler 0.16, 0.076, 0.036, 0.015; ddpm 0.34, 0.20, 0.11, 0.056 (ddpm ignores the
     # posterior spread of x0 given x_t, a first-order error with a large constant; Bao et al. 2022).
     # All errors are > 5x the Monte Carlo standard error, so the fitted slope measures the scheme.
     steps = [20, 40, 80, 160]
