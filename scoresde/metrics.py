@@ -56,15 +56,19 @@ def mode_conditional_swd(x: Tensor, mixture, generator: torch.Generator | None =
     if not torch.isfinite(x).all():
         return float("nan"), float("nan")
     labels = mixture.responsibilities(x).argmax(1)
-    total, weights = 0.0, mixture.weights
+    weights = torch.as_tensor(mixture.weights, dtype=torch.float64)
     counts = torch.bincount(labels, minlength=len(weights)).double()
+    weight_err = float((counts / counts.sum() - weights).abs().max())
+    total = 0.0
     for k, w in enumerate(weights.tolist()):
         n_k = int(counts[k])
+        if w == 0:
+            continue
         if n_k < 2:
-            return float("nan"), float((counts / counts.sum() - weights).abs().max())
+            return float("nan"), weight_err
         ref = mixture.sample_component(k, n_k, generator=generator)
         total += w * sliced_wasserstein(x[labels == k], ref, **swd_kw)
-    return total, float((counts / counts.sum() - weights).abs().max())
+    return total, weight_err
 
 
 def floor(

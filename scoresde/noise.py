@@ -29,7 +29,8 @@ def _i64(c: int) -> int:
     return c - (1 << 64) if c >= 1 << 63 else c
 
 
-_GOLDEN = _i64(0x9E3779B97F4A7C15)
+_GOLDEN_U = 0x9E3779B97F4A7C15
+_GOLDEN = _i64(_GOLDEN_U)
 _M1 = _i64(0xBF58476D1CE4E5B9)
 _M2 = _i64(0x94D049BB133111EB)
 
@@ -67,9 +68,11 @@ class NoiseSource:
         return cls(int(seed), offset)
 
     def _keys(self, batch: int, device) -> Tensor:
+        # Sample i's key is output i + 1 of a SplitMix64 stream whose state starts at mix(seed): keys are
+        # distinct across samples and not symmetric in (seed, index).
         idx = torch.arange(self.offset, self.offset + batch, dtype=torch.int64, device=device)
-        key = _mix64(torch.full_like(idx, self.seed) * _GOLDEN + _GOLDEN)
-        return _mix64(key ^ _mix64((idx + 1) * _GOLDEN))
+        seed_word = torch.tensor(_i64((self.seed + 1) * _GOLDEN_U % (1 << 64)), dtype=torch.int64, device=device)
+        return _mix64(_mix64(seed_word) + (idx + 1) * _GOLDEN)
 
     def uniform53(self, shape: tuple[int, ...], stream: int, device=None) -> Tensor:
         """Uniforms on ``(0, 1]`` in float64 with 53 random bits, shape ``(batch, *rest)``."""

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "append_dims"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "cosine_betas", "append_dims"]
 
 TimeLike = float | Tensor
 
@@ -205,7 +205,8 @@ class VPSDE(SDE):
         if not (0 < self.T <= default_T):
             raise ValueError(f"VPSDE({schedule}): T must lie in (0, {default_T}], got {self.T}")
         if schedule == "cosine":
-            self._log_cos0 = math.log(math.cos(math.pi / 2 * cosine_s / (1 + cosine_s)))
+            phi0 = math.pi / 2 * cosine_s / (1 + cosine_s)
+            self._log_cos0, self._tan_phi0 = math.log(math.cos(phi0)), math.tan(phi0)
 
     def _params(self) -> dict:
         if self.schedule == "linear":
@@ -226,7 +227,11 @@ class VPSDE(SDE):
         t = _as_time(t)
         if self.schedule == "linear":
             return -0.5 * t * (self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t)
-        return torch.cos(self._phi(t)).log() - self._log_cos0
+        # cos(phi0 + d) / cos(phi0) = 1 - 2 sin^2(d/2) - tan(phi0) sin(d): no cancellation near t = 0 (exactly 0
+        # there); near T, where the ratio is small, the direct quotient keeps its relative precision.
+        d = math.pi / 2 * t / (1 + self.cosine_s)
+        small = torch.log1p(-2 * torch.sin(d / 2) ** 2 - self._tan_phi0 * torch.sin(d))
+        return torch.where(t < 0.5, small, torch.cos(self._phi(t)).log() - self._log_cos0)
 
     def marginal_std(self, t: TimeLike) -> Tensor:
         return (-torch.expm1(2 * self.log_alpha(t))).sqrt()
@@ -251,17 +256,29 @@ class VPSDE(SDE):
         return 2 * (1 + self.cosine_s) / math.pi * torch.arccos(cos_phi) - self.cosine_s
 
     def discrete_betas(self, n: int = 1000) -> Tensor:
-        """The discrete DDPM betas of this schedule.
+        """The ``n`` discrete betas of this schedule on ``[0, T]`` (timestep ``i`` at ``t = (i + 1) T / n``).
 
-        Linear: Ho et al.'s ``linspace(beta_min / n, beta_max / n, n)`` (1e-4 to 0.02 for n = 1000), the
-        sequence pretrained DDPM models use (its ``alpha_bar`` matches the continuous one to O(1/n)).
-        Cosine: Nichol & Dhariwal's ``1 - alpha_bar(i/n) / alpha_bar((i-1)/n)`` clipped at 0.999.
+        Linear: ``linspace(beta(0) T / n, beta(T) T / n, n)``, which for ``T = 1`` is Ho et al.'s sequence
+        (1e-4 to 0.02 for n = 1000), the one pretrained DDPM models use; its ``alpha_bar`` matches the
+        continuous one to O(1/n). Cosine: ``1 - alpha_bar(t_i) / alpha_bar(t_{i-1})``, exact at the knots.
+        Nichol & Dhariwal's own chain (on ``[0, 1]``, clipped at 0.999) is :func:`cosine_betas`.
         """
         if self.schedule == "linear":
-            return torch.linspace(self.beta_min / n, self.beta_max / n, n, dtype=torch.float64)
-        t = torch.arange(n + 1, dtype=torch.float64) / n
-        log_a = torch.cos(self._phi(t)).clamp_min(0).log() - self._log_cos0
-        return (-torch.expm1(2 * (log_a[1:] - log_a[:-1]))).clamp(max=0.999)
+            return torch.linspace(
+                float(self.beta(0.0)) * self.T / n, float(self.beta(self.T)) * self.T / n, n, dtype=torch.float64
+            )
+        return super().discrete_betas(n)
+
+
+def cosine_betas(n: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """Nichol & Dhariwal's (2021, eq. 17) discrete cosine chain: ``beta_i = 1 - f(i/n) / f((i-1)/n)``, clipped.
+
+    ``f(t) = cos^2(pi/2 (t + s)/(1 + s))``; the last beta is 1 before clipping. Use it with
+    :class:`DiscreteVPSDE` for models trained on this chain.
+    """
+    t = torch.arange(n + 1, dtype=torch.float64) / n
+    f = torch.cos(math.pi / 2 * (t + s) / (1 + s)) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
 
 
 class SubVPSDE(VPSDE):

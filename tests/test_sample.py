@@ -95,11 +95,11 @@ def ring_floor():
 def test_reaches_the_two_sample_floor(method, ring_floor):
     """With the exact score and many steps every method is indistinguishable from exact samples.
 
-    Measured floor: 0.0241 +- 0.0021 (mode-conditional SWD at N = 4000); "at the floor" means within
+    Measured floor: 0.0247 +- 0.0015 (mode-conditional SWD at N = 4000); "at the floor" means within
     mean + 3 std. A 5-step Euler-Maruyama run (0.75) is the negative control below.
     """
-    info = sd.method_info(method)
-    steps = 500 if info["kind"] == "sde" else 100
+    # First-order methods need more steps to bring their bias under the floor's spread.
+    steps = 500 if sd.method_info(method)["order"] <= 1 else 100
     out = sd.sample(RING.score(VP), VP, (N, 2), method=method, steps=steps, seed=0, dtype=torch.float64)
     mean, std = ring_floor
     assert _mode_swd(out.x, RING.marginal(VP, VP.t_min)) < mean + 3 * std
@@ -122,7 +122,9 @@ def test_other_sdes_reach_the_floor(sde, method, ring_floor):
     vals = torch.tensor(
         [_mode_swd(target.sample(N, generator=torch.Generator().manual_seed(100 + s)), target) for s in range(6)]
     )
-    steps = 500 if method == "sde-euler" else 100
+    # First-order methods need more steps: DDIM on this grid measured 0.030 / 0.027 / 0.026 at 100 / 200 / 400
+    # steps against a converged 0.0257 (rk4 and dopri5) and a floor of 0.0247 +- 0.0015.
+    steps = 500 if sd.method_info(method)["order"] <= 1 else 100
     out = sd.sample(
         RING.score(sde), sde, (N, 2), method=method, steps=steps, seed=0, grid="logsnr", dtype=torch.float64
     )
