@@ -1,15 +1,24 @@
-"""The step-count vs quality benchmark on the built-in exact problems (behind ``scoresde bench``).
+"""The step-count vs quality benchmark (behind ``scoresde bench``): problems x methods x NFE budgets.
 
-For each problem, method and NFE budget, draw ``n`` samples with the exact mixture score from the prior at
-``T`` down to ``t_min`` and compare them with exact draws of ``p_{t_min}``:
+For each problem, method and budget, draw ``n`` samples from the prior at ``T`` down to the method's final
+time and compare them with exact draws of the law it targets there (``p_{t_min}`` for ours; a peer may end
+elsewhere, e.g. at its discrete ``alpha_bar_0``, and is compared with the exact law at that time):
 
-- ``mode_swd``: mode-conditional sliced W2 (the primary figure, see :mod:`scoresde.metrics`),
-- ``weight_err``: the largest error of the per-mode sample fraction,
-- ``swd``: the global sliced W2 (dominated by per-mode count noise near the floor; secondary),
+- ``mode_swd``: mode-conditional sliced W2, the primary figure (see :mod:`scoresde.metrics`);
+- ``weight_err``, ``mean_err``, ``cov_err``: the worst mode's weight, mean and relative covariance error;
+- ``swd`` (global sliced W2) and ``mmd`` (unbiased RBF MMD^2), secondary;
 
-each beside its two-sample floor (mean and std over seeds of the same statistic between exact sample sets).
-Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive methods run once per tolerance and report
-what they counted. Results go to ``<out>/bench_<tag>.csv`` and ``.json``, written atomically.
+each beside its floor: mean and std over seeds of the same statistic between exact sample sets of the
+same size. Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance;
+peers (``pip install scoresde[peers]``) get the budget and report what they counted. Every run records the
+counted NFE, the wall time and the time spent inside the model.
+
+Each finished run is appended (and flushed) to ``<out>/bench_<tag>.partial.jsonl``; a rerun with the same
+configuration skips what is there, so an interrupted run resumes. The final CSV, JSON, Markdown table and
+PNG are written atomically.
+
+The score source is a parameter: :class:`ExactProblem` wraps a built-in mixture; a learned model plugs in
+as another object with the same three methods (``score``, ``target``, ``dim``).
 """
 
 from __future__ import annotations
@@ -18,27 +27,31 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .metrics import mode_conditional_swd, sliced_wasserstein
-from .problems import get_problem
+from .metrics import mmd_rbf, mode_conditional_swd, mode_diagnostics, sliced_wasserstein
+from .param import EpsilonScore
+from .problems import GaussianMixture, get_problem
 from .sample import available_methods, sample
-from .sde import VPSDE
+from .sde import SDE, VPSDE
 from .solvers import NonFiniteError, method_info
+from .util import atomic_write_text
 
-__all__ = ["BenchConfig", "run_bench", "format_table"]
+__all__ = ["BenchConfig", "ExactProblem", "TimedModel", "run_bench", "format_table", "summary_table"]
+
+METRICS = ("mode_swd", "weight_err", "mean_err", "cov_err", "swd", "mmd")
+FLOORED = ("mode_swd", "swd", "mmd")
 
 
 @dataclass
 class BenchConfig:
     problems: tuple[str, ...] = ("ring", "gmm16", "gmm64")
     methods: tuple[str, ...] = ()  # empty: every registered method
+    peers: tuple[str, ...] | None = None  # None: every installed peer; () none
     budgets: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
     tolerances: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
     n: int = 20_000
@@ -50,133 +63,278 @@ class BenchConfig:
     @classmethod
     def quick(cls, **kw) -> BenchConfig:
         base = dict(
-            problems=("ring", "gmm16"),
-            budgets=(10, 20, 50, 100),
-            tolerances=(1e-2, 1e-4),
-            n=4000,
-            floor_seeds=5,
-            tag="quick",
+            problems=("ring", "gmm16"), budgets=(5, 10, 20, 50, 100), tolerances=(1e-2, 1e-4), n=4000, tag="quick"
         )
         return cls(**{**base, **kw})
 
 
-def _quality(x: torch.Tensor, target, seed: int) -> dict:
+class TimedModel:
+    """Wraps a model and accumulates the seconds spent inside it (synchronising CUDA around each call)."""
+
+    def __init__(self, model):
+        self.model, self.seconds = model, 0.0
+
+    def __call__(self, x, t):
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        out = self.model(x, t)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+class ExactProblem:
+    """A built-in Gaussian mixture with its exact score: the instrument that separates solver error."""
+
+    def __init__(self, name: str, mixture: GaussianMixture | None = None):
+        self.name = name
+        self.mixture = get_problem(name) if mixture is None else mixture
+        self.dim = self.mixture.dim
+
+    def score(self, sde: SDE, timer: TimedModel | None = None) -> EpsilonScore:
+        """The exact score; with ``timer``, every model call is timed by it."""
+        model = self.mixture.eps_model(sde)
+        if timer is not None:
+            timer.model, model = model, timer
+        return EpsilonScore(model, sde)
+
+    def target(self, sde: SDE, t: float) -> GaussianMixture:
+        return self.mixture if t <= 0 else self.mixture.marginal(sde, t)
+
+
+def quality(x: torch.Tensor, target: GaussianMixture, seed: int) -> dict:
+    """Every metric of ``x`` against the exact law ``target``; reference draws from ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    mode_swd, weight_err = mode_conditional_swd(x, target, g)
+    mode_swd, _ = mode_conditional_swd(x, target, g)
+    diag = mode_diagnostics(x, target)
     ref = target.sample(x.shape[0], generator=g)
-    return {"mode_swd": mode_swd, "weight_err": weight_err, "swd": sliced_wasserstein(x, ref)}
+    return {
+        "mode_swd": mode_swd,
+        "weight_err": diag["max_weight_err"],
+        "mean_err": diag["max_mean_err"],
+        "cov_err": diag["max_cov_err"],
+        "swd": sliced_wasserstein(x, ref),
+        "mmd": mmd_rbf(x, ref, max_n=2000, seed=seed),
+    }
 
 
-def _floor(target, n: int, seeds: int) -> dict:
+def floors(target: GaussianMixture, n: int, seeds: int) -> dict:
+    """Mean and std of every floored metric between independent exact sample sets of size ``n``."""
     rows = [
-        _quality(target.sample(n, generator=torch.Generator().manual_seed(1_000 + s)), target, 2_000 + s)
+        quality(target.sample(n, generator=torch.Generator().manual_seed(1_000 + s)), target, 2_000 + s)
         for s in range(seeds)
     ]
     out = {}
-    for key in rows[0]:
+    for key in FLOORED:
         v = torch.tensor([r[key] for r in rows], dtype=torch.float64)
-        out[key] = (float(v.mean()), float(v.std()))
+        out[f"{key}_floor"], out[f"{key}_floor_std"] = float(v.mean()), float(v.std())
     return out
 
 
-def _runs(method: str, cfg: BenchConfig):
-    """(label, sample kwargs) for each budget (fixed-step) or tolerance (adaptive)."""
-    info = method_info(method)
-    if info["adaptive"]:
-        return [(f"tol={tol:g}", {"rtol": tol, "atol": tol}) for tol in cfg.tolerances]
-    seen, runs = set(), []
-    for b in cfg.budgets:
-        steps = b // info["nfe_per_step"]
-        if steps >= 1 and steps not in seen:
-            seen.add(steps)
-            runs.append((f"budget={b}", {"steps": steps}))
+def _peer_api():
+    try:
+        from . import peers
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return None
+    return peers
+
+
+def plan(cfg: BenchConfig) -> list[dict]:
+    """Every run of the grid as ``{problem, method, source, run, kwargs}``, in execution order."""
+    methods = cfg.methods or tuple(available_methods())
+    peers = _peer_api()
+    peer_names = tuple(peers.available_peers()) if (peers is not None and cfg.peers is None) else (cfg.peers or ())
+    runs = []
+    for pname in cfg.problems:
+        for method in methods:
+            info = method_info(method)
+            if info["adaptive"]:
+                for tol in cfg.tolerances:
+                    runs.append(
+                        dict(
+                            problem=pname,
+                            method=method,
+                            source="ours",
+                            run=f"tol={tol:g}",
+                            kwargs={"rtol": tol, "atol": tol},
+                        )
+                    )
+                continue
+            seen = set()
+            for b in cfg.budgets:
+                steps = b // info["nfe_per_step"]
+                if steps >= 1 and steps not in seen:
+                    seen.add(steps)
+                    runs.append(
+                        dict(problem=pname, method=method, source="ours", run=f"budget={b}", kwargs={"steps": steps})
+                    )
+        for peer in peer_names:
+            for b in cfg.budgets:
+                runs.append(dict(problem=pname, method=peer, source="peer", run=f"budget={b}", kwargs={"nfe": b}))
     return runs
 
 
-def run_bench(cfg: BenchConfig, progress=None) -> list[dict]:
-    """Run the grid and return one dict per (problem, method, run); also writes the CSV and JSON files."""
+def _key(row: dict, cfg: BenchConfig) -> tuple:
+    return (row["problem"], row["method"], row["run"], cfg.n, cfg.seed)
+
+
+def _run_one(item: dict, problem: ExactProblem, sde: SDE, cfg: BenchConfig) -> dict:
+    timer = TimedModel(None)
+    score = problem.score(sde, timer)
+    shape = (cfg.n, problem.dim)
+    t0 = time.perf_counter()
+    status, t_end, steps = "ok", sde.t_min, item["kwargs"].get("steps", "")
+    try:
+        if item["source"] == "ours":
+            out = sample(score, sde, shape, method=item["method"], seed=cfg.seed, **item["kwargs"])
+            x, nfe = out.x, out.nfe
+        else:
+            res = _peer_api().peer_sample(item["method"], score, sde, shape, nfe=item["kwargs"]["nfe"], seed=cfg.seed)
+            x, nfe, t_end, status = res.x, res.nfe, res.t_end, res.status
+    except NonFiniteError as e:
+        x, nfe, status = None, score.nfe, f"diverged: {e}"
+    wall = time.perf_counter() - t0
+    ok = x is not None and status == "ok" and bool(torch.isfinite(x).all())
+    if x is not None and status == "ok" and not ok:
+        status = "diverged: non-finite samples"
+    q = quality(x, problem.target(sde, t_end), cfg.seed + 7) if ok else dict.fromkeys(METRICS, math.nan)
+    return {
+        "problem": item["problem"],
+        "dim": problem.dim,
+        "method": item["method"],
+        "source": item["source"],
+        "run": item["run"],
+        "steps": steps,
+        "nfe": nfe,
+        "t_end": t_end,
+        "wall_s": round(wall, 4),
+        "model_s": round(timer.seconds, 4),
+        **q,
+        "status": status,
+    }
+
+
+def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
+    """Run (or resume) the grid; returns one dict per run and writes the result files."""
+    from tqdm.auto import tqdm
+
     sde = VPSDE()
-    methods = cfg.methods or tuple(available_methods())
-    rows: list[dict] = []
-    for pname in cfg.problems:
-        gmm = get_problem(pname)
-        target = gmm.marginal(sde, sde.t_min)
-        floor = _floor(target, cfg.n, cfg.floor_seeds)
-        score = gmm.score(sde)
-        for method in methods:
-            for label, kw in _runs(method, cfg):
-                t0 = time.perf_counter()
-                try:
-                    out = sample(score, sde, (cfg.n, gmm.dim), method=method, seed=cfg.seed, **kw)
-                    wall = time.perf_counter() - t0
-                    q, nfe, status = _quality(out.x, target, cfg.seed + 7), out.nfe, "ok"
-                except NonFiniteError as e:
-                    wall, q, nfe, status = (
-                        time.perf_counter() - t0,
-                        dict.fromkeys(floor, math.nan),
-                        score.nfe,
-                        f"diverged: {e}",
-                    )
-                row = {
-                    "problem": pname,
-                    "dim": gmm.dim,
-                    "method": method,
-                    "run": label,
-                    "steps": kw.get("steps", ""),
-                    "nfe": nfe,
-                    "wall_s": round(wall, 4),
-                    **{k: q[k] for k in floor},
-                    **{f"{k}_floor": floor[k][0] for k in floor},
-                    **{f"{k}_floor_std": floor[k][1] for k in floor},
-                    "status": status,
-                }
-                rows.append(row)
-                if progress is not None:
-                    progress(row)
-    _write(rows, cfg)
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / f"bench_{cfg.tag}.partial.jsonl"
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash: that run is redone
+            if row.get("n") == cfg.n and row.get("seed") == cfg.seed:
+                done[(row["problem"], row["method"], row["run"], cfg.n, cfg.seed)] = row
+    items = plan(cfg)
+    problems: dict[str, ExactProblem] = {}
+    floor_cache: dict[tuple, dict] = {}
+    rows = []
+    with open(partial, "a") as fh:
+        bar = tqdm(items, desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
+        for item in bar:
+            bar.set_postfix_str(f"{item['problem']} {item['method']} {item['run']}", refresh=False)
+            prob = problems.setdefault(item["problem"], ExactProblem(item["problem"]))
+            key = _key(item, cfg)
+            if key in done:
+                row = done[key]
+            else:
+                row = {**_run_one(item, prob, sde, cfg), "n": cfg.n, "seed": cfg.seed}
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+            fkey = (item["problem"], round(float(row["t_end"]), 12))
+            if fkey not in floor_cache:
+                floor_cache[fkey] = floors(prob.target(sde, row["t_end"]), cfg.n, cfg.floor_seeds)
+            row = {**row, **floor_cache[fkey]}
+            rows.append(row)
+            if log is not None:
+                log(row)
+    write_results(rows, cfg)
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _write(rows: list[dict], cfg: BenchConfig) -> None:
+def write_results(rows: list[dict], cfg: BenchConfig) -> None:
     out = Path(cfg.out)
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    _atomic_write(out / f"bench_{cfg.tag}.csv", buf.getvalue())
-    _atomic_write(out / f"bench_{cfg.tag}.json", json.dumps({"config": asdict(cfg), "rows": rows}, indent=1))
-    _atomic_write(out / f"bench_{cfg.tag}.md", format_table(rows))
+    atomic_write_text(out / f"bench_{cfg.tag}.csv", buf.getvalue())
+    atomic_write_text(out / f"bench_{cfg.tag}.json", json.dumps({"config": asdict(cfg), "rows": rows}, indent=1))
+    atomic_write_text(out / f"bench_{cfg.tag}.md", summary_table(rows, cfg.budgets) + "\n" + format_table(rows))
+    from .plot import plot_nfe_quality
+
+    plot_nfe_quality(rows, out / f"bench_{cfg.tag}.png")
+
+
+def _fmt(v: float, spec: str = ".4f") -> str:
+    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
 def format_table(rows: list[dict]) -> str:
-    """A Markdown table: one line per run, the primary figure beside its floor."""
+    """A Markdown table per problem: one line per run, the primary figure beside its floor."""
     lines = []
     for pname in dict.fromkeys(r["problem"] for r in rows):
         sub = [r for r in rows if r["problem"] == pname]
-        f, fs = sub[0]["mode_swd_floor"], sub[0]["mode_swd_floor_std"]
+        r0 = sub[0]
         lines += [
-            f"\n### {pname} (d = {sub[0]['dim']}), mode-conditional SWD floor {f:.4f} +- {fs:.4f}, "
-            f"global SWD floor {sub[0]['swd_floor']:.4f} +- {sub[0]['swd_floor_std']:.4f}\n",
-            "| method | run | steps | NFE | mode SWD | / floor | weight err | global SWD | wall s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            f"\n### {pname} (d = {r0['dim']}, n = {r0['n']}): mode-conditional SWD floor "
+            f"{r0['mode_swd_floor']:.4f} +- {r0['mode_swd_floor_std']:.4f}, global SWD floor "
+            f"{r0['swd_floor']:.4f} +- {r0['swd_floor_std']:.4f}, "
+            f"MMD^2 floor {r0['mmd_floor']:.1e} +- {r0['mmd_floor_std']:.1e}\n",
+            "| method | run | steps | NFE | mode SWD | / floor | weight err | mean err | cov err | SWD | MMD^2 "
+            "| wall s | model s | status |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in sub:
-            ratio = r["mode_swd"] / f if f > 0 else math.nan
+            ratio = r["mode_swd"] / r["mode_swd_floor"] if r["mode_swd_floor"] > 0 else math.nan
             lines.append(
-                f"| {r['method']} | {r['run']} | {r['steps']} | {r['nfe']} | {r['mode_swd']:.4f} | {ratio:.2f} | "
-                f"{r['weight_err']:.4f} | {r['swd']:.4f} | {r['wall_s']:.2f} |"
+                f"| {r['method']} | {r['run']} | {r['steps']} | {r['nfe']} | {_fmt(r['mode_swd'])} | "
+                f"{_fmt(ratio, '.2f')} | "
+                f"{_fmt(r['weight_err'])} | {_fmt(r['mean_err'])} | {_fmt(r['cov_err'], '.3f')} | {_fmt(r['swd'])} | "
+                f"{_fmt(r['mmd'], '.1e')} | {r['wall_s']:.2f} | {r['model_s']:.2f} | {r['status'][:40]} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(rows: list[dict], budgets) -> str:
+    """Per problem and NFE budget: our best method, the best peer, and the ratio of their distances.
+
+    A run counts towards a budget when its counted NFE is at most the budget.
+    """
+    lines = [
+        "## Best at each NFE budget (mode-conditional SWD; ratio = ours / peer, < 1 means ours is better)\n",
+        "| problem | NFE <= | ours: method (NFE) | mode SWD / floor | peer: method (NFE) | mode SWD / floor | ratio |",
+        "|---|---:|---|---:|---|---:|---:|",
+    ]
+    for pname in dict.fromkeys(r["problem"] for r in rows):
+        for b in budgets:
+            best = {}
+            for src in ("ours", "peer"):
+                cand = [
+                    r
+                    for r in rows
+                    if r["problem"] == pname and r["source"] == src and r["nfe"] <= b and not math.isnan(r["mode_swd"])
+                ]
+                best[src] = min(cand, key=lambda r: r["mode_swd"]) if cand else None
+            o, p = best["ours"], best["peer"]
+
+            def cell(r):
+                if r is None:
+                    return "-", "-"
+                return (
+                    f"{r['method']} ({r['nfe']})",
+                    f"{r['mode_swd']:.4f} / {r['mode_swd'] / r['mode_swd_floor']:.2f}x",
+                )
+
+            ratio = _fmt(o["mode_swd"] / p["mode_swd"], ".2f") if (o and p) else "-"
+            lines.append(f"| {pname} | {b} | {' | '.join(cell(o))} | {' | '.join(cell(p))} | {ratio} |")
     return "\n".join(lines) + "\n"

@@ -13,31 +13,23 @@ def _csv(kind):
 
 
 def _bench(args) -> int:
-    from .bench import BenchConfig, format_table, run_bench
+    from .bench import BenchConfig, run_bench, summary_table
 
     overrides = {
-        k: v
-        for k, v in dict(
-            problems=args.problems, methods=args.methods, budgets=args.nfe, n=args.n, seed=args.seed, out=args.out
-        ).items()
-        if v is not None
+        "problems": args.problems,
+        "methods": args.methods,
+        "peers": args.peers,
+        "budgets": args.nfe,
+        "n": args.n,
+        "seed": args.seed,
+        "out": args.out,
     }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
-    print(
-        f"scoresde bench ({cfg.tag}): problems {', '.join(cfg.problems)}, n = {cfg.n}, NFE budgets {cfg.budgets}",
-        flush=True,
-    )
-
-    def progress(row):
-        print(
-            f"  {row['problem']:>6} {row['method']:<18} {row['run']:<12} NFE {row['nfe']:>5}"
-            f"  mode SWD {row['mode_swd']:.4f}  (floor {row['mode_swd_floor']:.4f})  {row['wall_s']:.2f}s",
-            flush=True,
-        )
-
-    rows = run_bench(cfg, progress=None if args.no_progress else progress)
-    print(format_table(rows))
-    print(f"wrote {cfg.out}/bench_{cfg.tag}.csv, .json and .md")
+    print(f"scoresde bench ({cfg.tag}): problems {', '.join(cfg.problems)}, n = {cfg.n}, NFE budgets {cfg.budgets}")
+    rows = run_bench(cfg, progress=not args.no_progress)
+    print(summary_table(rows, cfg.budgets))
+    print(f"full table: {cfg.out}/bench_{cfg.tag}.md; data: .csv, .json; plot: .png")
     return 0
 
 
@@ -60,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="small sizes (the README's main job; minutes on 2 cores)")
     b.add_argument("--problems", type=_csv(str), help="comma-separated: ring, gmm16, gmm64")
     b.add_argument("--methods", type=_csv(str), help="comma-separated method names (default: all)")
+    b.add_argument(
+        "--peers", type=_csv(str), help="comma-separated peer names (default: every installed one; '' for none)"
+    )
     b.add_argument("--nfe", type=_csv(int), help="comma-separated NFE budgets")
     b.add_argument("--n", type=int, help="samples per run")
     b.add_argument("--seed", type=int)

@@ -1,0 +1,83 @@
+"""The benchmark runner: a smoke run, resume after interruption, the summary, and the model timer."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from scoresde import bench
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(
+        problems=("ring",), methods=("ddim", "ode-dopri5"), peers=(), budgets=(5, 10), tolerances=(1e-2,), n=300
+    )
+    return bench.BenchConfig(**{**base, "floor_seeds": 3, "out": str(tmp_path), "tag": "t", **kw})
+
+
+def test_smoke_run_writes_every_file(tmp_path):
+    rows = bench.run_bench(_cfg(tmp_path), progress=False)
+    assert [(r["method"], r["run"]) for r in rows] == [
+        ("ddim", "budget=5"),
+        ("ddim", "budget=10"),
+        ("ode-dopri5", "tol=0.01"),
+    ]
+    for r in rows:
+        assert r["status"] == "ok" and r["nfe"] > 0 and r["mode_swd"] > 0 and r["mode_swd_floor"] > 0
+        assert 0 < r["model_s"] <= r["wall_s"]
+    assert rows[0]["nfe"] == 5 and rows[1]["nfe"] == 10
+    for ext in ("csv", "json", "md", "png"):
+        assert (tmp_path / f"bench_t.{ext}").stat().st_size > 0
+    data = json.loads((tmp_path / "bench_t.json").read_text())
+    assert data["config"]["n"] == 300 and len(data["rows"]) == 3
+    assert "| ring | 10 | ddim (10)" in (tmp_path / "bench_t.md").read_text()
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_resume_skips_finished_runs_and_redoes_a_torn_line(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path)
+    first = bench.run_bench(cfg, progress=False)
+    partial = tmp_path / "bench_t.partial.jsonl"
+    lines = partial.read_text().splitlines()
+    partial.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # crash while writing the third run
+    calls = []
+    real = bench._run_one
+    monkeypatch.setattr(bench, "_run_one", lambda item, *a: calls.append(item["run"]) or real(item, *a))
+    second = bench.run_bench(cfg, progress=False)
+    assert calls == ["tol=0.01"]
+    assert [r["mode_swd"] for r in second] == pytest.approx([r["mode_swd"] for r in first])
+    # Another sample size is another experiment: nothing is reused.
+    calls.clear()
+    bench.run_bench(_cfg(tmp_path, n=200), progress=False)
+    assert len(calls) == 3
+
+
+def test_diverging_method_is_recorded_not_raised(tmp_path, monkeypatch):
+    class NaNProblem(bench.ExactProblem):
+        def score(self, sde, timer=None):
+            s = super().score(sde, timer)
+            inner = s.model
+            s.model = lambda x, t: inner(x, t) * math.nan
+            return s
+
+    monkeypatch.setattr(bench, "ExactProblem", NaNProblem)
+    rows = bench.run_bench(_cfg(tmp_path, methods=("ddim",), budgets=(5,)), progress=False)
+    assert rows[0]["status"].startswith("diverged") and "step 1 of 5" in rows[0]["status"]
+    assert math.isnan(rows[0]["mode_swd"])
+
+
+def test_summary_picks_the_best_run_within_each_budget():
+    def row(method, source, nfe, d):
+        return dict(problem="p", method=method, source=source, nfe=nfe, mode_swd=d, mode_swd_floor=0.1)
+
+    rows = [row("a", "ours", 10, 0.5), row("b", "ours", 20, 0.2), row("x", "peer", 10, 1.0), row("y", "peer", 20, 0.1)]
+    text = bench.summary_table(rows, (10, 20))
+    assert "| p | 10 | a (10) | 0.5000 / 5.00x | x (10) | 1.0000 / 10.00x | 0.50 |" in text
+    assert "| p | 20 | b (20) | 0.2000 / 2.00x | y (20) | 0.1000 / 1.00x | 2.00 |" in text
+
+
+def test_timed_model_accumulates_model_time():
+    timer = bench.TimedModel(lambda x, t: x * 2)
+    x = torch.ones(3, 2)
+    assert torch.equal(timer(x, torch.zeros(3)), 2 * x) and timer.seconds > 0
