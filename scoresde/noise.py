@@ -1,15 +1,18 @@
-"""Per-sample, counter-based Gaussian noise: the same sample gets the same noise in any batch layout.
+"""Per-sample noise: the same sample gets the same noise in any batch layout, at native RNG speed.
 
 A sampler that draws ``torch.randn(batch, ...)`` gives sample ``i`` noise that depends on how many samples
 came before it in the batch, so results change with the batch size and with sharding over processes.
-EDM keeps one ``torch.Generator`` per sample (a Python loop per draw); we instead compute every noise value
-as a pure function of ``(seed, sample index, stream, element)``: the SplitMix64 output function (Steele,
-Lea & Flood 2014, "Fast splittable pseudorandom number generators") applied to a per-sample key,
-vectorised in int64 arithmetic (multiplication wraps modulo 2^64), and Box-Muller on 53-bit uniforms.
+EDM keeps one ``torch.Generator`` per sample (a Python loop per draw). Here the global sample indices are
+cut into fixed blocks of ``B`` rows (``B`` depends only on the per-sample size); block ``b`` of stream
+``k`` is one ``torch.randn(B, ...)`` from a generator seeded by a SplitMix64 hash (Steele, Lea & Flood
+2014) of ``(seed, b, k)``. A batch draws the blocks it overlaps and keeps its rows, so row ``i`` depends
+only on ``(seed, offset + i, stream)``; the cost is native ``randn`` plus at most two partly used blocks.
 
-``NoiseSource(seed, offset)`` is what samplers take; ``stream`` numbers separate the prior draw from the
-noise of each step, and ``offset`` is the global index of the first sample of this batch (a process of a
-distributed run passes its shard's start).
+Draws are made on the CPU in float32 (four times cheaper than float64 there) and then cast and moved, so
+the noise is the same on every device and in every dtype; a float64 run gets float32-rounded normals,
+which changes nothing statistically. ``stream`` numbers separate the prior draw from the noise of each
+step; ``offset`` is the global index of the batch's first sample (a process of a distributed run passes
+its shard's start).
 """
 
 from __future__ import annotations
@@ -22,36 +25,28 @@ from torch import Tensor
 __all__ = ["NoiseSource"]
 
 _MASK62 = (1 << 62) - 1
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_BLOCK_ELEMENTS = 1 << 16  # rows per block: min(1024, 65536 // per-sample size), at least 1
 
 
-def _i64(c: int) -> int:
-    """An unsigned 64-bit constant as the signed int64 with the same bits."""
-    return c - (1 << 64) if c >= 1 << 63 else c
+def _mix64(z: int) -> int:
+    """SplitMix64's finaliser (Stafford's Mix13) on Python ints: a bijection of 64-bit words."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
-_GOLDEN_U = 0x9E3779B97F4A7C15
-_GOLDEN = _i64(_GOLDEN_U)
-_M1 = _i64(0xBF58476D1CE4E5B9)
-_M2 = _i64(0x94D049BB133111EB)
-
-
-def _srl(z: Tensor, s: int) -> Tensor:
-    """Logical right shift of int64 bits."""
-    return (z >> s) & ((1 << (64 - s)) - 1)
-
-
-def _mix64(z: Tensor) -> Tensor:
-    """SplitMix64's finaliser (Stafford's Mix13): a bijection of 64-bit words with full avalanche."""
-    z = (z ^ _srl(z, 30)) * _M1
-    z = (z ^ _srl(z, 27)) * _M2
-    return z ^ _srl(z, 31)
+def block_rows(per_sample: int) -> int:
+    """Rows per noise block for samples of ``per_sample`` elements (a function of the shape only)."""
+    return max(1, min(1024, _BLOCK_ELEMENTS // max(per_sample, 1)))
 
 
 class NoiseSource:
-    """Counter-based standard normal noise, one independent stream per sample.
+    """Standard normal noise, one independent stream per (sample, stream number).
 
     Args:
-        seed: any integer; ``NoiseSource.from_generator(g)`` draws one from a ``torch.Generator``.
+        seed: any integer (taken modulo 2^62); ``NoiseSource.from_generator(g)`` draws one from a generator.
         offset: global index of this batch's first sample.
     """
 
@@ -60,6 +55,7 @@ class NoiseSource:
             raise ValueError(f"offset must be >= 0, got {offset}")
         self.seed = int(seed) & _MASK62
         self.offset = int(offset)
+        self._root = _mix64((self.seed + 1) * _GOLDEN & _MASK64)
 
     @classmethod
     def from_generator(cls, generator: torch.Generator | None, offset: int = 0) -> NoiseSource:
@@ -67,31 +63,23 @@ class NoiseSource:
         seed = torch.randint(0, 2**62, (), generator=generator, device=generator.device if generator else "cpu")
         return cls(int(seed), offset)
 
-    def _keys(self, batch: int, device) -> Tensor:
-        # Sample i's key is output i + 1 of a SplitMix64 stream whose state starts at mix(seed): keys are
-        # distinct across samples and not symmetric in (seed, index).
-        idx = torch.arange(self.offset, self.offset + batch, dtype=torch.int64, device=device)
-        seed_word = torch.tensor(_i64((self.seed + 1) * _GOLDEN_U % (1 << 64)), dtype=torch.int64, device=device)
-        return _mix64(_mix64(seed_word) + (idx + 1) * _GOLDEN)
-
-    def uniform53(self, shape: tuple[int, ...], stream: int, device=None) -> Tensor:
-        """Uniforms on ``(0, 1]`` in float64 with 53 random bits, shape ``(batch, *rest)``."""
-        batch, per = shape[0], math.prod(shape[1:])
-        keys = self._keys(batch, device).unsqueeze(1)
-        # Counter of element j in this stream: SplitMix64's state advances by the golden gamma per output.
-        ctr = torch.arange(per, dtype=torch.int64, device=device) + (int(stream) * (1 << 32) + 1)
-        bits = _srl(_mix64(keys + ctr.unsqueeze(0) * _GOLDEN), 11)
-        return ((bits + 1).double() * 2.0**-53).reshape(shape)
+    def _block_seed(self, block: int, stream: int) -> int:
+        h = _mix64((self._root + (block + 1) * _GOLDEN) & _MASK64)
+        return _mix64((h + (int(stream) + 1) * 0xD1B54A32D192ED03) & _MASK64) >> 1  # 63 bits for manual_seed
 
     def randn(self, shape: tuple[int, ...], stream: int, dtype=torch.float32, device=None) -> Tensor:
         """Standard normals of ``shape = (batch, *rest)``; row ``i`` depends only on (seed, offset + i, stream)."""
         shape = tuple(shape)
         if len(shape) < 1:
             raise ValueError("shape must include the batch dimension")
-        per = math.prod(shape[1:])
-        half = (per + 1) // 2
-        u = self.uniform53((shape[0], 2 * half), stream, device)
-        r = (-2 * u[:, :half].log()).sqrt()
-        theta = (2 * math.pi) * u[:, half:]
-        z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=1)[:, :per]
-        return z.reshape(shape).to(dtype)
+        batch, per = shape[0], math.prod(shape[1:])
+        rows = block_rows(per)
+        first, last = self.offset // rows, (self.offset + batch - 1) // rows
+        parts = []
+        g = torch.Generator()
+        for b in range(first, last + 1):
+            g.manual_seed(self._block_seed(b, stream))
+            parts.append(torch.randn(rows, per, generator=g, dtype=torch.float32))
+        z = torch.cat(parts) if len(parts) > 1 else parts[0]
+        start = self.offset - first * rows
+        return z[start : start + batch].reshape(shape).to(dtype=dtype, device=device)

@@ -61,14 +61,17 @@ class Score:
             )
         return out
 
-    def _coefs(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    def _coefs(self, x: Tensor, t: float | Tensor) -> tuple[Tensor | float, Tensor | float]:
+        """``alpha, sigma`` at ``t``: Python floats (float64 arithmetic) for one shared time, else per sample."""
+        if not isinstance(t, Tensor) or t.ndim == 0:
+            return self.sde.scalar_coefs(float(t))[:2]
         a = append_dims(self.sde.alpha(t).to(x.dtype), x.ndim)
         s = append_dims(self.sde.marginal_std(t).to(x.dtype), x.ndim)
         return a, s
 
-    def _eval(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _eval(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor | float, Tensor | float]:
         tt = self._times(x, t)
-        a, s = self._coefs(x, tt)
+        a, s = self._coefs(x, t)
         return self._call(x, tt), a, s
 
     # --- conversions a subclass defines ----------------------------------------------------------
@@ -148,8 +151,11 @@ class DenoiserScore(Score):
 
     def _eval(self, x, t):
         tt = self._times(x, t)
-        a, s = self._coefs(x, tt)
-        sigma_hat = (self.sde.marginal_std(tt) / self.sde.alpha(tt)).to(x.dtype)
+        a, s = self._coefs(x, t)
+        if isinstance(a, float):
+            sigma_hat = torch.full_like(tt, s / a)
+        else:
+            sigma_hat = (self.sde.marginal_std(tt) / self.sde.alpha(tt)).to(x.dtype)
         return self._call(x / a, sigma_hat), a, s
 
     def to_eps(self, out, x, alpha, sigma):

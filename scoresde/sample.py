@@ -93,6 +93,7 @@ def sample(
     sde = score.sde if sde is None else sde
     if repr(sde) != repr(score.sde):
         raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
+    sde = score.sde  # the same process; the solvers reach it through the score
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     solver = get_solver(method).make(**options)
@@ -124,6 +125,7 @@ def sample(
         if not torch.isfinite(x).all():
             raise ValueError("x_init contains non-finite values")
 
+    sde.prime(ts)
     ev = Evaluator(score, method, None if solver.adaptive else len(ts) - 1)
     with torch.no_grad():
         res = solver.solve(ev, x, ts, noise, return_trajectory)

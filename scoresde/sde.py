@@ -83,6 +83,37 @@ class SDE(ABC):
                 f"{type(self).__name__}: time must lie in [{low:g}, {self.T:g}], got values in [{lo:g}, {hi:g}]"
             )
 
+    def scalar_coefs(self, t: float) -> tuple[float, float, float, float]:
+        """``(alpha, sigma, f, g)`` at one time as Python floats (float64), memoised.
+
+        Solvers evaluate these at the same grid times on every step and every batch; :meth:`prime`
+        fills the memo for a whole grid with four vectorised calls.
+        """
+        t = float(t)
+        hit = self._memo.get(t)
+        if hit is None:
+            hit = self._memo[t] = (
+                float(self.alpha(t)),
+                float(self.marginal_std(t)),
+                float(self.drift_coef(t)),
+                float(self.diffusion(t)),
+            )
+        return hit
+
+    def prime(self, times: Tensor) -> None:
+        """Memoise :meth:`scalar_coefs` at every time of ``times`` (a 1-D float64 tensor)."""
+        times = torch.as_tensor(times, dtype=torch.float64).cpu()
+        cols = [self.alpha(times), self.marginal_std(times), self.drift_coef(times), self.diffusion(times)]
+        for t, *vals in zip(times.tolist(), *(c.tolist() for c in cols), strict=True):
+            self._memo.setdefault(t, tuple(vals))
+
+    @property
+    def _memo(self) -> dict:
+        memo = self.__dict__.get("_scalar_memo")
+        if memo is None or len(memo) > 100_000:
+            memo = self.__dict__["_scalar_memo"] = {}
+        return memo
+
     def alpha(self, t: TimeLike) -> Tensor:
         """``alpha(t) = sqrt(alpha_bar(t))``, the mean coefficient."""
         return self.log_alpha(t).exp()

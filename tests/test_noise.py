@@ -177,18 +177,24 @@ def test_low_correlation_between_streams_seeds_and_samples(draws):
     assert abs(float(torch.corrcoef(torch.stack([a**2, b**2]))[0, 1])) <= 5 / math.sqrt(m)
 
 
+# Normals are drawn in float32: about 2^27 distinct values carry nearly all the mass, so two sets of
+# 16,384 draws share about 16384^2 / 2^27 = 2 values by chance (measured: 2-8). A shifted or repeated
+# sequence would share thousands; 30 is far above chance and far below that.
+CHANCE_COINCIDENCES = 30
+
+
 def test_streams_are_not_shifted_copies():
-    """Counter-based generators fail most often by producing overlapping sequences: no value of one
-    (seed, stream) block appears anywhere in another stream of the same seed, nor twice in one block."""
+    """Generators fail most often by producing overlapping sequences: one (seed, stream) block shares no more
+    values with another stream of the same seed, nor with itself, than chance allows."""
     base = src(10).randn((64, 256), stream=0, dtype=F64)
     for stream in (1, 2, 1000):
-        assert not torch.isin(base, src(10).randn((64, 256), stream=stream, dtype=F64)).any()
-    assert len(torch.unique(base)) == base.numel()
+        assert int(torch.isin(base, src(10).randn((64, 256), stream=stream, dtype=F64)).sum()) < CHANCE_COINCIDENCES
+    assert base.numel() - len(torch.unique(base)) < CHANCE_COINCIDENCES
 
 
 def test_distant_seeds_do_not_overlap():
     base = src(12345).randn((64, 256), stream=0, dtype=F64)
-    assert not torch.isin(base, src(987654321).randn((64, 256), stream=0, dtype=F64)).any()
+    assert int(torch.isin(base, src(987654321).randn((64, 256), stream=0, dtype=F64)).sum()) < CHANCE_COINCIDENCES
 
 
 def test_small_seeds_give_independent_samples():
@@ -204,17 +210,18 @@ def test_sample_equal_to_seed_is_not_seed_independent():
     assert not torch.equal(a, b)
 
 
-def test_uniform53_range_and_resolution():
-    u = src(1).uniform53((2000, 50), stream=0)
-    assert u.dtype == F64 and ((u > 0) & (u <= 1)).all()
-    k = u * 2.0**53
-    assert torch.equal(k, k.round())  # multiples of 2^-53
-    n = u.numel()
-    assert abs(float(u.mean()) - 0.5) <= 5 * math.sqrt(1 / 12 / n)
-    assert stats.kstest(u.flatten().numpy(), "uniform").pvalue > 1e-3
-    # low bits are random too: the parity of the 53-bit integer is a fair coin
-    ones = float((k.long() % 2).double().mean())
-    assert abs(ones - 0.5) <= 5 * math.sqrt(0.25 / n)
+@pytest.mark.parametrize("shape", [(3000, 2), (40, 3, 17, 19)])
+def test_rows_straddling_noise_blocks(shape):
+    """Rows are drawn in blocks of block_rows(per-sample size) global indices; a batch that starts and ends
+    inside blocks must still give every row the noise it has when drawn alone."""
+    from scoresde.noise import block_rows
+
+    rows = block_rows(math.prod(shape[1:]))
+    offset = rows - 1  # start one row before a block boundary
+    batch = src(5, offset=offset).randn(shape, stream=3, dtype=F64)
+    for i in sorted({0, 1, min(rows, shape[0] - 1), shape[0] - 1}):  # row 1 opens the next block
+        alone = src(5, offset=offset + i).randn((1, *shape[1:]), stream=3, dtype=F64)
+        assert torch.equal(batch[i : i + 1], alone)
 
 
 def test_seed_is_reduced_to_62_bits():

@@ -31,7 +31,7 @@ def _pf_ode(ev, grid):
         if ev.n_steps is not None:
             # Step k covers [grid[k+1], grid[k]]; an evaluation at a grid point counts towards the step it starts.
             ev.step = min(max(n - 1 - int(torch.searchsorted(desc, tf, right=False)), 0), n - 2)
-        f, g, s = float(sde.drift_coef(tf)), float(sde.diffusion(tf)), float(sde.marginal_std(tf))
+        _, s, f, g = sde.scalar_coefs(tf)
         return f * x + (g * g / (2 * s)) * ev.eps(x, tf)
 
     return rhs

@@ -103,14 +103,14 @@ class _Adapter(torch.nn.Module):
         sde = self.ev.sde
         x = y.view(self.shape)
         eps = self.ev.eps(x, t)
-        fc, g, s = float(sde.drift_coef(t)), float(sde.diffusion(t)), float(sde.marginal_std(t))
+        _, s, fc, g = sde.scalar_coefs(t)
         out = ((fc * h) * x + (g * g / s * h) * eps).flatten(1)
         self._cache = (u, y, y._version, out)
         return out
 
     def g_prod(self, u, y, v):
         t, h = self._time(float(u))
-        return float(self.ev.sde.diffusion(t)) * math.sqrt(-h) * v
+        return self.ev.sde.scalar_coefs(t)[3] * math.sqrt(-h) * v
 
 
 class ReverseSDE(Solver):
