@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install test lint format bench bench-full clean
+.PHONY: install test lint format bench bench-full bench-overhead clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ bench: install
 
 bench-full: install
 	$(VENV)/bin/scoresde bench
+
+bench-overhead: install
+	$(PY) benchmarks/overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
