@@ -91,7 +91,10 @@ def measure(n: int = 10_000, nfe: int = 50, repeats: int = 5, seed: int = 0) -> 
         for name in peers.available_peers():
 
             def peer_run(timer, name=name):
-                return peers.peer_sample(name, sd.EpsilonScore(timer, sde), sde, (n, 2), nfe=nfe, seed=seed).nfe
+                peer_sde = sd.VPSDE(T=peers.PEER_T)
+                return peers.peer_sample(
+                    name, sd.EpsilonScore(timer, peer_sde), peer_sde, (n, 2), nfe=nfe, seed=seed
+                ).nfe
 
             runs[name] = peer_run
 

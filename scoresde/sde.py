@@ -233,15 +233,19 @@ class VPSDE(SDE):
         )
         default_T = 1.0 if schedule == "linear" else 0.9946
         self.T = default_T if T is None else float(T)
-        if not (0 < self.T <= default_T):
-            raise ValueError(f"VPSDE({schedule}): T must lie in (0, {default_T}], got {self.T}")
+        # The linear schedule extends past t = 1 (e.g. to reach DDPM's last timestep, alpha_bar = 4.04e-5 at
+        # t = 1.0034); the cosine one ends where alpha_bar reaches 0.
+        limit = math.inf if schedule == "linear" else default_T
+        if not (0 < self.T <= limit) or not math.isfinite(self.T):
+            raise ValueError(f"VPSDE({schedule}): T must lie in (0, {limit:g}], got {self.T}")
         if schedule == "cosine":
             phi0 = math.pi / 2 * cosine_s / (1 + cosine_s)
             self._log_cos0, self._tan_phi0 = math.log(math.cos(phi0)), math.tan(phi0)
 
     def _params(self) -> dict:
         if self.schedule == "linear":
-            return {"beta_min": self.beta_min, "beta_max": self.beta_max}
+            extra = {} if self.T == 1.0 else {"T": self.T}
+            return {"beta_min": self.beta_min, "beta_max": self.beta_max, **extra}
         return {"schedule": "cosine", "cosine_s": self.cosine_s, "T": self.T}
 
     def _phi(self, t: Tensor) -> Tensor:

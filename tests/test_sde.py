@@ -543,9 +543,10 @@ def test_vp_invalid_schedule_and_T():
         sd.VPSDE(schedule="cosine", cosine_s=0.0)
     with pytest.raises(ValueError, match="cosine offset s must be > 0"):
         sd.VPSDE(schedule="cosine", cosine_s=-0.01)
-    for T in (0.0, -1.0, 1.5):
+    for T in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(ValueError, match="T must lie in"):
             sd.VPSDE(T=T)
+    assert sd.VPSDE(T=1.5).T == 1.5  # the linear schedule extends past 1
     with pytest.raises(ValueError, match="T must lie in"):
         sd.VPSDE(schedule="cosine", T=1.0)  # alpha_bar(1) = 0 for cosine: log-SNR infinite
     sd.VPSDE(beta_min=1.0, beta_max=1.0)  # a constant schedule is valid
