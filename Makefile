@@ -11,6 +11,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,peers]"
+	# k-diffusion's declared dependencies include torchvision, which does not install beside the pinned CPU
+	# torch; its samplers need none of them (scoresde.peers loads k_diffusion.sampling on its own).
+	$(PY) -m pip install --quiet --no-deps k-diffusion==0.1.1.post1
 	touch $(STAMP)
 
 test: install

@@ -18,16 +18,29 @@ option exists, ending at the smallest noise level of the chain instead of jumpin
 output targets the same ``p_t`` (``t`` of ``alpha_bar_0``, ~``t_min``) as ours; ``t_end`` in the result
 says where each one ends (0 for DDPM and Heun, which end with a clean-data prediction).
 
-NFE is counted by the score's own counter, never taken from the scheduler. A run that produces NaN/inf is
-reported in ``status``, not raised. k-diffusion is not offered: its ``sampling`` module imports
-torchvision at import time, which does not install beside the CPU build of torch we pin.
+k-diffusion's samplers (Euler, Heun, DPM++ 2M, LMS, DPM-fast) work in sigma space: the denoiser gets
+``x_hat = x / alpha`` and ``sigma_hat = sigma / alpha`` and returns the exact ``x0`` at the ``t`` with that
+noise level (``log_snr = -2 log sigma_hat``). They run on k-diffusion's Karras grid (rho = 7) from
+``sigma_hat(T)`` to ``sigma_hat(t_min)`` without the trailing 0, so they too end at ``t_min``. Its package
+``__init__`` imports training code (torchvision, scikit-image...) that does not install beside the pinned CPU
+torch, while ``k_diffusion.sampling`` needs only torch, scipy, torchdiffeq, torchsde, tqdm and one helper
+(``utils.append_dims``): when the full package does not import, we load ``sampling.py`` from the installed
+package under a private name with our own ``append_dims``, leaving ``import k_diffusion`` untouched.
+
+NFE is counted by the score's own counter, never taken from the peer. A run that produces NaN/inf is
+reported in ``status``, not raised.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import math
+import sys
+import types
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 
@@ -70,9 +83,48 @@ def _diffusers():
     return diffusers
 
 
+# name -> (k-diffusion function, NFE per step on a grid without a final sigma of 0)
+_KDIFF = {
+    "kdiff-euler": ("sample_euler", 1),
+    "kdiff-heun": ("sample_heun", 2),
+    "kdiff-dpmpp_2m": ("sample_dpmpp_2m", 1),
+    "kdiff-lms": ("sample_lms", 1),
+    "kdiff-dpm_fast": ("sample_dpm_fast", None),  # takes the NFE itself
+}
+
+
+@cache
+def _kdiffusion():
+    """``k_diffusion.sampling``, or ``None`` if k-diffusion is not installed."""
+    try:
+        return importlib.import_module("k_diffusion.sampling")
+    except ImportError:
+        pass
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    pkg_name = "_scoresde_kdiffusion"
+    pkg = types.ModuleType(pkg_name)
+    pkg.__path__ = list(spec.submodule_search_locations)
+    utils = types.ModuleType(f"{pkg_name}.utils")
+    utils.append_dims = lambda x, target_dims: x[(...,) + (None,) * (target_dims - x.ndim)]
+    pkg.utils = utils
+    sys.modules[pkg_name], sys.modules[utils.__name__] = pkg, utils
+    sub = importlib.util.spec_from_file_location(f"{pkg_name}.sampling", f"{pkg.__path__[0]}/sampling.py")
+    module = importlib.util.module_from_spec(sub)
+    sys.modules[sub.name] = module
+    try:
+        sub.loader.exec_module(module)
+    except ImportError:
+        return None
+    return module
+
+
 def available_peers() -> list[str]:
     """Peer sampler names whose library is installed."""
-    return sorted(_DIFFUSERS) if _diffusers() is not None else []
+    names = list(_DIFFUSERS) if _diffusers() is not None else []
+    names += list(_KDIFF) if _kdiffusion() is not None else []
+    return sorted(names)
 
 
 def _alpha_bar_chain() -> torch.Tensor:
@@ -98,7 +150,9 @@ def peer_sample(name: str, score: Score, sde: SDE, shape: tuple[int, ...], nfe: 
             f"unknown or uninstalled peer {name!r}; available peers: {', '.join(available_peers()) or 'none'}"
         )
     if not (isinstance(sde, VPSDE) and sde.schedule == "linear" and (sde.beta_min, sde.beta_max) == (0.1, 20.0)):
-        raise ValueError(f"diffusers' schedulers are driven on the linear VP schedule; pass VPSDE(T={PEER_T})")
+        raise ValueError(f"peers are driven on the linear VP schedule; pass VPSDE(T={PEER_T})")
+    if name in _KDIFF:
+        return _kdiff_sample(name, score, sde, shape, nfe, seed)
     cls_name, config, per_step = _DIFFUSERS[name]
     scheduler = getattr(_diffusers(), cls_name)(
         num_train_timesteps=_TRAIN_STEPS,
@@ -149,3 +203,34 @@ def _end_time(name: str, scheduler, sde: SDE, abar: torch.Tensor) -> float:
     if name in ("diffusers-ddim", "diffusers-dpmpp_2m", "diffusers-unipc", "diffusers-euler"):
         return float(timestep_times(sde, abar[:1])[0])  # alpha_bar_0: set_alpha_to_one=False / sigma_min
     return 0.0  # DDPM's last step and Heun's final sigma 0 return a clean-data prediction
+
+
+def _kdiff_sample(name: str, score: Score, sde: SDE, shape, nfe: int, seed: int) -> PeerResult:
+    kd = _kdiffusion()
+    fn_name, per_step = _KDIFF[name]
+    t_min, t_max = sde.t_min, 1.0
+
+    def sigma_hat(t: float) -> float:
+        return float(sde.marginal_std(t) / sde.alpha(t))
+
+    def denoiser(x_hat, sigma):
+        t = sigma_to_t(sde, float(sigma[0]))
+        return score.x0(x_hat * float(sde.alpha(t)), t)
+
+    s_min, s_max = sigma_hat(t_min), sigma_hat(t_max)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float32) * s_max
+    nfe0 = score.nfe
+    try:
+        with torch.no_grad():
+            if per_step is None:
+                x = kd.sample_dpm_fast(denoiser, x, s_min, s_max, max(1, nfe), disable=True)
+            else:
+                steps = max(1, nfe // per_step)
+                sigmas = kd.get_sigmas_karras(steps + 1, s_min, s_max, rho=7.0)[:-1]  # end at s_min, not 0
+                x = getattr(kd, fn_name)(denoiser, x, sigmas, disable=True)
+        if not torch.isfinite(x).all():
+            raise FloatingPointError("non-finite samples")
+    except (FloatingPointError, ValueError, RuntimeError) as e:
+        return PeerResult(x, score.nfe - nfe0, 0.0, f"diverged: {e}")
+    return PeerResult(x * float(sde.alpha(t_min)), score.nfe - nfe0, t_min, "ok")
