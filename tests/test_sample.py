@@ -176,6 +176,14 @@ def test_same_seed_same_samples_and_batch_size_independence(method):
     assert not torch.allclose(other, big)
 
 
+@pytest.mark.parametrize("method", ALL)
+def test_sampling_with_a_seed_leaves_the_global_rng_alone(method):
+    kw = {"rtol": 1e-3, "atol": 1e-3} if method in ADAPTIVE else {"steps": 3}
+    state = torch.random.get_rng_state()
+    sd.sample(RING.score(VP), VP, (8, 2), method=method, seed=0, **kw)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_generator_reproducibility():
     kw = dict(method="sde-euler", steps=5)
     a = sd.sample(RING.score(VP), VP, (8, 2), generator=torch.Generator().manual_seed(3), **kw).x

@@ -130,7 +130,9 @@ class ReverseSDE(Solver):
         us = torch.arange(n_steps + 1, dtype=y0.dtype, device=y0.device)
         if not return_trajectory:
             us = us[[0, -1]]
-        ys = torchsde.sdeint(adapter, y0, us, bm=bm, method=self.method, dt=1.0, adaptive=False)
+        # sdeint's shape check draws a probe vector from the global RNG; keep the caller's stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            ys = torchsde.sdeint(adapter, y0, us, bm=bm, method=self.method, dt=1.0, adaptive=False)
         traj = ys.view(len(us), *shape) if return_trajectory else None
         return SolverResult(ys[-1].view(shape), grid, traj)
 
