@@ -1,34 +1,49 @@
-"""Peers side by side: the same exact score driven through diffusers' schedulers (``pip install scoresde[peers]``).
+"""Peers side by side: the same exact score driven through diffusers' and k-diffusion's samplers.
 
-The mapping between our continuous VP time and a peer's discrete timesteps is written once here:
+Install with ``pip install scoresde[peers]`` (diffusers) and ``pip install --no-deps k-diffusion`` (see below).
+The mapping between our continuous VP time and each peer's own variables is written once, here:
 
-- diffusers builds ``alphas_cumprod`` from its betas (Ho's ``linspace(1e-4, 0.02, 1000)``, which is
-  ``VPSDE().discrete_betas(1000)``). For timestep ``i`` we compute that ``alpha_bar_i`` in float64 and
-  evaluate the exact score at the continuous time with the same ``alpha_bar``,
-  ``t_i = t_from_log_snr(log(alpha_bar_i / (1 - alpha_bar_i)))``: each scheduler gets the exact score of
-  its own discrete process.
-- Sigma-space schedulers (Euler, Heun) scale the state by ``1 / sqrt(1 + sigma^2)`` before the model
-  (``scale_model_input``), which is our VP state; their noise level maps to ``t`` through
-  ``log_snr = -2 log sigma``.
+- **diffusers** builds ``alphas_cumprod`` from its betas (Ho's ``linspace(1e-4, 0.02, 1000)``, which is
+  ``VPSDE().discrete_betas(1000)``). For timestep ``i`` we compute that ``alpha_bar_i`` in float64 and evaluate
+  the exact score at the continuous time with the same ``alpha_bar``,
+  ``t_i = t_from_log_snr(log(alpha_bar_i / (1 - alpha_bar_i)))`` (:func:`timestep_times`): each scheduler gets
+  the exact ``eps`` of its own discrete process. The chain's last timestep has ``alpha_bar = 4.04e-5``, reached
+  at ``t = 1.0034`` on the continuous linear schedule, so the score must be built on ``VPSDE(T=PEER_T)`` (the
+  same schedule, extended).
+- diffusers' sigma-space schedulers (Euler, Heun) keep ``x_hat = x / alpha`` and hand the model
+  ``scale_model_input(x_hat) = x_hat / sqrt(1 + sigma^2)``, which is our VP state; their noise level maps to
+  ``t`` through ``log_snr = -2 log sigma`` (:func:`sigma_to_t`), and the final ``x_hat`` is mapped back with
+  ``x = alpha(t_end) x_hat``, as their pipelines do it (``init_noise_sigma`` scales the initial noise).
+- **k-diffusion** works in sigma space too: the denoiser gets ``x_hat`` and ``sigma_hat = sigma / alpha`` and
+  returns the exact ``x0`` at the ``t`` with that noise level. Its samplers run on its own Karras grid
+  (``get_sigmas_karras``, rho = 7) from ``sigma_hat(1)`` to ``sigma_hat(t_min)`` without the trailing 0, so they
+  end at ``t_min`` like ours; ``sample_dpm_fast`` takes ``(sigma_min, sigma_max, n)`` itself.
 
-Each scheduler is configured as a user with unnormalised data should: ``clip_sample=False`` and no
-thresholding (the default clipping to [-1, 1] ruins data outside it), ``timestep_spacing="trailing"``
-(starts at the noisiest timestep and never repeats one at few steps; Lin et al. 2024), and, where the
-option exists, ending at the smallest noise level of the chain instead of jumping to clean data, so its
-output targets the same ``p_t`` (``t`` of ``alpha_bar_0``, ~``t_min``) as ours; ``t_end`` in the result
-says where each one ends (0 for DDPM and Heun, which end with a clean-data prediction).
+Configuration, as a user with unnormalised data should set it: ``clip_sample=False`` and no thresholding (the
+default clipping of the x0 prediction to [-1, 1] ruins data outside it); where the option exists the chain ends
+at its smallest noise level ``alpha_bar_0`` (``set_alpha_to_one=False``, ``final_sigmas_type="sigma_min"``)
+instead of jumping to clean data, so it targets ``p_t`` at ``t(alpha_bar_0) = 9.2e-4`` (our ``t_min`` is 1e-3).
+Time steps: ``timestep_spacing="trailing"``, the spacing diffusers recommends for few steps (Lin et al. 2024,
+table 2): it starts at the noisiest timestep, its step is ``1000 / steps`` (the step DDIM's ``prev_timestep``
+assumes, which ``"linspace"`` breaks) and it never repeats a timestep. DDPM and Heun have no option to stop at
+``alpha_bar_0``: their last step returns the clean-data prediction from timestep ``1000 / steps - 1`` (sigma
+0.34 at 10 steps, 0.14 at 25). Measured
+on gmm16 (n = 4000, mode-conditional SWD at 10 / 20 / 50 NFE), "linspace" and "leading" do not help DDPM
+(0.064 / 0.046 / 0.028 vs 0.061 / 0.045 / 0.028 trailing) and make Heun much worse at few steps (0.45 / 0.094 /
+0.021 vs 0.079 / 0.058 / 0.028): at 5 steps its last second-order step spans sigma 0.96 to 0.01 (timestep 250
+to 0), where trailing ends with a first-order jump to clean data from sigma 0.72.
+``t_end`` in the result says where each run ends (0 for DDPM and Heun).
 
-k-diffusion's samplers (Euler, Heun, DPM++ 2M, LMS, DPM-fast) work in sigma space: the denoiser gets
-``x_hat = x / alpha`` and ``sigma_hat = sigma / alpha`` and returns the exact ``x0`` at the ``t`` with that
-noise level (``log_snr = -2 log sigma_hat``). They run on k-diffusion's Karras grid (rho = 7) from
-``sigma_hat(T)`` to ``sigma_hat(t_min)`` without the trailing 0, so they too end at ``t_min``. Its package
-``__init__`` imports training code (torchvision, scikit-image...) that does not install beside the pinned CPU
-torch, while ``k_diffusion.sampling`` needs only torch, scipy, torchdiffeq, torchsde, tqdm and one helper
-(``utils.append_dims``): when the full package does not import, we load ``sampling.py`` from the installed
-package under a private name with our own ``append_dims``, leaving ``import k_diffusion`` untouched.
+k-diffusion's package ``__init__`` imports its training code (torchvision, scikit-image, wandb...), which does
+not install beside a CPU-only torch; ``k_diffusion.sampling`` itself needs torch, scipy, torchdiffeq, torchsde,
+tqdm and one helper from ``k_diffusion.utils`` (``append_dims``). When the package does not import, we load
+``sampling.py`` from the installed distribution under a private package name whose ``utils`` holds our
+:func:`~scoresde.sde.append_dims`; ``import k_diffusion`` is left untouched.
 
-NFE is counted by the score's own counter, never taken from the peer. A run that produces NaN/inf is
-reported in ``status``, not raised.
+NFE is counted by the score's own counter (``score.nfe``), never taken from a peer's documentation; the step
+count is chosen from each sampler's cost per step so that the counted NFE stays within the budget. Every random
+draw comes from a ``torch.Generator`` seeded with ``seed``. A run whose model output or state becomes NaN/inf
+is reported in ``status`` ("diverged: ..."), not raised.
 """
 
 from __future__ import annotations
@@ -39,198 +54,273 @@ import inspect
 import math
 import sys
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 
 import torch
+from torch import Tensor
 
 from .param import Score
-from .sde import SDE, VPSDE
+from .sde import SDE, VPSDE, append_dims
 
-__all__ = ["PEER_T", "PeerResult", "available_peers", "peer_sample", "timestep_times", "sigma_to_t"]
+__all__ = [
+    "PEER_T",
+    "PeerResult",
+    "available_peers",
+    "peer_sample",
+    "diffusers_alpha_bar",
+    "timestep_times",
+    "sigma_to_t",
+    "sigma_hat",
+]
 
 _BETA_START, _BETA_END, _TRAIN_STEPS = 1e-4, 0.02, 1000
-PEER_T = 1.01  # covers the chain's last timestep (t = 1.0034 on the continuous linear schedule)
+PEER_T = 1.01  # covers diffusers' last timestep (t = 1.0034 on the continuous linear schedule)
 
-# name -> (diffusers class name, extra config, NFE per step, whether it has final_sigmas_type)
+
+@dataclass(frozen=True)
+class _Diffusers:
+    cls: str  # the scheduler class
+    config: dict  # beyond the shared schedule
+    per_step: int  # model calls per step (Heun: all steps but the last)
+    sigma_space: bool  # the state is x_hat = x / alpha and the model input is scaled
+
+
 _DIFFUSERS = {
-    "diffusers-ddpm": ("DDPMScheduler", {"clip_sample": False, "variance_type": "fixed_small"}, 1),
-    "diffusers-ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, 1),
-    "diffusers-dpmpp_2m": (
+    "diffusers-ddpm": _Diffusers("DDPMScheduler", {"clip_sample": False, "variance_type": "fixed_small"}, 1, False),
+    "diffusers-ddim": _Diffusers("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, 1, False),
+    "diffusers-dpmpp_2m": _Diffusers(
         "DPMSolverMultistepScheduler",
-        {"algorithm_type": "dpmsolver++", "solver_order": 2, "final_sigmas_type": "sigma_min"},
+        {
+            "algorithm_type": "dpmsolver++",
+            "solver_order": 2,
+            "lower_order_final": True,
+            "thresholding": False,
+            "final_sigmas_type": "sigma_min",
+        },
         1,
+        False,
     ),
-    "diffusers-unipc": ("UniPCMultistepScheduler", {"final_sigmas_type": "sigma_min"}, 1),
-    "diffusers-euler": ("EulerDiscreteScheduler", {"final_sigmas_type": "sigma_min"}, 1),
-    "diffusers-heun": ("HeunDiscreteScheduler", {"clip_sample": False}, 2),
+    "diffusers-unipc": _Diffusers(
+        "UniPCMultistepScheduler", {"thresholding": False, "final_sigmas_type": "sigma_min"}, 1, False
+    ),
+    "diffusers-euler": _Diffusers("EulerDiscreteScheduler", {"final_sigmas_type": "sigma_min"}, 1, True),
+    "diffusers-heun": _Diffusers("HeunDiscreteScheduler", {"clip_sample": False}, 2, True),
 }
 
-
-@dataclass
-class PeerResult:
-    x: torch.Tensor  # samples at continuous time t_end
-    nfe: int  # counted model calls
-    t_end: float  # the time whose exact law the output targets (0.0: clean data)
-    status: str  # "ok" or "diverged: ..."
-
-
-def _diffusers():
-    try:
-        import diffusers
-    except ImportError:
-        return None
-    return diffusers
-
-
-# name -> (k-diffusion function, NFE per step on a grid without a final sigma of 0)
+# name -> (k-diffusion function, model calls per step on a grid that does not end at sigma = 0; None: takes n)
 _KDIFF = {
     "kdiff-euler": ("sample_euler", 1),
     "kdiff-heun": ("sample_heun", 2),
     "kdiff-dpmpp_2m": ("sample_dpmpp_2m", 1),
     "kdiff-lms": ("sample_lms", 1),
-    "kdiff-dpm_fast": ("sample_dpm_fast", None),  # takes the NFE itself
+    "kdiff-dpm_fast": ("sample_dpm_fast", None),
 }
+
+
+@dataclass
+class PeerResult:
+    """What :func:`peer_sample` returns."""
+
+    x: Tensor  # samples, shape (n, d), at continuous time t_end
+    nfe: int  # counted model calls
+    t_end: float  # the time whose exact law the output targets (0.0: clean data)
+    status: str  # "ok" or "diverged: <reason>"
+
+
+class _Diverged(FloatingPointError):
+    """Raised inside a peer run by our model wrapper or state check; turned into a ``status``."""
+
+
+# --- the libraries, imported lazily ----------------------------------------------------------------------
+@cache
+def _diffusers():
+    """The ``diffusers`` module, or ``None`` when it does not import."""
+    try:
+        import diffusers
+    except Exception:  # a broken install (e.g. a mismatched torch extension) is "not available"
+        return None
+    return diffusers
 
 
 @cache
 def _kdiffusion():
-    """``k_diffusion.sampling``, or ``None`` if k-diffusion is not installed."""
+    """``k_diffusion.sampling``, or ``None`` if k-diffusion is not installed or its samplers do not import."""
     try:
         return importlib.import_module("k_diffusion.sampling")
-    except ImportError:
+    except Exception:  # torchvision / scikit-image missing or broken: load sampling.py alone
         pass
-    spec = importlib.util.find_spec("k_diffusion")
+    try:
+        spec = importlib.util.find_spec("k_diffusion")
+    except (ImportError, ValueError):
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     pkg_name = "_scoresde_kdiffusion"
     pkg = types.ModuleType(pkg_name)
     pkg.__path__ = list(spec.submodule_search_locations)
     utils = types.ModuleType(f"{pkg_name}.utils")
-    utils.append_dims = lambda x, target_dims: x[(...,) + (None,) * (target_dims - x.ndim)]
+    utils.append_dims = lambda x, target_dims: append_dims(x, target_dims)  # the only helper sampling.py uses
     pkg.utils = utils
-    sys.modules[pkg_name], sys.modules[utils.__name__] = pkg, utils
     sub = importlib.util.spec_from_file_location(f"{pkg_name}.sampling", f"{pkg.__path__[0]}/sampling.py")
+    if sub is None:
+        return None
     module = importlib.util.module_from_spec(sub)
-    sys.modules[sub.name] = module
+    sys.modules[pkg_name], sys.modules[utils.__name__], sys.modules[sub.name] = pkg, utils, module
     try:
         sub.loader.exec_module(module)
-    except ImportError:
+    except Exception:  # a version whose sampling.py needs more than we provide
+        for name in (sub.name, utils.__name__, pkg_name):
+            sys.modules.pop(name, None)
         return None
     return module
 
 
 def available_peers() -> list[str]:
-    """Peer sampler names whose library is installed."""
+    """Peer sampler names whose library imports, sorted."""
     names = list(_DIFFUSERS) if _diffusers() is not None else []
     names += list(_KDIFF) if _kdiffusion() is not None else []
     return sorted(names)
 
 
-def _alpha_bar_chain() -> torch.Tensor:
-    """diffusers' ``alphas_cumprod`` for the linear schedule, in float64."""
+# --- the time mapping -------------------------------------------------------------------------------------
+def diffusers_alpha_bar() -> Tensor:
+    """diffusers' ``alphas_cumprod`` for its linear schedule (1e-4 to 0.02, 1000 steps), in float64."""
     return VPSDE().discrete_alpha_bar(_TRAIN_STEPS)
 
 
-def timestep_times(sde: SDE, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """Continuous times with the given (discrete) ``alpha_bar`` values under ``sde``."""
-    alpha_bar = alpha_bar.double()
+def timestep_times(sde: SDE, alpha_bar: Tensor) -> Tensor:
+    """Continuous times with the given (discrete) ``alpha_bar`` values under ``sde``, float64."""
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
     return sde.t_from_log_snr(alpha_bar.log() - torch.log1p(-alpha_bar))
 
 
 def sigma_to_t(sde: SDE, sigma: float) -> float:
-    """Continuous time of a sigma-space noise level ``sigma = sqrt((1 - alpha_bar) / alpha_bar)``."""
+    """Continuous time of a sigma-space noise level ``sigma = sigma(t) / alpha(t)`` (``log_snr = -2 log sigma``)."""
     return float(sde.t_from_log_snr(-2 * math.log(sigma)))
 
 
+def sigma_hat(sde: SDE, t: float) -> float:
+    """The sigma-space noise level ``sigma(t) / alpha(t)`` at time ``t`` (inverse of :func:`sigma_to_t`)."""
+    return float(sde.marginal_std(t) / sde.alpha(t))
+
+
+# --- sampling -----------------------------------------------------------------------------------------------
 def peer_sample(name: str, score: Score, sde: SDE, shape: tuple[int, ...], nfe: int, seed: int) -> PeerResult:
-    """Draw ``shape`` samples with peer sampler ``name`` within ``nfe`` model calls (counted)."""
-    if name not in available_peers():
-        raise ValueError(
-            f"unknown or uninstalled peer {name!r}; available peers: {', '.join(available_peers()) or 'none'}"
-        )
+    """Draw ``shape`` samples with peer sampler ``name`` within about ``nfe`` model calls (counted, not assumed).
+
+    ``score`` must be built on ``sde``, a linear ``VPSDE`` (``VPSDE(T=PEER_T)`` for the diffusers peers, whose
+    chain reaches past ``t = 1``). Returns the samples at ``t_end`` (float32), the counted NFE and a status.
+    """
+    peers = available_peers()
+    if name not in peers:
+        raise ValueError(f"unknown or uninstalled peer {name!r}; available peers: {', '.join(peers) or 'none'}")
     if not (isinstance(sde, VPSDE) and sde.schedule == "linear" and (sde.beta_min, sde.beta_max) == (0.1, 20.0)):
-        raise ValueError(f"peers are driven on the linear VP schedule; pass VPSDE(T={PEER_T})")
-    if name in _KDIFF:
-        return _kdiff_sample(name, score, sde, shape, nfe, seed)
-    cls_name, config, per_step = _DIFFUSERS[name]
-    scheduler = getattr(_diffusers(), cls_name)(
+        raise ValueError(
+            f"peers are driven on the linear VP schedule of Ho et al.; pass VPSDE(T={PEER_T}), got {sde!r}"
+        )
+    if repr(score.sde) != repr(sde):
+        raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
+    if int(nfe) < 1:
+        raise ValueError(f"nfe must be >= 1, got {nfe}")
+    shape = tuple(int(s) for s in shape)
+    run = _kdiff_sample if name in _KDIFF else _diffusers_sample
+    return run(name, score, sde, shape, int(nfe), seed)
+
+
+@contextmanager
+def _seeded_global_rng(seed: int):
+    """Run a peer with the global CPU RNG seeded from ``seed`` and restore the caller's state afterwards.
+
+    Our draws use explicit generators; this covers any draw a peer makes from the global RNG (k-diffusion's
+    Euler and Heun call ``torch.randn_like`` on every step even without churn), so it neither depends on nor
+    advances the caller's RNG.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
+def _checked(value: Tensor, what: str, nfe: int, t: float) -> Tensor:
+    if not torch.isfinite(value).all():
+        raise _Diverged(f"{what} non-finite at t = {t:.6g} after {nfe} model calls")
+    return value
+
+
+def _diffusers_sample(name: str, score: Score, sde: SDE, shape, nfe: int, seed: int) -> PeerResult:
+    spec = _DIFFUSERS[name]
+    scheduler = getattr(_diffusers(), spec.cls)(
         num_train_timesteps=_TRAIN_STEPS,
         beta_start=_BETA_START,
         beta_end=_BETA_END,
         beta_schedule="linear",
         timestep_spacing="trailing",
-        **config,
+        **spec.config,
     )
-    steps = max(1, (nfe + 1) // 2) if per_step == 2 else max(1, nfe)  # Heun: 2 calls per step but the last
+    steps = (nfe + 1) // 2 if spec.per_step == 2 else nfe  # Heun: 2 calls per step, 1 on the last
     scheduler.set_timesteps(steps)
-    abar = _alpha_bar_chain()
-    t_of_step = timestep_times(sde, abar)
-    if float(t_of_step[-1]) > sde.T:
+    times = timestep_times(sde, diffusers_alpha_bar())
+    if float(times[-1]) > sde.T:
         raise ValueError(
-            f"diffusers' last timestep has alpha_bar {float(abar[-1]):.3g}, reached at "
-            f"t = {float(t_of_step[-1]):.5f} > T = {sde.T:g}: build the score on VPSDE(T={PEER_T}) "
-            "(the same schedule, extended)"
+            f"diffusers' last timestep sits at t = {float(times[-1]):.5f} > T = {sde.T:g}: build the score on "
+            f"VPSDE(T={PEER_T}) (the same schedule, extended)"
         )
-    sigma_space = hasattr(scheduler, "sigmas") and cls_name in ("EulerDiscreteScheduler", "HeunDiscreteScheduler")
-
     g = torch.Generator().manual_seed(seed)
     step_kw = {"generator": g} if "generator" in inspect.signature(scheduler.step).parameters else {}
     x = torch.randn(shape, generator=g, dtype=torch.float32) * float(scheduler.init_noise_sigma)
     nfe0 = score.nfe
     try:
-        with torch.no_grad():
+        with _seeded_global_rng(seed), torch.no_grad():
             for timestep in scheduler.timesteps:
-                model_in = scheduler.scale_model_input(x, timestep)
-                if sigma_space:
+                model_in = scheduler.scale_model_input(x, timestep)  # sets step_index on its first call
+                if spec.sigma_space:
                     t = sigma_to_t(sde, float(scheduler.sigmas[scheduler.step_index]))
                 else:
-                    t = float(t_of_step[int(timestep)])
-                eps = score.eps(model_in, t)
-                x = scheduler.step(eps, timestep, x, **step_kw).prev_sample
-                if not torch.isfinite(x).all():
-                    raise FloatingPointError(f"non-finite state after timestep {int(timestep)}")
-    except FloatingPointError as e:
+                    t = float(times[int(timestep)])
+                eps = _checked(score.eps(model_in, t), "model output", score.nfe - nfe0, t)
+                x = _checked(scheduler.step(eps, timestep, x, **step_kw).prev_sample, "state", score.nfe - nfe0, t)
+    except _Diverged as e:
         return PeerResult(x, score.nfe - nfe0, 0.0, f"diverged: {e}")
-    t_end = _end_time(name, scheduler, sde, abar)
-    if sigma_space and t_end > 0:  # back from sigma space to our VP state
-        x = x * float(sde.alpha(t_end))
+    if spec.sigma_space:
+        final_sigma = float(scheduler.sigmas[-1])
+        t_end = 0.0 if final_sigma == 0 else sigma_to_t(sde, final_sigma)
+        if t_end > 0:
+            x = x * float(sde.alpha(t_end))  # back from sigma space to our VP state
+    elif name == "diffusers-ddpm":
+        t_end = 0.0  # its last step returns the clean-data prediction
+    else:
+        t_end = float(times[0])  # DDIM (set_alpha_to_one=False), DPM++ and UniPC (sigma_min): alpha_bar_0
     return PeerResult(x, score.nfe - nfe0, t_end, "ok")
-
-
-def _end_time(name: str, scheduler, sde: SDE, abar: torch.Tensor) -> float:
-    """The time of the law the final state targets."""
-    if name in ("diffusers-ddim", "diffusers-dpmpp_2m", "diffusers-unipc", "diffusers-euler"):
-        return float(timestep_times(sde, abar[:1])[0])  # alpha_bar_0: set_alpha_to_one=False / sigma_min
-    return 0.0  # DDPM's last step and Heun's final sigma 0 return a clean-data prediction
 
 
 def _kdiff_sample(name: str, score: Score, sde: SDE, shape, nfe: int, seed: int) -> PeerResult:
     kd = _kdiffusion()
     fn_name, per_step = _KDIFF[name]
-    t_min, t_max = sde.t_min, 1.0
+    s_min, s_max = sigma_hat(sde, sde.t_min), sigma_hat(sde, 1.0)
+    nfe0 = score.nfe
 
-    def sigma_hat(t: float) -> float:
-        return float(sde.marginal_std(t) / sde.alpha(t))
+    def denoiser(x_hat: Tensor, sigma: Tensor) -> Tensor:
+        s = float(sigma[0])
+        if not bool((sigma == sigma[0]).all()):
+            raise ValueError("k-diffusion passed per-sample noise levels; the adapter expects one per call")
+        t = sigma_to_t(sde, s)
+        return _checked(score.x0(x_hat * float(sde.alpha(t)), t), "model output", score.nfe - nfe0, t)
 
-    def denoiser(x_hat, sigma):
-        t = sigma_to_t(sde, float(sigma[0]))
-        return score.x0(x_hat * float(sde.alpha(t)), t)
-
-    s_min, s_max = sigma_hat(t_min), sigma_hat(t_max)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g, dtype=torch.float32) * s_max
-    nfe0 = score.nfe
     try:
-        with torch.no_grad():
+        with _seeded_global_rng(seed), torch.no_grad():  # Euler and Heun draw (unused) churn noise every step
             if per_step is None:
-                x = kd.sample_dpm_fast(denoiser, x, s_min, s_max, max(1, nfe), disable=True)
+                x = kd.sample_dpm_fast(denoiser, x, s_min, s_max, nfe, disable=True)
+                final_sigma = s_min
             else:
                 steps = max(1, nfe // per_step)
-                sigmas = kd.get_sigmas_karras(steps + 1, s_min, s_max, rho=7.0)[:-1]  # end at s_min, not 0
+                sigmas = kd.get_sigmas_karras(steps + 1, s_min, s_max, rho=7.0)[:-1]  # end at s_min, not at 0
                 x = getattr(kd, fn_name)(denoiser, x, sigmas, disable=True)
-        if not torch.isfinite(x).all():
-            raise FloatingPointError("non-finite samples")
-    except (FloatingPointError, ValueError, RuntimeError) as e:
+                final_sigma = float(sigmas[-1])
+            t_end = sigma_to_t(sde, final_sigma)
+            _checked(x, "state", score.nfe - nfe0, t_end)
+    except _Diverged as e:
         return PeerResult(x, score.nfe - nfe0, 0.0, f"diverged: {e}")
-    return PeerResult(x * float(sde.alpha(t_min)), score.nfe - nfe0, t_min, "ok")
+    return PeerResult(x * float(sde.alpha(t_end)), score.nfe - nfe0, t_end, "ok")
