@@ -25,6 +25,7 @@ import torch
 import torchdiffeq
 
 import scoresde as sd
+from scoresde import peers
 from scoresde.bench import TimedModel
 from scoresde.util import atomic_write_text
 
@@ -83,20 +84,13 @@ def measure(n: int = 10_000, nfe: int = 50, repeats: int = 5, seed: int = 0) -> 
     for method in sd.available_methods():
         if not sd.method_info(method)["adaptive"]:
             runs[method] = ours(method)
-    try:
-        from scoresde import peers
-    except ImportError:  # pragma: no cover
-        peers = None
-    if peers is not None:
-        for name in peers.available_peers():
+    for name in peers.available_peers():
 
-            def peer_run(timer, name=name):
-                peer_sde = sd.VPSDE(T=peers.PEER_T)
-                return peers.peer_sample(
-                    name, sd.EpsilonScore(timer, peer_sde), peer_sde, (n, 2), nfe=nfe, seed=seed
-                ).nfe
+        def peer_run(timer, name=name):
+            peer_sde = sd.VPSDE(T=peers.PEER_T)
+            return peers.peer_sample(name, sd.EpsilonScore(timer, peer_sde), peer_sde, (n, 2), nfe=nfe, seed=seed).nfe
 
-            runs[name] = peer_run
+        runs[name] = peer_run
 
     results = {name: [] for name in runs}
     with torch.no_grad():

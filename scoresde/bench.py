@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from .metrics import mmd_rbf, mode_conditional_swd, mode_diagnostics, sliced_wasserstein
+from . import peers
+from .metrics import assign_modes, mmd_rbf, mode_conditional_swd, mode_diagnostics, sliced_wasserstein
 from .param import EpsilonScore
 from .problems import GaussianMixture, get_problem
 from .sample import available_methods, sample
@@ -107,8 +108,9 @@ class ExactProblem:
 def quality(x: torch.Tensor, target: GaussianMixture, seed: int) -> dict:
     """Every metric of ``x`` against the exact law ``target``; reference draws from ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    mode_swd, _ = mode_conditional_swd(x, target, g)
-    diag = mode_diagnostics(x, target)
+    labels = assign_modes(x, target)  # the exact mixture evaluation, shared by both per-mode metrics
+    mode_swd, _ = mode_conditional_swd(x, target, g, labels=labels)
+    diag = mode_diagnostics(x, target, labels=labels)
     ref = target.sample(x.shape[0], generator=g)
     return {
         "mode_swd": mode_swd,
@@ -133,19 +135,10 @@ def floors(target: GaussianMixture, n: int, seeds: int) -> dict:
     return out
 
 
-def _peer_api():
-    try:
-        from . import peers
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return None
-    return peers
-
-
 def plan(cfg: BenchConfig) -> list[dict]:
     """Every run of the grid as ``{problem, method, source, run, kwargs}``, in execution order."""
     methods = cfg.methods or tuple(available_methods())
-    peers = _peer_api()
-    peer_names = tuple(peers.available_peers()) if (peers is not None and cfg.peers is None) else (cfg.peers or ())
+    peer_names = tuple(peers.available_peers()) if cfg.peers is None else cfg.peers
     runs = []
     for pname in cfg.problems:
         for method in methods:
@@ -183,7 +176,7 @@ def _key(row: dict, cfg: BenchConfig) -> tuple:
 def _run_one(item: dict, problem: ExactProblem, sde: SDE, cfg: BenchConfig) -> dict:
     timer = TimedModel(None)
     if item["source"] == "peer":  # diffusers' chain ends at t = 1.0034 on the same linear schedule
-        score = problem.score(VPSDE(T=_peer_api().PEER_T), timer)
+        score = problem.score(VPSDE(T=peers.PEER_T), timer)
     else:
         score = problem.score(sde, timer)
     shape = (cfg.n, problem.dim)
@@ -194,9 +187,7 @@ def _run_one(item: dict, problem: ExactProblem, sde: SDE, cfg: BenchConfig) -> d
             out = sample(score, sde, shape, method=item["method"], seed=cfg.seed, **item["kwargs"])
             x, nfe = out.x, out.nfe
         else:
-            res = _peer_api().peer_sample(
-                item["method"], score, score.sde, shape, nfe=item["kwargs"]["nfe"], seed=cfg.seed
-            )
+            res = peers.peer_sample(item["method"], score, score.sde, shape, nfe=item["kwargs"]["nfe"], seed=cfg.seed)
             x, nfe, t_end, status = res.x, res.nfe, res.t_end, res.status
     except NonFiniteError as e:
         x, nfe, status = None, score.nfe, f"diverged: {e}"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["sliced_wasserstein", "mode_conditional_swd", "mode_diagnostics", "mmd_rbf", "floor"]
+__all__ = ["sliced_wasserstein", "assign_modes", "mode_conditional_swd", "mode_diagnostics", "mmd_rbf", "floor"]
 
 
 def _directions(dim: int, n: int, seed: int, device) -> Tensor:
@@ -49,19 +49,30 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int
     return float(((px - py) ** 2).mean().sqrt())
 
 
-def mode_conditional_swd(x: Tensor, mixture, generator: torch.Generator | None = None, **swd_kw) -> tuple[float, float]:
+def assign_modes(x: Tensor, mixture) -> Tensor:
+    """The most responsible component of each sample, shape ``(n,)`` (one evaluation of the mixture)."""
+    return mixture.responsibilities(x.flatten(1).double()).argmax(1)
+
+
+def _mode_counts(labels: Tensor, mixture) -> tuple[Tensor, Tensor]:
+    weights = torch.as_tensor(mixture.weights, dtype=torch.float64)
+    return weights, torch.bincount(labels, minlength=len(weights)).double()
+
+
+def mode_conditional_swd(
+    x: Tensor, mixture, generator: torch.Generator | None = None, labels: Tensor | None = None, **swd_kw
+) -> tuple[float, float]:
     """``(sum_k w_k SWD(x[assigned to k], exact draws of k), max_k |assigned fraction_k - w_k|)``.
 
     ``mixture`` provides ``weights``, ``responsibilities(x)`` and ``sample_component(k, n, generator)``
     (a :class:`scoresde.GaussianMixture`). Components with fewer than 2 assigned samples contribute ``nan``
-    unless their weight is 0.
+    unless their weight is 0. ``labels`` (from :func:`assign_modes`) saves recomputing the assignment.
     """
     x = x.flatten(1).double()
     if not torch.isfinite(x).all():
         return float("nan"), float("nan")
-    labels = mixture.responsibilities(x).argmax(1)
-    weights = torch.as_tensor(mixture.weights, dtype=torch.float64)
-    counts = torch.bincount(labels, minlength=len(weights)).double()
+    labels = assign_modes(x, mixture) if labels is None else labels
+    weights, counts = _mode_counts(labels, mixture)
     weight_err = float((counts / counts.sum() - weights).abs().max())
     total = 0.0
     for k, w in enumerate(weights.tolist()):
@@ -106,22 +117,22 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, max_n: int = 4
     return float(kxx + kyy - 2 * torch.exp(-gamma * dxy).mean())
 
 
-def mode_diagnostics(x: Tensor, mixture) -> dict:
+def mode_diagnostics(x: Tensor, mixture, labels: Tensor | None = None) -> dict:
     """Assign each sample to its most responsible component; per mode compare with the truth.
 
     Returns ``{"weight_err": (K,), "mean_err": (K,), "cov_err": (K,)}``: ``|fraction_k - w_k|``,
     ``|mean of assigned - m_k|`` and the relative Frobenius error ``|cov of assigned - C_k| / |C_k|``
     (``nan`` for a mode with fewer than ``d + 1`` samples), plus the maxima ``max_weight_err``,
-    ``max_mean_err`` and ``max_cov_err`` (weighted by nothing: the worst mode).
+    ``max_mean_err`` and ``max_cov_err`` (weighted by nothing: the worst mode). ``labels`` as in
+    :func:`mode_conditional_swd`.
     """
     x = x.flatten(1).double()
     if not torch.isfinite(x).all():
         nan = float("nan")
         return {"max_weight_err": nan, "max_mean_err": nan, "max_cov_err": nan}
-    labels = mixture.responsibilities(x).argmax(1)
-    weights = torch.as_tensor(mixture.weights, dtype=torch.float64)
+    labels = assign_modes(x, mixture) if labels is None else labels
+    weights, counts = _mode_counts(labels, mixture)
     K, d = len(weights), x.shape[1]
-    counts = torch.bincount(labels, minlength=K).double()
     mean_err, cov_err = torch.full((K,), float("nan")), torch.full((K,), float("nan"))
     for k in range(K):
         xk = x[labels == k]
