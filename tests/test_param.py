@@ -177,13 +177,8 @@ def test_nfe_counts_one_per_call(kind):
 
 
 @pytest.mark.parametrize("kind", PARAMS)
-def test_nfe_counts_model_calls_exactly(kind):
-    calls = []
-
-    def model(x, t):
-        calls.append(1)
-        return torch.zeros_like(x)
-
+def test_nfe_counts_model_calls_exactly(kind, counting):
+    model, calls = counting(lambda x, t: torch.zeros_like(x))
     score = WRAPPERS[kind](model, SDES["ve"])
     x = torch.ones(3, 2, dtype=F64)
     for _ in range(7):

@@ -97,14 +97,8 @@ def _g(seed: int) -> torch.Generator:
 # subtle one, the naive timestep i -> t = (i + 1) / 1000 in place of matching alpha_bar, is invisible (DDIM 0.0405
 # vs 0.0399): the equivalence tests below, against our own DDIM on the peer's grid, catch that.
 @pytest.mark.parametrize("name", PEERS)
-def test_each_peer_counts_nfe_and_reaches_near_the_floor(name):
-    calls = []
-    exact = RING.eps_model(SDE)
-
-    def model(x, t):
-        calls.append(1)
-        return exact(x, t)
-
+def test_each_peer_counts_nfe_and_reaches_near_the_floor(name, counting):
+    model, calls = counting(RING.eps_model(SDE))
     score = sd.EpsilonScore(model, SDE)
     res = peers.peer_sample(name, score, SDE, (2000, 2), 50, seed=0)
     assert res.status == "ok", res.status

@@ -37,16 +37,10 @@ def test_registry_lists_the_core_methods():
 
 # --- NFE ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", FIXED)
-def test_nfe_is_counted_and_matches_the_declared_cost(method):
+def test_nfe_is_counted_and_matches_the_declared_cost(method, counting):
     """The count comes from the model wrapper; it must equal steps x the declared cost (torchsde's shape
     check call is served from cache, so it costs no model call)."""
-    calls = []
-    exact = RING.eps_model(VP)
-
-    def model(x, t):
-        calls.append(1)
-        return exact(x, t)
-
+    model, calls = counting(RING.eps_model(VP))
     score = sd.EpsilonScore(model, VP)
     out = sd.sample(score, VP, (16, 2), method=method, steps=7, seed=0)
     assert out.nfe == len(calls) == 7 * sd.method_info(method)["nfe_per_step"]
@@ -55,14 +49,8 @@ def test_nfe_is_counted_and_matches_the_declared_cost(method):
 
 
 @pytest.mark.parametrize("method", ADAPTIVE)
-def test_adaptive_nfe_is_counted(method):
-    calls = []
-    exact = RING.eps_model(VP)
-
-    def model(x, t):
-        calls.append(float(t[0]))
-        return exact(x, t)
-
+def test_adaptive_nfe_is_counted(method, counting):
+    model, calls = counting(RING.eps_model(VP))
     out = sd.sample(sd.EpsilonScore(model, VP), VP, (16, 2), method=method, seed=0, rtol=1e-4, atol=1e-4)
     assert out.nfe == len(calls) > 10
     # The solver lands on t_min and never evaluates the score outside [t_min, T].
