@@ -1,0 +1,1 @@
+"""Predictor-corrector and adaptive reverse-SDE samplers of the score-SDE papers (issue 6)."""
