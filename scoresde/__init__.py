@@ -4,6 +4,7 @@ Import as ``import scoresde as sd``; module file names are implementation detail
 """
 
 from . import metrics, problems
+from .conditioning import inpaint
 from .grids import GRIDS, time_grid
 from .noise import NoiseSource
 from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore, discrete_time_model
@@ -29,6 +30,7 @@ __all__ = [
     "GaussianMixture",
     "get_problem",
     "sample",
+    "inpaint",
     "Samples",
     "available_methods",
     "method_info",
