@@ -3,7 +3,7 @@
 Import as ``import scoresde as sd``; module file names are implementation details.
 """
 
-from . import metrics, problems
+from . import data, metrics, models, problems
 from .conditioning import inpaint
 from .grids import GRIDS, time_grid
 from .noise import NoiseSource
@@ -38,6 +38,8 @@ __all__ = [
     "GRIDS",
     "NoiseSource",
     "NonFiniteError",
+    "data",
     "metrics",
+    "models",
     "problems",
 ]
