@@ -9,6 +9,8 @@
   is the median pairwise distance of the pooled samples (Gretton et al. 2012, eq. 3; median heuristic).
 - :func:`mode_diagnostics`: per mode, the error of its weight, mean and covariance among the samples
   assigned to it.
+- :func:`frechet_distance`: the Frechet distance between Gaussians fitted to two feature sets (Heusel et al.
+  2017, the FID formula); :func:`gaussian_frechet` is the same from given moments.
 - :func:`floor`: a metric between two independent exact sample sets of the same size, mean and std over
   seeds: the value a perfect sampler gets.
 """
@@ -20,7 +22,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["sliced_wasserstein", "assign_modes", "mode_conditional_swd", "mode_diagnostics", "mmd_rbf", "floor"]
+__all__ = [
+    "sliced_wasserstein",
+    "assign_modes",
+    "mode_conditional_swd",
+    "mode_diagnostics",
+    "mmd_rbf",
+    "floor",
+    "frechet_distance",
+    "gaussian_frechet",
+]
 
 
 def _directions(dim: int, n: int, seed: int, device) -> Tensor:
@@ -160,3 +171,44 @@ def floor(
         vals.append(metric(draw(g), draw(g)))
     v = torch.tensor(vals, dtype=torch.float64)
     return float(v.mean()), float(v.std()) if len(vals) > 1 else 0.0
+
+
+def gaussian_frechet(mean_a: Tensor, cov_a: Tensor, mean_b: Tensor, cov_b: Tensor) -> float:
+    """``|m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a^(1/2) C_b C_a^(1/2))^(1/2))``: the squared 2-Wasserstein
+    (Frechet) distance between ``N(m_a, C_a)`` and ``N(m_b, C_b)`` (Dowson & Landau 1982; Heusel et al. 2017, eq. 6).
+
+    ``tr (C_a C_b)^(1/2)`` is computed as ``tr (C_a^(1/2) C_b C_a^(1/2))^(1/2)``, a symmetric matrix, from
+    eigendecompositions in float64 with eigenvalues clamped at 0, so it stays finite for singular covariances.
+    """
+    ma, mb = torch.as_tensor(mean_a, dtype=torch.float64), torch.as_tensor(mean_b, dtype=torch.float64)
+    ca, cb = torch.as_tensor(cov_a, dtype=torch.float64), torch.as_tensor(cov_b, dtype=torch.float64)
+    d = ma.shape[-1] if ma.ndim == 1 else -1
+    if ma.shape != (d,) or mb.shape != (d,) or ca.shape != (d, d) or cb.shape != (d, d):
+        raise ValueError(
+            "gaussian_frechet needs means (d,) and covariances (d, d) of one d, got "
+            f"{tuple(ma.shape)}, {tuple(ca.shape)}, {tuple(mb.shape)}, {tuple(cb.shape)}"
+        )
+    ev, U = torch.linalg.eigh((ca + ca.T) / 2)
+    root_a = (U * ev.clamp_min(0).sqrt()) @ U.T
+    middle = root_a @ cb.to(ca.device) @ root_a
+    tr_cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
+    return float((ma - mb.to(ma.device)).square().sum() + ca.trace() + cb.trace().to(ca.device) - 2 * tr_cross)
+
+
+def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:
+    """The Frechet distance between Gaussians fitted to features ``(n_a, d)`` and ``(n_b, d)``: sample means and
+    unbiased covariances, then :func:`gaussian_frechet` (the FID formula of Heusel et al. 2017, on whatever
+    features are given). ``nan`` if any feature is not finite. The estimate is biased upwards at finite sizes,
+    so compare it with the value between two real sets of the same sizes (the floor)."""
+    a, b = feats_a.flatten(1).double(), feats_b.flatten(1).double()
+    if a.shape[1] != b.shape[1] or a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(
+            f"frechet_distance needs two sets of >= 2 feature vectors of one dimension, got "
+            f"{tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return float("nan")
+    b = b.to(a.device)
+    return gaussian_frechet(
+        a.mean(0), torch.cov(a.T).reshape(a.shape[1], -1), b.mean(0), torch.cov(b.T).reshape(b.shape[1], -1)
+    )
