@@ -1,0 +1,200 @@
+"""Denoising training losses: eps-MSE (Ho et al. 2020) and its x0 and v variants, with three samplers for t.
+
+With ``x_t = alpha(t) x_0 + sigma(t) eps`` drawn by :meth:`scoresde.sde.SDE.perturb`, every loss here is a
+Monte Carlo estimate of one objective::
+
+    L = 1/(T - t_eps) int_{t_eps}^{T} w(t) E_{x_0, eps} [ mean_i (model(x_t, t)_i - target_i)^2 ] dt
+
+with ``target = eps`` (:func:`eps_mse`, Ho et al. 2020, eq. 14), ``x_0`` (:func:`x0_mse`) or
+``v = alpha eps - sigma x_0`` (:func:`v_mse`, Salimans & Ho 2022, eq. 9 and appendix D). The squared error is
+averaged over the elements of one sample and the batch. Its minimiser at each ``t`` is the conditional mean
+of the target given ``x_t``: ``E[eps | x_t] = -sigma grad log p_t`` (Vincent 2011), so a trained eps model
+plugs into :class:`scoresde.param.EpsilonScore` (x0: ``DataScore``, v: ``VScore``).
+
+The weight ``w(t)``:
+
+- ``"unit"``: ``w = 1``, the "simple" loss of Ho et al. 2020;
+- ``"likelihood"``: ``w = g(t)^2 / sigma(t)^2 = -d lambda / dt`` (``lambda`` = log-SNR). For an eps model,
+  ``1/2 (T - t_eps) L`` is then the diffusion term of the negative ELBO of Kingma et al. 2021 (VDM, eq. 17),
+  equivalently Song et al. 2021's likelihood weighting ``g^2`` of the score-matching loss (Song, Durkan,
+  Murray & Ermon 2021, Theorem 1), since ``|s - grad log p|^2 = |eps_hat - eps|^2 / sigma^2``.
+
+How ``t`` is drawn changes only the variance of the estimate, never the objective (all three are unbiased):
+
+- ``"uniform"``: ``t = t_eps + (T - t_eps) u``, ``u ~ U(0, 1)`` i.i.d.;
+- ``"stratified"``: the low-discrepancy sampler of Kingma et al. 2021 (VDM, appendix I.1):
+  ``u_i = (u_0 + i / B) mod 1`` for one ``u_0 ~ U(0, 1)``, so each of the ``B`` strata
+  ``[t_eps + i (T - t_eps)/B, t_eps + (i + 1)(T - t_eps)/B)`` holds exactly one ``t`` (in shuffled order);
+- ``"importance"``: ``t`` with density ``q(t) = (g^2 / sigma^2) / (lambda(t_eps) - lambda(T))``, i.e.
+  ``lambda(t)`` uniform, drawn exactly as ``t = t_from_log_snr(lambda)`` (the importance distribution of
+  Song, Durkan, Murray & Ermon 2021, section 5), and each term weighted by ``1 / ((T - t_eps) q(t))``.
+  With ``weighting="likelihood"`` that weight cancels ``w(t)`` exactly: every ``t`` counts the same.
+
+The identity ``d lambda / dt = -g^2 / sigma^2`` holds for every SDE with linear drift here: ``lambda = log
+alpha^2 - log sigma^2`` and ``d sigma^2 / dt = 2 f sigma^2 + g^2`` (Song et al. 2021, eq. 33) give
+``d lambda / dt = 2 f - (2 f sigma^2 + g^2) / sigma^2``.
+
+``t_eps`` (default ``1e-5``, as Song et al. 2021 train every SDE) keeps ``sigma(t) > 0``: the score is
+singular at ``t = 0``. Sampling usually stops later (``sde.t_min``, 1e-3 for VP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .sde import SDE, append_dims
+
+__all__ = [
+    "PREDICTIONS",
+    "T_SAMPLERS",
+    "WEIGHTINGS",
+    "DEFAULT_T_EPS",
+    "sample_t",
+    "denoising_loss",
+    "eps_mse",
+    "x0_mse",
+    "v_mse",
+    "target",
+]
+
+PREDICTIONS = ("eps", "x0", "v")
+T_SAMPLERS = ("uniform", "stratified", "importance")
+WEIGHTINGS = ("unit", "likelihood")
+DEFAULT_T_EPS = 1e-5
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_t_eps(sde: SDE, t_eps: float) -> None:
+    if not (isinstance(t_eps, float | int) and 0 < t_eps < sde.T):
+        raise ValueError(f"t_eps must be a number in (0, T) = (0, {sde.T:g}), got {t_eps!r}")
+
+
+def sample_t(
+    batch: int,
+    sde: SDE,
+    *,
+    t_sampler: str = "uniform",
+    t_eps: float = DEFAULT_T_EPS,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw ``batch`` times in ``[t_eps, T]`` and their importance weights ``1 / ((T - t_eps) q(t))``.
+
+    Returns ``(t, iw)``, both ``(batch,)`` of ``dtype`` on ``device``; ``iw`` is all ones for the uniform and
+    stratified samplers (see the module docstring). The uniforms are drawn in float64 on the generator's
+    device, then cast and moved.
+    """
+    _check_choice("t_sampler", t_sampler, T_SAMPLERS)
+    _check_t_eps(sde, t_eps)
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    gdev = generator.device if generator is not None else "cpu"
+    f64 = torch.float64
+    T = float(sde.T)
+    if t_sampler == "stratified":
+        u0 = torch.rand((), generator=generator, dtype=f64, device=gdev)
+        u = torch.remainder(u0 + torch.arange(batch, dtype=f64, device=gdev) / batch, 1.0)
+    else:
+        u = torch.rand(batch, generator=generator, dtype=f64, device=gdev)
+    if t_sampler == "importance":
+        lam_hi, lam_lo = float(sde.log_snr(t_eps)), float(sde.log_snr(T))
+        t = sde.t_from_log_snr(lam_hi - u * (lam_hi - lam_lo)).clamp(t_eps, T)
+        rate = sde.diffusion(t) ** 2 / sde.marginal_std(t) ** 2  # -d lambda / dt
+        iw = (lam_hi - lam_lo) / ((T - t_eps) * rate)
+    else:
+        t = t_eps + (T - t_eps) * u
+        iw = torch.ones_like(t)
+    return t.to(dtype=dtype, device=device), iw.to(dtype=dtype, device=device)
+
+
+def target(prediction: str, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """The regression target of ``prediction``: ``eps``, ``x0`` or ``v = alpha eps - sigma x0``."""
+    _check_choice("prediction", prediction, PREDICTIONS)
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    return alpha * eps - sigma * x0
+
+
+def denoising_loss(
+    model: Callable[..., Tensor],
+    sde: SDE,
+    x0: Tensor,
+    *,
+    prediction: str = "eps",
+    y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    t: Tensor | None = None,
+    t_sampler: str = "uniform",
+    t_eps: float = DEFAULT_T_EPS,
+    weighting: str = "unit",
+    reduction: str = "mean",
+) -> Tensor:
+    """The denoising loss of the module docstring for ``prediction`` in ``("eps", "x0", "v")``.
+
+    Args:
+        model: ``model(x_t, t) -> Tensor`` of ``x_t``'s shape, or ``model(x_t, t, y)`` when ``y`` is given.
+        x0: a batch of data ``(batch, *shape)``.
+        y: optional class labels ``(batch,)`` passed to the model.
+        generator: drives ``t`` (unless given) and ``eps``.
+        t: fixed times ``(batch,)`` (or a scalar) in ``[0, T]``; then ``t_sampler`` is not used and the
+            importance weight is 1.
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample weighted losses, ``(batch,)``).
+    """
+    _check_choice("prediction", prediction, PREDICTIONS)
+    _check_choice("weighting", weighting, WEIGHTINGS)
+    _check_choice("reduction", reduction, ("mean", "none"))
+    if not isinstance(x0, Tensor) or x0.ndim < 2 or not x0.is_floating_point():
+        got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be a floating tensor of shape (batch, *data_shape), got {got}")
+    batch = x0.shape[0]
+    if t is None:
+        t, iw = sample_t(
+            batch, sde, t_sampler=t_sampler, t_eps=t_eps, generator=generator, dtype=x0.dtype, device=x0.device
+        )
+    else:
+        t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
+        t = t.expand(batch) if t.ndim == 0 else t
+        if t.shape != (batch,):
+            raise ValueError(f"t must be a scalar or of shape (batch,) = ({batch},), got {tuple(t.shape)}")
+        iw = torch.ones_like(t)
+    if y is not None and (not isinstance(y, Tensor) or y.shape != (batch,)):
+        raise ValueError(f"y must be a tensor of labels of shape ({batch},), got {getattr(y, 'shape', y)!r}")
+    t64 = t.double()  # the coefficients in float64, then cast to x0's dtype (as perturb does)
+    x_t, eps = sde.perturb(x0, t64, generator=generator)
+    out = model(x_t, t) if y is None else model(x_t, t, y)
+    if not isinstance(out, Tensor) or out.shape != x0.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model output has shape {got}, expected x0's shape {tuple(x0.shape)}")
+    alpha = append_dims(sde.alpha(t64).to(x0.dtype), x0.ndim)
+    sigma = append_dims(sde.marginal_std(t64).to(x0.dtype), x0.ndim)
+    err = (out - target(prediction, x0, eps, alpha, sigma)).square().flatten(1).mean(1)
+    w = iw
+    if weighting == "likelihood":
+        w = w * (sde.diffusion(t64) ** 2 / sde.marginal_std(t64) ** 2).to(err)
+    per_sample = w * err
+    return per_sample.mean() if reduction == "mean" else per_sample
+
+
+def eps_mse(model, sde: SDE, x0: Tensor, **kw) -> Tensor:
+    """``mean |model(x_t, t) - eps|^2`` (Ho et al. 2020, eq. 14); keywords as :func:`denoising_loss`."""
+    return denoising_loss(model, sde, x0, prediction="eps", **kw)
+
+
+def x0_mse(model, sde: SDE, x0: Tensor, **kw) -> Tensor:
+    """``mean |model(x_t, t) - x_0|^2``; keywords as :func:`denoising_loss`."""
+    return denoising_loss(model, sde, x0, prediction="x0", **kw)
+
+
+def v_mse(model, sde: SDE, x0: Tensor, **kw) -> Tensor:
+    """``mean |model(x_t, t) - v|^2``, ``v = alpha eps - sigma x_0`` (Salimans & Ho 2022); as :func:`denoising_loss`."""
+    return denoising_loss(model, sde, x0, prediction="v", **kw)
