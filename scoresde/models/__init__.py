@@ -10,18 +10,34 @@ model accepts only ``y=None``). ``model.config`` holds the JSON-serialisable con
 Which quantity the output is (``eps``, ``x0``, ``v``) is a training choice; wrap the network in
 :class:`scoresde.EpsilonScore`, :class:`scoresde.DataScore` or :class:`scoresde.VScore`.
 
-This package sits at the bottom of the import floors: it imports torch only.
+:mod:`.classifier` scores generated 8x8 digits (Frechet distance on a small classifier's features, accuracy of
+class-conditional samples). This package sits at the bottom of the import floors: besides torch it imports
+only the other bottom-floor modules ``data``, ``metrics`` and ``util``.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from .classifier import DigitClassifier, digit_accuracy, digit_classifier, digit_fd, digit_fd_floor, digit_features
 from .embedding import SinusoidalEmbedding, count_parameters
 from .mlp import MLP
 from .unet import UNet
 
-__all__ = ["MLP", "UNet", "SinusoidalEmbedding", "build_model", "count_parameters", "ARCHITECTURES"]
+__all__ = [
+    "MLP",
+    "UNet",
+    "SinusoidalEmbedding",
+    "build_model",
+    "count_parameters",
+    "ARCHITECTURES",
+    "DigitClassifier",
+    "digit_classifier",
+    "digit_features",
+    "digit_fd",
+    "digit_fd_floor",
+    "digit_accuracy",
+]
 
 ARCHITECTURES = {"mlp": MLP, "unet": UNet}
 
