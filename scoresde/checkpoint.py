@@ -13,9 +13,10 @@ optimiser's non-tensor state and param groups, the training and model configs, t
 (e.g. the loss history), and the SHA-256 of its own canonical content.
 
 Writing (:func:`save_checkpoint`) goes: data file (temp file, fsync, ``os.replace``), then the sidecar the same
-way, then the data files of older checkpoints are removed. The sidecar's replacement is the commit: a crash
-at any point leaves ``ckpt.json`` naming a complete data file, the previous one until the new sidecar is in
-place. The data file's name carries its hash, so saving the same state twice rewrites identical bytes.
+way, then the data files of older checkpoints (and temp files of crashed saves) are removed. The sidecar's
+replacement is the commit: a crash at any point leaves ``ckpt.json`` naming a complete data file, the previous
+one until the new sidecar is in place. The data file's name carries its hash, so saving the same state twice
+rewrites identical bytes.
 
 Reading (:func:`load_checkpoint`) checks, in order, and raises :class:`CheckpointError` (a ``ValueError``)
 with a message naming the problem: a missing directory, sidecar or data file; a sidecar that is not valid
@@ -49,6 +50,7 @@ FORMAT = "scoresde-checkpoint"
 VERSION = 1
 SIDECAR = "ckpt.json"
 _DATA_GLOB = "ckpt-*.safetensors"
+_TEMP_GLOB = ".ckpt-*.tmp"  # scoresde.util.atomic_write_bytes names its temp files ".<name>.<random>.tmp"
 
 
 class CheckpointError(ValueError):
@@ -221,8 +223,8 @@ def save_checkpoint(
     payload["sidecar_sha256"] = hashlib.sha256(_canonical(payload)).hexdigest()
     atomic_write_bytes(directory / name, data)
     atomic_write_text(directory / SIDECAR, json.dumps(payload, indent=1) + "\n")  # the commit
-    for old in directory.glob(_DATA_GLOB):
-        if old.name != name:
+    for old in [*directory.glob(_DATA_GLOB), *directory.glob(_TEMP_GLOB)]:
+        if old.name != name:  # older checkpoints, and temp files of saves that crashed
             old.unlink(missing_ok=True)
     return directory / name
 
