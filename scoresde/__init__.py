@@ -3,7 +3,8 @@
 Import as ``import scoresde as sd``; module file names are implementation details.
 """
 
-from . import data, metrics, models, problems
+from . import data, loss, metrics, models, problems, train
+from .checkpoint import CheckpointError
 from .conditioning import inpaint
 from .grids import GRIDS, time_grid
 from .noise import NoiseSource
@@ -12,6 +13,7 @@ from .problems import GaussianMixture, get_problem
 from .sample import Samples, available_methods, sample
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from .solvers import NonFiniteError, method_info
+from .train import ConditionalModel, TrainConfig, TrainResult, load_score
 
 __version__ = "0.1.0"
 
@@ -42,4 +44,11 @@ __all__ = [
     "metrics",
     "models",
     "problems",
+    "loss",
+    "train",
+    "TrainConfig",
+    "TrainResult",
+    "load_score",
+    "ConditionalModel",
+    "CheckpointError",
 ]
