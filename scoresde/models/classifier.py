@@ -97,6 +97,12 @@ def _accuracy(model: DigitClassifier, x: Tensor, y: Tensor) -> float:
         return float((model(x).argmax(1) == y).double().mean())
 
 
+def _fresh(config: dict, seed: int) -> DigitClassifier:
+    with torch.random.fork_rng(devices=[]):  # the initialisation draws from the global RNG: keep the caller's
+        torch.manual_seed(seed)
+        return DigitClassifier(**config)
+
+
 def _train(config: dict) -> DigitClassifier:
     x, y = data.digits("train")
     r = _RECIPE
@@ -104,9 +110,7 @@ def _train(config: dict) -> DigitClassifier:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     try:
-        with torch.random.fork_rng(devices=[]):  # the initialisation draws from the global RNG: keep the caller's
-            torch.manual_seed(r["seed"])
-            model = DigitClassifier(**config)
+        model = _fresh(config, r["seed"])
         g = torch.Generator().manual_seed(r["seed"])
         opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=r["weight_decay"])
         steps = r["epochs"] * -(-x.shape[0] // r["batch_size"])
@@ -154,7 +158,7 @@ def digit_classifier(cache_dir: str | Path | None = None, width: int = 16, featu
     memo_key = str(path.resolve())
     if memo_key in _MEMO:
         return _MEMO[memo_key]
-    model = DigitClassifier(**config)
+    model = _fresh(config, _RECIPE["seed"])
     meta = None
     if path.exists():
         try:

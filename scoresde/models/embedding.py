@@ -21,7 +21,8 @@ __all__ = ["SinusoidalEmbedding", "check_inputs", "count_parameters"]
 
 
 class SinusoidalEmbedding(nn.Module):
-    """``t`` of shape ``(batch,)`` -> ``(batch, dim)`` sinusoidal features (see the module docstring)."""
+    """``t`` of shape ``(batch,)`` -> ``(batch, dim)`` sinusoidal features (see the module docstring), in ``t``'s
+    floating dtype; the phases are computed in float64."""
 
     def __init__(self, dim: int, scale: float = 1000.0, max_period: float = 10000.0):
         super().__init__()
@@ -30,16 +31,16 @@ class SinusoidalEmbedding(nn.Module):
         if not (scale > 0 and max_period > 1):
             raise ValueError(f"SinusoidalEmbedding: need scale > 0 and max_period > 1, got {scale}, {max_period}")
         self.dim, self.scale, self.max_period = dim, float(scale), float(max_period)
-        half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
-        self.register_buffer("freqs", freqs.float(), persistent=False)
 
     def forward(self, t: Tensor) -> Tensor:
         if t.ndim != 1:
             raise ValueError(f"SinusoidalEmbedding expects t of shape (batch,), got {tuple(t.shape)}")
-        # the phases in float64 (scale * t reaches 1000), the features in the module's dtype
-        args = (self.scale * t.double())[:, None] * self.freqs.double()[None, :]
-        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1).to(self.freqs.dtype)
+        # frequencies and phases in float64 (scale * t reaches 1000), the features in t's dtype
+        half = self.dim // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
+        args = (self.scale * t.double())[:, None] * freqs[None, :]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+        emb = emb.to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
         if self.dim % 2:
             emb = nn.functional.pad(emb, (0, 1))
         return emb
