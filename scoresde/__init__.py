@@ -7,6 +7,7 @@ from . import data, loss, metrics, models, problems, train
 from .checkpoint import CheckpointError
 from .conditioning import inpaint
 from .grids import GRIDS, time_grid
+from .likelihood import Likelihood, log_likelihood
 from .noise import NoiseSource
 from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore, discrete_time_model
 from .problems import GaussianMixture, get_problem
@@ -32,6 +33,8 @@ __all__ = [
     "GaussianMixture",
     "get_problem",
     "sample",
+    "log_likelihood",
+    "Likelihood",
     "inpaint",
     "Samples",
     "available_methods",
