@@ -246,3 +246,15 @@ def test_bad_input_raises_clear_errors():
         log_likelihood(score, sd.VESDE(), x)
     with pytest.raises(TypeError, match="Score"):
         log_likelihood(GAUSS2.eps_model(VP), VP, x)
+
+
+def test_cli_likelihood(capsys):
+    from scoresde.cli import main
+
+    assert main(["likelihood", "--problem", "ring", "--n", "6", "--trace", "hutchinson", "--probes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "bits/dim" in out and "vs exact log p_t_min" in out and "NFE" in out
+    assert main(["likelihood", "--problem", "ring", "--n", "6", "--trace", "exakt"]) == 2
+    assert "trace must be one of" in capsys.readouterr().err
+    assert main(["likelihood", "--n", "6"]) == 2
+    assert "exactly one of --problem" in capsys.readouterr().err
