@@ -312,7 +312,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig, where: Path) -> None:
-    now = cfg.to_dict()
+    # compare in JSON form: a tuple in a config built in Python equals the list read back from config.json
+    saved, now = json.loads(json.dumps(saved)), json.loads(json.dumps(cfg.to_dict()))
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
     if diff:
         detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)

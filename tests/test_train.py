@@ -106,6 +106,11 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     # finished already: nothing to do, nothing changes
     res = train(cfg, resume=True, progress=False)
     assert res.steps_run == 0 and res.step == 4 and len(res.losses) == 4
+    # a tuple in a Python config and the list read back from config.json are the same config
+    cfg = tiny(tmp_path, "tuple", data="digits", model={**TINY_UNET, "channel_mults": (1, 2)}, batch_size=16, steps=1)
+    train(cfg, progress=False)
+    res = train(TrainConfig.from_file(tmp_path / "tuple" / "config.json").replace(steps=2), resume=True, progress=False)
+    assert res.step == 2
 
 
 def test_ema_is_the_power_average_of_the_iterates(tmp_path):
