@@ -142,8 +142,10 @@ def _likelihood(args) -> int:
         for label, val in (("vs exact log p_t_min", cat["nats"]), ("  with exact p_T as prior", integ)):
             err = val - exact
             extra = ""
-            if args.trace == "hutchinson" and args.probes > 1:
-                extra = f", mean err / std err of mean {float(err.mean()) / se_mean:+.2f}"
+            if args.trace == "hutchinson":  # in units of the standard error of the mean: reported and empirical
+                extra = f", mean err / (sd err / sqrt n) {float(err.mean()) / (float(err.std()) / n**0.5):+.2f}"
+                if args.probes > 1:
+                    extra += f", / reported std err of mean {float(err.mean()) / se_mean:+.2f}"
             print(
                 f"  {label}: mean |err| {float(err.abs().mean()):.3g}, max |err| {float(err.abs().max()):.3g}, "
                 f"mean err {float(err.mean()):+.3g} nats{extra}"
