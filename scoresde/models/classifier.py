@@ -107,6 +107,7 @@ def _train(config: dict) -> DigitClassifier:
     x, y = data.digits("train")
     r = _RECIPE
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     try:
@@ -124,7 +125,7 @@ def _train(config: dict) -> DigitClassifier:
                 opt.step()
                 sched.step()
     finally:
-        torch.use_deterministic_algorithms(det)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
         torch.set_num_threads(threads)
     return model
 
