@@ -36,7 +36,9 @@ from .sample import Samples
 from .sde import SDE
 from .solvers import Evaluator, get_solver
 
-__all__ = ["inpaint"]
+__all__ = ["inpaint", "make_mask", "MASKS"]
+
+MASKS = ("left", "right", "top", "bottom", "center", "random:P", "dims:I,J,...")
 
 _STREAMS_PER_STEP = 64
 _KNOWN, _JUMP = 0, 32
@@ -68,6 +70,46 @@ def _check_mask(mask: Tensor, x_known: Tensor) -> Tensor:
             raise ValueError("mask must be boolean or hold only 0 and 1 (1 marks a known entry)")
         m = m != 0
     return m
+
+
+def make_mask(kind: str, shape: tuple[int, ...], seed: int = 0) -> Tensor:
+    """A boolean mask of ``shape = (C, H, W)`` (images) or ``(d,)`` that is ``True`` on the *known* entries.
+
+    ``"left"``/``"right"``/``"top"``/``"bottom"``: that half of the image is known; ``"center"``: all but the
+    central square of half the side is known; ``"random:P"``: each pixel known with probability ``P`` (seeded,
+    shared by the channels); ``"dims:I,J"``: the listed flat indices are known (any shape).
+    """
+    shape = tuple(int(s) for s in shape)
+    if kind.startswith("dims:"):
+        idx = [int(i) for i in kind[5:].split(",") if i]
+        m = torch.zeros(math.prod(shape), dtype=torch.bool)
+        if not idx or min(idx) < 0 or max(idx) >= m.numel():
+            raise ValueError(f"mask {kind!r}: indices must lie in [0, {m.numel()})")
+        m[idx] = True
+        return m.reshape(shape)
+    if len(shape) != 3:
+        raise ValueError(f"mask {kind!r} is for images of shape (C, H, W), got {shape}; use 'dims:I,J,...'")
+    c, h, w = shape
+    m = torch.zeros(h, w, dtype=torch.bool)
+    if kind == "left":
+        m[:, : w // 2] = True
+    elif kind == "right":
+        m[:, w // 2 :] = True
+    elif kind == "top":
+        m[: h // 2] = True
+    elif kind == "bottom":
+        m[h // 2 :] = True
+    elif kind == "center":
+        m[:] = True
+        m[h // 4 : h // 4 + (h + 1) // 2, w // 4 : w // 4 + (w + 1) // 2] = False
+    elif kind.startswith("random:"):
+        p = float(kind[7:])
+        if not 0 <= p <= 1:
+            raise ValueError(f"mask {kind!r}: P must lie in [0, 1]")
+        m = torch.rand(h, w, generator=torch.Generator().manual_seed(seed)) < p
+    else:
+        raise ValueError(f"unknown mask {kind!r}; known: {', '.join(MASKS)}")
+    return m.expand(c, h, w).clone()
 
 
 def inpaint(

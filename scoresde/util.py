@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_write_bytes"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "save_tensors"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -27,3 +27,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write named tensors atomically as ``.safetensors`` (with string ``metadata``) or ``.npz``, by suffix."""
+    import io
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save
+
+        data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    elif path.suffix == ".npz":
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, **{k: v.detach().cpu().numpy() for k, v in tensors.items()})
+        data = buf.getvalue()
+    else:
+        raise ValueError(f"tensors are saved as .safetensors or .npz, got {path.name!r}")
+    atomic_write_bytes(path, data)
