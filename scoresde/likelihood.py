@@ -52,7 +52,6 @@ PROBES = ("rademacher", "gaussian")
 TIME_VARIABLES = ("t", "logsnr")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 _DEQUANT_STREAM = 0  # NoiseSource stream of the dequantisation noise; probe j uses stream 1 + j
-_CHUNK_ELEMENTS = 1 << 22  # cap on the cotangent batch of the exact trace (elements)
 
 
 @dataclass
@@ -127,47 +126,34 @@ def _dequantise(x: Tensor, bins: int, data_range, noise: NoiseSource) -> tuple[T
 
 
 class _Divergence:
-    """``div eps`` of a model output with respect to its input, by vector-Jacobian products.
+    """``div eps`` of a model output with respect to its input, by vector-Jacobian products (reverse mode).
 
-    ``exact``: the cotangents are the basis vectors ``e_i`` (the same for every sample: samples do not interact,
-    so one batched VJP with ``e_i`` in every row gives row ``i`` of every sample's Jacobian), in chunks, batched
-    with ``is_grads_batched`` (vmap over the backward pass) or, if the model's backward cannot be vmapped, one by
-    one. ``hutchinson``: the fixed probes ``v_j``, one estimate ``v_j^T J v_j`` per probe.
+    ``exact``: the cotangents are the basis vectors ``e_i``, the same for every sample: samples do not interact,
+    so one VJP with ``e_i`` in every row gives row ``i`` of every sample's Jacobian, and ``d`` of them give the
+    trace. ``hutchinson``: the fixed probes ``v_j``, one estimate ``v_j^T J v_j`` per probe. The VJPs run one
+    after another on the retained graph: batching them with ``is_grads_batched`` (vmap over the backward pass)
+    was up to 2x slower on the mixtures' exact scores and no faster on MLPs (d = 2 to 64, batch 200, CPU).
     """
 
     def __init__(self, probes: Tensor | None, dim: int):
         self.probes, self.dim = probes, dim  # probes: (P, B, d) or None for the exact trace
-        self.batched = True
         self.vjps = 0
 
     def _vjp(self, out: Tensor, x: Tensor, cot: Tensor) -> Tensor:
-        """``J^T v`` for each of the cotangents ``cot`` of shape ``(k, B, d)``; returns ``(k, B, d)``."""
-        k = cot.shape[0]
-        self.vjps += k
-        cot = cot.reshape((k,) + out.shape)
-        if self.batched and k > 1:
-            try:
-                (g,) = torch.autograd.grad(out, x, cot, retain_graph=True, is_grads_batched=True)
-                return g.reshape(k, x.shape[0], -1)
-            except RuntimeError:  # an op without a batching rule for its backward: fall back to a loop
-                self.batched = False
-        rows = [torch.autograd.grad(out, x, c, retain_graph=True)[0] for c in cot]
-        return torch.stack(rows).reshape(k, x.shape[0], -1)
+        """``J^T v`` per sample for one cotangent ``v`` of shape ``(B, d)``; returns ``(B, d)``."""
+        self.vjps += 1
+        (g,) = torch.autograd.grad(out, x, cot.reshape(out.shape), retain_graph=True)
+        return g.reshape(x.shape[0], -1)
 
     def __call__(self, out: Tensor, x: Tensor) -> Tensor:
         """``(B, P)`` divergence estimates (``P = 1`` for the exact trace)."""
         B, d = x.shape[0], self.dim
         if self.probes is not None:
-            v = self.probes
-            return (self._vjp(out, x, v) * v).sum(-1).T
-        chunk = max(1, min(d, _CHUNK_ELEMENTS // max(B * d, 1)))
+            return torch.stack([(self._vjp(out, x, v) * v).sum(-1) for v in self.probes], 1)
         eye = torch.eye(d, dtype=out.dtype, device=out.device)
         total = torch.zeros(B, dtype=out.dtype, device=out.device)
-        for i0 in range(0, d, chunk):
-            idx = torch.arange(i0, min(i0 + chunk, d), device=out.device)
-            cot = eye[idx][:, None, :].expand(idx.numel(), B, d)
-            g = self._vjp(out, x, cot)  # (k, B, d): row i of each sample's Jacobian
-            total = total + g[torch.arange(idx.numel(), device=out.device), :, idx].sum(0)
+        for i in range(d):
+            total = total + self._vjp(out, x, eye[i].expand(B, d))[:, i]
         return total[:, None]
 
 
