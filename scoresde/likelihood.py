@@ -142,12 +142,14 @@ class _Divergence:
     def _vjp(self, out: Tensor, x: Tensor, cot: Tensor) -> Tensor:
         """``J^T v`` per sample for one cotangent ``v`` of shape ``(B, d)``; returns ``(B, d)``."""
         self.vjps += 1
-        (g,) = torch.autograd.grad(out, x, cot.reshape(out.shape), retain_graph=True)
+        (g,) = torch.autograd.grad(out, x, cot.reshape(out.shape), retain_graph=True, materialize_grads=True)
         return g.reshape(x.shape[0], -1)
 
     def __call__(self, out: Tensor, x: Tensor) -> Tensor:
         """``(B, P)`` divergence estimates (``P = 1`` for the exact trace)."""
         B, d = x.shape[0], self.dim
+        if not out.requires_grad:  # the output does not depend on x (e.g. a constant model): div = 0
+            return torch.zeros(B, 1 if self.probes is None else len(self.probes), dtype=out.dtype, device=out.device)
         if self.probes is not None:
             return torch.stack([(self._vjp(out, x, v) * v).sum(-1) for v in self.probes], 1)
         eye = torch.eye(d, dtype=out.dtype, device=out.device)
@@ -234,6 +236,8 @@ def log_likelihood(
         raise ValueError("n_probes applies to trace='hutchinson' only")
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     t_min = float(sde.t_min if t_min is None else t_min)

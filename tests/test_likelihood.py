@@ -97,6 +97,23 @@ def test_image_shaped_data(trace):
     assert float((res.nats - isotropic_logp(x, s2, VP.t_min)).abs().max()) < 1e-3
 
 
+def test_zero_model_gives_the_linear_flow_in_closed_form():
+    # eps = 0: dx/dt = f x, so x_T = alpha_T / alpha_t_min x and int div F dt = d (log alpha_T - log alpha_t_min).
+    x = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    res = log_likelihood(sd.EpsilonScore(lambda x, t: torch.zeros_like(x), VP), VP, x, rtol=1e-8, atol=1e-8)
+    la_T, la_0 = float(VP.log_alpha(VP.T)), float(VP.log_alpha(VP.t_min))
+    assert torch.allclose(res.x_T, math.exp(la_T - la_0) * x, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(res.delta_logp, torch.full((4,), 6 * (la_T - la_0), dtype=torch.float64), atol=1e-6)
+
+
+def test_non_finite_model_output_raises():
+    bad = sd.EpsilonScore(lambda x, t: x * math.nan, VP)
+    with pytest.raises(sd.NonFiniteError, match="non-finite"):
+        log_likelihood(bad, VP, torch.zeros(2, 2, dtype=torch.float64))
+    with pytest.raises(sd.NonFiniteError, match="max_num_steps"):  # torchdiffeq's step limit, reported
+        log_likelihood(GAUSS2.score(VP), VP, torch.zeros(2, 2, dtype=torch.float64), max_steps=2)
+
+
 def test_divergence_matches_closed_form():
     A = torch.randn(5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
@@ -231,6 +248,7 @@ def test_bad_input_raises_clear_errors():
         ({"t_min": 0.5, "T": 0.4}, "t_min"),
         ({"T": 1.5}, "sde.T"),
         ({"rtol": 0.0}, "rtol"),
+        ({"max_steps": 0}, "max_steps"),
         ({"seed": 1, "generator": torch.Generator()}, "either generator or seed"),
         ({"prior_logp": lambda z: z}, "prior_logp must return shape"),
     ]
