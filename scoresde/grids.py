@@ -4,12 +4,36 @@
 - ``"quadratic"``: ``t_i = t_min + (T - t_min) (1 - i/steps)^2``, denser near the data (Song, Meng & Ermon
   2021, DDIM appendix D.2, "quadratic" selection of timesteps).
 - ``"logsnr"``: equal steps in ``lambda = log(alpha^2 / sigma^2)`` (Lu et al. 2022, DPM-Solver sec. 3.4).
+- ``"karras"``: Karras et al. 2022 (EDM), eq. 5, in the noise level ``sigma_hat = sigma / alpha = e^{-lambda/2}``:
+  ``sigma_hat_i = (sigma_hat_max^{1/rho} + i/N (sigma_hat_min^{1/rho} - sigma_hat_max^{1/rho}))^rho``, ``rho = 7``
+  by default, mapped to ``t`` through ``sde.t_from_log_snr``.
+- ``"optimized"``: needs the score, so it is :func:`optimized_grid`, which ``sample()`` calls
+  for ``grid="optimized"``; ``time_grid`` rejects the name with a pointer there.
 
 A grid can also be given explicitly as a 1-D tensor or sequence; :func:`check_grid` validates it.
+
+**The optimized grid** (:func:`optimized_grid`). A step ``t -> s`` of an order-``p`` exponential integrator in
+data prediction (see :mod:`scoresde.solvers.fast`) leaves the local error
+``alpha_s h^{p+1} C_p x0^{(p)}(lambda) + O(h^{p+2})`` in ``x_s`` (``h`` the step in ``lambda = log(alpha/sigma)``,
+``x0^{(p)}`` the ``p``-th ``lambda``-derivative of the data prediction along the path). The linear part of the
+flow carries it to ``t_min`` scaled by ``sigma_min / sigma_s``, so it arrives as
+``sigma_min C_p e^{lambda} h^{p+1} |x0^{(p)}|``. With the error density ``c(lambda) = e^{lambda} E|x0^{(p)}|``
+(the expectation over paths), the total ``sum_i c(lambda_i) h_i^{p+1} = int c h^p d lambda`` for a fixed number
+of steps ``N = int d lambda / h`` is smallest when ``c h^{p+1}`` is constant (a Lagrange condition), i.e. with
+grid points equidistributed in the density ``rho(lambda) = c(lambda)^{1/(p+1)}`` (the classical optimal-mesh
+argument; Align Your Steps, Sabour et al. 2024, and DPM-Solver-v3, Zheng et al. 2023, fit schedules to a pilot
+batch too, with other criteria). ``c`` is measured on a pilot batch: ``n_pilot`` prior draws from a fixed seed (its
+own, not a sampling seed), integrated with DPM-Solver++ (2M) over ``pilot_steps`` equal steps in ``lambda``;
+``x0^{(p)}`` is the ``p``-th finite difference of the recorded data predictions (RMS over the batch). The density
+gets a floor of ``mix`` times its mean, so that no step grows without bound where the estimate vanishes. Cost:
+``pilot_steps + 1`` model calls on ``n_pilot`` samples, once per (score, budget): the grid is cached for the score
+object (so a model changed in place after the first call keeps its old grid); it is not part of a sample's NFE.
 """
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -17,15 +41,26 @@ from torch import Tensor
 
 from .sde import SDE
 
-__all__ = ["time_grid", "check_grid", "GRIDS"]
+__all__ = ["time_grid", "check_grid", "optimized_grid", "GRIDS"]
 
-GRIDS = ("uniform", "quadratic", "logsnr")
+# Optimized grids computed for a score object (weakly held): the pilot runs once per (score, budget, options).
+_OPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+GRIDS = ("uniform", "quadratic", "logsnr", "karras")
 
 
 def time_grid(
-    sde: SDE, steps: int, kind: str = "uniform", t_min: float | None = None, T: float | None = None
+    sde: SDE,
+    steps: int,
+    kind: str = "uniform",
+    t_min: float | None = None,
+    T: float | None = None,
+    rho: float = 7.0,
 ) -> Tensor:
-    """A decreasing grid of ``steps + 1`` times from ``T`` (default ``sde.T``) to ``t_min`` (default ``sde.t_min``)."""
+    """A decreasing grid of ``steps + 1`` times from ``T`` (default ``sde.T``) to ``t_min`` (default ``sde.t_min``).
+
+    ``rho`` is the Karras grid's exponent (used only by ``kind="karras"``).
+    """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     t_min = sde.t_min if t_min is None else float(t_min)
@@ -40,8 +75,20 @@ def time_grid(
     elif kind == "logsnr":
         lam0, lam1 = sde.log_snr(T), sde.log_snr(t_min)
         grid = sde.t_from_log_snr(lam0 + (lam1 - lam0) * u)
+    elif kind == "karras":
+        if not (math.isfinite(rho) and rho > 0):
+            raise ValueError(f"karras grid: rho must be a finite number > 0, got {rho!r}")
+        # sigma_hat = e^{-lambda / 2}; interpolate sigma_hat^{1/rho} = e^{-lambda / (2 rho)} linearly.
+        lo, hi = -sde.log_snr(T) / (2 * rho), -sde.log_snr(t_min) / (2 * rho)  # log sigma_hat^{1/rho}
+        root = lo.exp() + (hi.exp() - lo.exp()) * u
+        grid = sde.t_from_log_snr(-2 * rho * root.log())
+    elif kind == "optimized":
+        raise ValueError(
+            "the optimized grid needs the score: call scoresde.grids.optimized_grid(score, steps, ...) "
+            "or sample(..., grid='optimized')"
+        )
     else:
-        raise ValueError(f"unknown grid {kind!r}; known grids: {', '.join(GRIDS)}")
+        raise ValueError(f"unknown grid {kind!r}; known grids: {', '.join(GRIDS)} (and 'optimized' in sample())")
     grid[0], grid[-1] = T, t_min  # exact end points, whatever the rounding of the inverse map
     return check_grid(sde, grid)
 
@@ -62,3 +109,95 @@ def check_grid(sde: SDE, grid: Tensor | Sequence[float]) -> Tensor:
     if grid[-1] <= 0 or grid[0] > sde.T:
         raise ValueError(f"time grid must lie in (0, T = {sde.T:g}], got [{grid[-1].item():g}, {grid[0].item():g}]")
     return grid
+
+
+def optimized_grid(
+    score,
+    steps: int,
+    dims: tuple[int, ...],
+    order: int = 2,
+    *,
+    t_min: float | None = None,
+    T: float | None = None,
+    n_pilot: int = 256,
+    pilot_steps: int = 64,
+    mix: float = 0.1,
+    seed: int = 20240,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """A grid of ``steps + 1`` times equidistributing the estimated local error of an order-``order`` solver.
+
+    Args:
+        score: the :class:`~scoresde.param.Score` to be sampled (its ``sde`` gives the schedule).
+        steps: number of steps of the grid.
+        dims: the per-sample shape (the sample shape without the batch dimension).
+        order: the solver's order ``p`` (1 to 3); the density is ``(e^lambda E|x0^{(p)}|)^{1/(p+1)}``.
+        t_min, T: end points (defaults ``sde.t_min``, ``sde.T``).
+        n_pilot, pilot_steps, seed: the pilot batch (``pilot_steps + 1`` model calls on ``n_pilot`` samples).
+        mix: floor of the density as a fraction of its mean (``> 0``).
+        dtype, device: of the pilot batch (default: the default dtype, CPU).
+
+    Returns:
+        the grid, float64, strictly decreasing from ``T`` to ``t_min``. Deterministic for fixed arguments.
+    """
+    from .noise import NoiseSource
+    from .solvers.fast import phi
+
+    key = (steps, tuple(dims), order, t_min, T, n_pilot, pilot_steps, mix, seed, dtype, str(device))
+    cache = _OPT_CACHE.setdefault(score, {})
+    if key in cache:
+        return cache[key].clone()
+    sde = score.sde
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(order, bool) or order not in (1, 2, 3):
+        raise ValueError(f"optimized grid: order must be 1, 2 or 3, got {order!r}")
+    if pilot_steps < order + 4 or n_pilot < 1:
+        raise ValueError(
+            f"optimized grid: need pilot_steps >= order + 4 and n_pilot >= 1, got {pilot_steps}, {n_pilot}"
+        )
+    if not (math.isfinite(mix) and mix > 0):
+        raise ValueError(f"optimized grid: mix must be a finite number > 0, got {mix!r}")
+    dims = tuple(int(d) for d in dims)
+    pilot = time_grid(sde, pilot_steps, "logsnr", t_min=t_min, T=T)
+    T, t_min = float(pilot[0]), float(pilot[-1])
+    ts = pilot.tolist()
+    sde.prime(pilot)
+    coef = [sde.scalar_coefs(t)[:2] for t in ts]
+    lam = [math.log(a) - math.log(s) for a, s in coef]
+    dtype = dtype or torch.get_default_dtype()
+    x = sde.prior_std() * NoiseSource(seed).randn((n_pilot, *dims), stream=0, dtype=dtype, device=device)
+    ms, prev = [], x
+    with torch.no_grad():
+        for k in range(pilot_steps + 1):
+            m = score.x0(x, ts[k])
+            if not torch.isfinite(m).all():
+                raise ValueError(f"optimized grid: the score is not finite on the pilot batch at t = {ts[k]:.6g}")
+            ms.append(m.double().flatten(1))
+            if k == pilot_steps:
+                break
+            h = lam[k + 1] - lam[k]
+            d = m if k == 0 else m + (phi(1, h) / phi(0, h)) * (m - prev) * (h / (lam[k] - lam[k - 1]))
+            x = (coef[k + 1][1] / coef[k][1]) * x + (coef[k + 1][0] * phi(0, h)) * d
+            prev = m
+    lam_t = torch.tensor(lam, dtype=torch.float64)
+    dl = lam_t[1:] - lam_t[:-1]  # equal up to rounding: the pilot grid is uniform in lambda
+    diff = torch.stack(ms)  # (pilot_steps + 1, n_pilot, dim)
+    for _ in range(order):
+        diff = diff[1:] - diff[:-1]
+    deriv = diff.pow(2).sum(-1).mean(-1).sqrt() / float(dl.mean()) ** order  # RMS |x0^{(p)}| per stencil
+    centre = 0.5 * (lam_t[:-order] + lam_t[order:])
+    density = (centre.exp() * deriv).clamp_min(0).pow(1.0 / (order + 1))
+    density = density + mix * density.mean()
+    # Piecewise-constant density on [lambda_0, lambda_K]: extend the stencil values to the end points.
+    edges = torch.cat([lam_t[:1], 0.5 * (centre[1:] + centre[:-1]), lam_t[-1:]])
+    mass = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(density * (edges[1:] - edges[:-1]), 0)])
+    levels = torch.linspace(0, float(mass[-1]), steps + 1, dtype=torch.float64)
+    idx = torch.searchsorted(mass, levels, right=True).clamp(1, len(mass) - 1) - 1
+    frac = (levels - mass[idx]) / (mass[idx + 1] - mass[idx])
+    lam_grid = edges[idx] + frac * (edges[idx + 1] - edges[idx])
+    grid = sde.t_from_log_snr(2 * lam_grid)
+    grid[0], grid[-1] = T, t_min
+    cache[key] = check_grid(sde, grid)
+    return cache[key].clone()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .grids import check_grid, time_grid
+from .grids import check_grid, optimized_grid, time_grid
 from .noise import NoiseSource
 from .param import Score
 from .sde import SDE
@@ -55,7 +55,7 @@ def sample(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     sample_offset: int = 0,
-    grid: str | Tensor = "uniform",
+    grid: str | Tensor | None = None,
     t_min: float | None = None,
     T: float | None = None,
     denoise: bool = False,
@@ -77,7 +77,10 @@ def sample(
             from its own counter-based stream (:class:`~scoresde.noise.NoiseSource`), so sample ``i``
             is the same whatever the batch size; ``sample_offset`` is the global index of sample 0
             (for sharding over processes).
-        grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"`` or an explicit decreasing tensor of times.
+        grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, ``"optimized"`` or an explicit decreasing
+            tensor of times; ``None`` (default) takes the method's ``default_grid`` (``"uniform"`` unless it
+            declares another). ``"optimized"`` calls :func:`~scoresde.grids.optimized_grid` with the solver's
+            order (a pilot of its own, whose model calls are not counted in ``nfe``).
         t_min, T: end and start times (defaults ``sde.t_min``, ``sde.T``).
         denoise: finish with one Tweedie step ``x <- x0(x, t_min)`` (one more model call).
         x_init: start from this state at ``T`` instead of a prior draw.
@@ -108,7 +111,12 @@ def sample(
     shape = _check_shape(shape)
     dtype = dtype or torch.get_default_dtype()
 
-    if isinstance(grid, str):
+    if grid is None:
+        grid = getattr(solver, "default_grid", "uniform")
+    if isinstance(grid, str) and grid == "optimized":
+        order = max(1, min(3, int(solver.order)))
+        ts = optimized_grid(score, steps, shape[1:], order, t_min=t_min, T=T, dtype=dtype, device=device)
+    elif isinstance(grid, str):
         ts = time_grid(sde, steps, grid, t_min=t_min, T=T)
     else:
         if t_min is not None or T is not None:
