@@ -202,3 +202,30 @@ def test_cli_trains_resumes_and_reports_errors(tmp_path, capsys):
     data.write_bytes(data.read_bytes()[:50])
     assert main(["train", "--out", out, "--steps", "12", "--resume", "--no-progress"]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_trained_network_beats_the_best_affine_predictor(tmp_path):
+    """The best eps predictor that is affine in x_t is the exact one for a Gaussian with the data's mean m and
+    covariance C: sigma (alpha^2 C + sigma^2 I)^{-1} (x_t - alpha m). Moons is not Gaussian, so a network that
+    learned the data must have a lower held-out loss. Paired on the same (t, eps) draws; measured over seeds
+    0-3 (400 steps): the EMA network is lower by 15-19 standard errors of the paired difference; require 5."""
+    cfg = tiny(tmp_path, n_train=4096, model={**TINY_MLP, "width": 64}, steps=400, batch_size=128, warmup=20)
+    res = train(cfg.replace(ema_power=3.0), progress=False)
+    sde = sd.VPSDE()
+    x0 = sd.data.toy_2d("moons", 20_000, seed=77).double()
+    m, C = x0.mean(0), torch.cov(x0.T)
+
+    def affine(x, t):
+        a, s = sde.alpha(t).to(x)[:, None, None], sde.marginal_std(t).to(x)[:, None, None]
+        cov = a**2 * C + s**2 * torch.eye(2, dtype=x.dtype)
+        return (s * torch.linalg.solve(cov, (x - a[:, :, 0] * m)[..., None]))[..., 0]
+
+    def net(x, t):
+        return res.ema(x.float(), t.float()).double()
+
+    losses = [
+        sd.loss.eps_mse(f, sde, x0, generator=torch.Generator().manual_seed(3), reduction="none") for f in (net, affine)
+    ]
+    diff = losses[0] - losses[1]
+    assert float(diff.mean()) < -5 * float(diff.std() / diff.numel() ** 0.5), float(diff.mean())
