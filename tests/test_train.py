@@ -40,11 +40,6 @@ def test_loss_decreases_on_moons(tmp_path):
     assert res.peak_memory_mib is None or res.peak_memory_mib > 0
 
 
-def final_state(out):
-    c = ck.load_checkpoint(out)
-    return c
-
-
 def assert_same_run(a, b):
     assert a.step == b.step
     assert a.extra["losses"] == b.extra["losses"]
@@ -91,7 +86,7 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path, kind):
     torch.manual_seed(999)
     res = train(split.replace(steps=20), resume=True, progress=False)
     assert res.steps_run == 10 and len(res.losses) == 20
-    assert_same_run(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
+    assert_same_run(ck.load_checkpoint(tmp_path / "straight"), ck.load_checkpoint(tmp_path / "split"))
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path):
