@@ -6,7 +6,7 @@ Monte Carlo estimate of one objective::
     L = 1/(T - t_eps) int_{t_eps}^{T} w(t) E_{x_0, eps} [ mean_i (model(x_t, t)_i - target_i)^2 ] dt
 
 with ``target = eps`` (:func:`eps_mse`, Ho et al. 2020, eq. 14), ``x_0`` (:func:`x0_mse`) or
-``v = alpha eps - sigma x_0`` (:func:`v_mse`, Salimans & Ho 2022, eq. 9 and appendix D). The squared error is
+``v = alpha eps - sigma x_0`` (:func:`v_mse`, Salimans & Ho 2022, appendix D). The squared error is
 averaged over the elements of one sample and the batch. Its minimiser at each ``t`` is the conditional mean
 of the target given ``x_t``: ``E[eps | x_t] = -sigma grad log p_t`` (Vincent 2011), so a trained eps model
 plugs into :class:`scoresde.param.EpsilonScore` (x0: ``DataScore``, v: ``VScore``).
@@ -15,23 +15,24 @@ The weight ``w(t)``:
 
 - ``"unit"``: ``w = 1``, the "simple" loss of Ho et al. 2020;
 - ``"likelihood"``: ``w = g(t)^2 / sigma(t)^2 = -d lambda / dt`` (``lambda`` = log-SNR). For an eps model,
-  ``1/2 (T - t_eps) L`` is then the diffusion term of the negative ELBO of Kingma et al. 2021 (VDM, eq. 17),
+  ``1/2 (T - t_eps) L`` is then the diffusion term of the negative ELBO of Kingma et al. 2021 (VDM, continuous time),
   equivalently Song et al. 2021's likelihood weighting ``g^2`` of the score-matching loss (Song, Durkan,
   Murray & Ermon 2021, Theorem 1), since ``|s - grad log p|^2 = |eps_hat - eps|^2 / sigma^2``.
 
 How ``t`` is drawn changes only the variance of the estimate, never the objective (all three are unbiased):
 
 - ``"uniform"``: ``t = t_eps + (T - t_eps) u``, ``u ~ U(0, 1)`` i.i.d.;
-- ``"stratified"``: the low-discrepancy sampler of Kingma et al. 2021 (VDM, appendix I.1):
+- ``"stratified"``: the low-discrepancy sampler of Kingma et al. 2021 (VDM):
   ``u_i = (u_0 + i / B) mod 1`` for one ``u_0 ~ U(0, 1)``, so each of the ``B`` strata
-  ``[t_eps + i (T - t_eps)/B, t_eps + (i + 1)(T - t_eps)/B)`` holds exactly one ``t`` (in shuffled order);
+  ``[t_eps + i (T - t_eps)/B, t_eps + (i + 1)(T - t_eps)/B)`` holds exactly one ``t`` (in rotated order:
+  pair them with a batch in random order);
 - ``"importance"``: ``t`` with density ``q(t) = (g^2 / sigma^2) / (lambda(t_eps) - lambda(T))``, i.e.
   ``lambda(t)`` uniform, drawn exactly as ``t = t_from_log_snr(lambda)`` (the importance distribution of
-  Song, Durkan, Murray & Ermon 2021, section 5), and each term weighted by ``1 / ((T - t_eps) q(t))``.
+  Song, Durkan, Murray & Ermon 2021), and each term weighted by ``1 / ((T - t_eps) q(t))``.
   With ``weighting="likelihood"`` that weight cancels ``w(t)`` exactly: every ``t`` counts the same.
 
 The identity ``d lambda / dt = -g^2 / sigma^2`` holds for every SDE with linear drift here: ``lambda = log
-alpha^2 - log sigma^2`` and ``d sigma^2 / dt = 2 f sigma^2 + g^2`` (Song et al. 2021, eq. 33) give
+alpha^2 - log sigma^2`` and ``d sigma^2 / dt = 2 f sigma^2 + g^2`` (Song et al. 2021, appendix B) give
 ``d lambda / dt = 2 f - (2 f sigma^2 + g^2) / sigma^2``.
 
 ``t_eps`` (default ``1e-5``, as Song et al. 2021 train every SDE) keeps ``sigma(t) > 0``: the score is

@@ -5,14 +5,14 @@ One step (:func:`train`)::
     idx   = the next batch_size indices of a permutation of the data (a new permutation each epoch, drawn
             from the data generator; an incomplete last batch is dropped)
     y     = labels; each replaced by the null class with probability p_uncond (classifier-free guidance,
-            Ho & Salimans 2022, section 3.2), drawn from the noise generator
+            Ho & Salimans 2022), drawn from the noise generator
     loss  = denoising_loss(model, sde, x0, y, prediction, t_sampler, weighting)      (scoresde.loss)
     grads clipped to a global norm of grad_clip (0: off); lr_k = lr min(1, (k + 1) / warmup)
     AdamW step (Loshchilov & Hutter 2019), then the EMA  theta_ema <- d_n theta_ema + (1 - d_n) theta,
     n = k + 1 the number of updates so far, with
         ema_schedule "fixed": d_n = ema_decay
         ema_schedule "power": d_n = min(ema_decay, (1 - 1/n)^(ema_power + 1))   (Karras et al. 2024, EDM2,
-            section 3.1), which without the cap averages the iterates with weights
+            power-function EMA), which without the cap averages the iterates with weights
             (n^(p+1) - (n-1)^(p+1)) / N^(p+1), close to proportional to n^p.
 
 Every random draw comes from a generator whose state is checkpointed: ``data`` (permutations), ``noise`` (t,
