@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from . import data as data_mod
 from . import peers
 from .metrics import assign_modes, mmd_rbf, mode_conditional_swd, mode_diagnostics, sliced_wasserstein
 from .param import EpsilonScore
@@ -101,8 +102,101 @@ class ExactProblem:
             timer.model, model = model, timer
         return EpsilonScore(model, sde)
 
+    primary = "mode_swd"
+
     def target(self, sde: SDE, t: float) -> GaussianMixture:
         return self.mixture if t <= 0 else self.mixture.marginal(sde, t)
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        return (n, self.dim)
+
+    def quality(self, x: torch.Tensor, sde: SDE, t_end: float, seed: int) -> dict:
+        return quality(x, self.target(sde, t_end), seed)
+
+    def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
+        return floors(self.target(sde, t_end), n, seeds)
+
+
+class LearnedProblem:
+    """A trained checkpoint (``scoresde train``) scored against fresh data of its dataset, noised to ``t_end``.
+
+    The law a sampler targets at ``t_end`` is the data's marginal ``p_{t_end}``; the reference draws are data
+    pushed through the closed-form forward kernel to ``t_end`` with a seeded generator. 2-D sets: ``swd``
+    (primary) and ``mmd`` against fresh draws of the toy generator (new seeds, never the training draw), with
+    their floor between two fresh sets of the same size. Digits: ``fd``, the Frechet distance of the
+    package's digit-classifier features to the test split (:mod:`scoresde.models.classifier`); its floor is
+    the FD of the test split to the train split (both noised the same way), so ``n`` should be the train
+    split's size, 1,437. Class-conditional models are sampled unconditionally (the null class).
+    """
+
+    def __init__(self, directory: str):
+        from .train import load_score
+
+        self.directory = directory
+        _, self.sde, self.config, self.model = load_score(directory)
+        self.name = f"learned:{Path(directory).name}"
+        self.data = self.config.data
+        self.sample_shape = data_mod.dataset_info(self.data)["shape"]
+        self.dim = math.prod(self.sample_shape)
+        self.primary = "fd" if self.data == "digits" else "swd"
+
+    def score(self, sde: SDE, timer: TimedModel | None = None):
+        from .train import make_score
+
+        model = self.model
+        if timer is not None:
+            timer.model, model = model, timer
+        return make_score(model, sde, self.config.prediction)
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        return (n, *self.sample_shape)
+
+    def _reference(self, sde: SDE, t_end: float, n: int, seed: int, split: str = "test") -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if self.data == "digits":
+            x = data_mod.digits(split, seed=self.config.data_seed)[0].double()
+        else:  # fresh draws, on seeds the training data (seed 2 * data_seed) never uses
+            x = data_mod.toy_2d(self.data, n, seed=2 * (10_000 + seed) + 1).double()
+        if t_end <= 0:
+            return x
+        a, s = sde.scalar_coefs(t_end)[:2]
+        return a * x + s * torch.randn(x.shape, generator=g, dtype=x.dtype)
+
+    def quality(self, x: torch.Tensor, sde: SDE, t_end: float, seed: int) -> dict:
+        x = x.double()
+        if self.data == "digits":
+            from .models.classifier import digit_fd
+
+            return {"fd": digit_fd(x.float(), self._reference(sde, t_end, x.shape[0], seed).float())}
+        ref = self._reference(sde, t_end, x.shape[0], seed)
+        return {"swd": sliced_wasserstein(x, ref), "mmd": mmd_rbf(x, ref, max_n=2000, seed=seed)}
+
+    def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
+        if self.data == "digits":
+            from .models.classifier import digit_fd
+
+            vals = [
+                digit_fd(
+                    self._reference(sde, t_end, n, 3_000 + s, "train").float(),
+                    self._reference(sde, t_end, n, 4_000 + s).float(),
+                )
+                for s in range(seeds)
+            ]
+            v = torch.tensor(vals, dtype=torch.float64)
+            return {"fd_floor": float(v.mean()), "fd_floor_std": float(v.std()) if seeds > 1 else 0.0}
+        rows = [self.quality(self._reference(sde, t_end, n, 5_000 + s), sde, t_end, 6_000 + s) for s in range(seeds)]
+        out = {}
+        for key in ("swd", "mmd"):
+            v = torch.tensor([r[key] for r in rows], dtype=torch.float64)
+            out[f"{key}_floor"], out[f"{key}_floor_std"] = float(v.mean()), float(v.std())
+        return out
+
+
+def make_problem(name: str):
+    """``"ring"``, ``"gmm16"``, ``"gmm64"``: an :class:`ExactProblem`; ``"learned:DIR"``: a :class:`LearnedProblem`."""
+    if name.startswith("learned:"):
+        return LearnedProblem(name.split(":", 1)[1])
+    return ExactProblem(name)
 
 
 def quality(x: torch.Tensor, target: GaussianMixture, seed: int) -> dict:
@@ -173,13 +267,15 @@ def _key(row: dict, cfg: BenchConfig) -> tuple:
     return (row["problem"], row["method"], row["run"], cfg.n, cfg.seed)
 
 
-def _run_one(item: dict, problem: ExactProblem, sde: SDE, cfg: BenchConfig) -> dict:
+def _run_one(item: dict, problem, sde: SDE, cfg: BenchConfig) -> dict:
     timer = TimedModel(None)
     if item["source"] == "peer":  # diffusers' chain ends at t = 1.0034 on the same linear schedule
+        if repr(sde) != repr(VPSDE()):
+            raise ValueError(f"peers run on the linear VP SDE only; {problem.name} was trained on {sde!r}")
         score = problem.score(VPSDE(T=peers.PEER_T), timer)
     else:
         score = problem.score(sde, timer)
-    shape = (cfg.n, problem.dim)
+    shape = problem.shape(cfg.n)
     t0 = time.perf_counter()
     status, t_end, steps = "ok", sde.t_min, item["kwargs"].get("steps", "")
     try:
@@ -195,9 +291,13 @@ def _run_one(item: dict, problem: ExactProblem, sde: SDE, cfg: BenchConfig) -> d
     ok = x is not None and status == "ok" and bool(torch.isfinite(x).all())
     if x is not None and status == "ok" and not ok:
         status = "diverged: non-finite samples"
-    q = quality(x, problem.target(sde, t_end), cfg.seed + 7) if ok else dict.fromkeys(METRICS, math.nan)
+    if ok:
+        q = problem.quality(x, sde, t_end, cfg.seed + 7)
+    else:
+        q = dict.fromkeys(METRICS if isinstance(problem, ExactProblem) else (problem.primary,), math.nan)
     return {
-        "problem": item["problem"],
+        "problem": problem.name,
+        "primary": problem.primary,
         "dim": problem.dim,
         "method": item["method"],
         "source": item["source"],
@@ -216,7 +316,6 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     """Run (or resume) the grid; returns one dict per run and writes the result files."""
     from tqdm.auto import tqdm
 
-    sde = VPSDE()
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f"bench_{cfg.tag}.partial.jsonl"
@@ -230,14 +329,18 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
             if row.get("n") == cfg.n and row.get("seed") == cfg.seed:
                 done[(row["problem"], row["method"], row["run"], cfg.n, cfg.seed)] = row
     items = plan(cfg)
-    problems: dict[str, ExactProblem] = {}
+    problems: dict[str, object] = {}
     floor_cache: dict[tuple, dict] = {}
     rows = []
     with open(partial, "a") as fh:
         bar = tqdm(items, desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
         for item in bar:
             bar.set_postfix_str(f"{item['problem']} {item['method']} {item['run']}", refresh=False)
-            prob = problems.setdefault(item["problem"], ExactProblem(item["problem"]))
+            if item["problem"] not in problems:
+                problems[item["problem"]] = make_problem(item["problem"])
+            prob = problems[item["problem"]]
+            sde = prob.sde if isinstance(prob, LearnedProblem) else VPSDE()
+            item = {**item, "problem": prob.name}
             key = _key(item, cfg)
             if key in done:
                 row = done[key]
@@ -247,7 +350,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
                 fh.flush()
             fkey = (item["problem"], round(float(row["t_end"]), 12))
             if fkey not in floor_cache:
-                floor_cache[fkey] = floors(prob.target(sde, row["t_end"]), cfg.n, cfg.floor_seeds)
+                floor_cache[fkey] = prob.floors(sde, row["t_end"], cfg.n, cfg.floor_seeds)
             row = {**row, **floor_cache[fkey]}
             rows.append(row)
             if log is not None:
@@ -260,7 +363,7 @@ def write_results(rows: list[dict], cfg: BenchConfig) -> None:
     out = Path(cfg.out)
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(out / f"bench_{cfg.tag}.csv", buf.getvalue())
@@ -281,6 +384,9 @@ def format_table(rows: list[dict]) -> str:
     for pname in dict.fromkeys(r["problem"] for r in rows):
         sub = [r for r in rows if r["problem"] == pname]
         r0 = sub[0]
+        if r0.get("primary", "mode_swd") != "mode_swd":
+            lines += _learned_table(sub)
+            continue
         lines += [
             f"\n### {pname} (d = {r0['dim']}, n = {r0['n']}): mode-conditional SWD floor "
             f"{r0['mode_swd_floor']:.4f} +- {r0['mode_swd_floor_std']:.4f}, global SWD floor "
@@ -301,36 +407,61 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _learned_table(sub: list[dict]) -> list[str]:
+    r0 = sub[0]
+    keys = [k for k in ("fd", "swd", "mmd") if k in r0]
+    floors_txt = ", ".join(f"{k} floor {r0[f'{k}_floor']:.4g} +- {r0[f'{k}_floor_std']:.2g}" for k in keys)
+    lines = [
+        f"\n### {r0['problem']} (d = {r0['dim']}, n = {r0['n']}): {floors_txt}\n",
+        "| method | run | steps | NFE | "
+        + " | ".join(f"{k} | / floor" for k in keys)
+        + " | wall s | model s | status |",
+        "|---|---|---:|---:|" + "---:|---:|" * len(keys) + "---:|---:|---|",
+    ]
+    for r in sub:
+        cells = []
+        for k in keys:
+            f = r[f"{k}_floor"]
+            cells += [_fmt(r[k], ".4g"), _fmt(r[k] / f if f > 0 else math.nan, ".2f")]
+        lines.append(
+            f"| {r['method']} | {r['run']} | {r['steps']} | {r['nfe']} | {' | '.join(cells)} | "
+            f"{r['wall_s']:.2f} | {r['model_s']:.2f} | {r['status'][:40]} |"
+        )
+    return lines
+
+
 def summary_table(rows: list[dict], budgets) -> str:
     """Per problem and NFE budget: our best method, the best peer, and the ratio of their distances.
 
     A run counts towards a budget when its counted NFE is at most the budget.
     """
     lines = [
-        "## Best at each NFE budget (mode-conditional SWD; ratio = ours / peer, < 1 means ours is better)\n",
-        "| problem | NFE <= | ours: method (NFE) | mode SWD / floor | peer: method (NFE) | mode SWD / floor | ratio |",
+        "## Best at each NFE budget (primary figure: mode-conditional SWD for mixtures, FD for digits, SWD for "
+        "2-D learned; ratio = ours / peer, < 1 means ours is better)\n",
+        "| problem | NFE <= | ours: method (NFE) | primary / floor | peer: method (NFE) | primary / floor | ratio |",
         "|---|---:|---|---:|---|---:|---:|",
     ]
     for pname in dict.fromkeys(r["problem"] for r in rows):
+        key = next(r for r in rows if r["problem"] == pname).get("primary", "mode_swd")
         for b in budgets:
             best = {}
             for src in ("ours", "peer"):
                 cand = [
                     r
                     for r in rows
-                    if r["problem"] == pname and r["source"] == src and r["nfe"] <= b and not math.isnan(r["mode_swd"])
+                    if r["problem"] == pname and r["source"] == src and r["nfe"] <= b and not math.isnan(r[key])
                 ]
-                best[src] = min(cand, key=lambda r: r["mode_swd"]) if cand else None
+                best[src] = min(cand, key=lambda r: r[key]) if cand else None
             o, p = best["ours"], best["peer"]
 
-            def cell(r):
+            def cell(r, key=key):
                 if r is None:
                     return "-", "-"
                 return (
                     f"{r['method']} ({r['nfe']})",
-                    f"{r['mode_swd']:.4f} / {r['mode_swd'] / r['mode_swd_floor']:.2f}x",
+                    f"{r[key]:.4f} / {r[key] / r[f'{key}_floor']:.2f}x",
                 )
 
-            ratio = _fmt(o["mode_swd"] / p["mode_swd"], ".2f") if (o and p) else "-"
+            ratio = _fmt(o[key] / p[key], ".2f") if (o and p) else "-"
             lines.append(f"| {pname} | {b} | {' | '.join(cell(o))} | {' | '.join(cell(p))} | {ratio} |")
     return "\n".join(lines) + "\n"

@@ -22,8 +22,10 @@ def plot_nfe_quality(rows: list[dict], path: str | Path, metric: str = "mode_swd
     if not problems:
         return
     fig, axes = plt.subplots(1, len(problems), figsize=(6.5 * len(problems), 5), squeeze=False)
+    default = metric
     for ax, pname in zip(axes[0], problems, strict=True):
         sub = [r for r in rows if r["problem"] == pname]
+        metric = sub[0].get("primary", default) if default == "mode_swd" else default
         cmap = plt.get_cmap("tab20")
         for i, method in enumerate(dict.fromkeys(r["method"] for r in sub)):
             pts = sorted((r["nfe"], r[metric]) for r in sub if r["method"] == method and not math.isnan(r[metric]))
