@@ -40,9 +40,10 @@ so ``g_0 = 1 - e^{-h}``, ``g_1 = (h + expm1(-h)) / h``, ``g_2 = (h^2/2 - h - exp
   ``x_s = (sigma_s/sigma_t) e^{-h} x_t + alpha_s (g_0(2h) m_0 + g_1(2h) D_1) + sigma_s sqrt(-expm1(-2h)) z``.
   Its first-order step is DDPM's posterior (DDIM with ``eta = 1``).
 
-Default grids (``default_grid``, what ``sample(grid=None)`` uses), chosen on the gmm16 benchmark at 5-20 NFE:
-``"optimized"`` (:func:`scoresde.grids.optimized_grid`) for ``dpm++2m``, ``dpm2s`` and ``unipc``; ``"logsnr"``
-for ``dpm++3m``, ``dpm3s`` and ``dpm++2m-sde``, for which the optimized grid measured worse.
+Every method here defaults to the ``"logsnr"`` grid (``default_grid``, what ``sample(grid=None)`` uses); the
+``"optimized"`` grid (:func:`scoresde.grids.optimized_grid`) measures better for ``unipc``, ``dpm++2m`` and
+``dpm2s`` at 10-20 NFE but costs a pilot of model calls outside the sample's NFE, so it is opt-in
+(``grid="optimized"``).
 
 Multistep methods warm up with lower orders (the first step is first order) and, with
 ``lower_order_final`` (default: when there are fewer than 15 steps, as in Lu et al. 2022b, sec. 6), step
@@ -180,7 +181,6 @@ class DPMSolverPP2M(_DPMSolverPPMultistep):
     name = "dpm++2m"
     order = 2
     max_order = 2
-    default_grid = "optimized"
 
 
 @register
@@ -221,7 +221,6 @@ class DPMSolver2S(_Singlestep):
     name = "dpm2s"
     order = 2
     nfe_per_step = 2
-    default_grid = "optimized"
 
     def step(self, ev, x, t, s):
         _, s_t, lam_t = _lam(ev.sde, t)
@@ -265,7 +264,6 @@ class UniPC(_ExpSolver):
 
     name = "unipc"
     order = 3
-    default_grid = "optimized"
 
     def __init__(self, order: int = 2, variant: str = "bh2", lower_order_final: bool | None = None):
         if isinstance(order, bool) or order not in (1, 2, 3):
