@@ -1,1 +1,245 @@
-"""Predictor-corrector and adaptive reverse-SDE samplers of the score-SDE papers (issue 6)."""
+"""Predictor-corrector sampling (Song et al. 2021) and the adaptive reverse-SDE solver of Jolicoeur-Martineau
+et al. 2021 ("Gotta Go Fast When Generating Data with Score-Based Models").
+
+Notation: ``x_t = alpha_t x_0 + sigma_t eps``, ``score = -eps / sigma``, forward SDE ``dx = f x dt + g dW`` and
+reverse SDE ``dx = [f x - g^2 score] dt + g dW_bar = [f x + g^2 / sigma eps] dt + g dW_bar`` (Song et al. eq. 6).
+
+**pc** (Song et al. 2021, Alg. 1, and Alg. 2 / 3 for VE / VP). Each step ``t -> s`` is one predictor step
+followed by ``n_corrector`` Langevin corrector steps at ``s``.
+
+- Predictor ``"reverse-diffusion"`` (eq. 46-47 of appendix E): discretise the forward process by its exact
+  transition ``x_t = a x_s + sqrt(v) z`` with ``a = alpha_t / alpha_s``, ``v = sigma_t^2 - a^2 sigma_s^2``, i.e.
+  ``f_i(x) = (a - 1) x`` and ``G_i = sqrt(v)``, and reverse it: ``x_s = (2 - a) x_t + v score(x_t, t) + sqrt(v) z``.
+  For the VE SDE (``a = 1``) this is Alg. 2's ``x + (sigma_t^2 - sigma_s^2) score + sqrt(sigma_t^2 - sigma_s^2) z``;
+  for the VP SDE (``a = sqrt(1 - beta)``, ``v = beta``) Alg. 3's ``(2 - sqrt(1 - beta)) x + beta score + sqrt(beta) z``.
+- Predictor ``"euler-maruyama"``: ``x_s = x_t - h (f x_t + g^2 / sigma_t eps) + g sqrt(h) z``, ``h = t - s``.
+- Predictor ``"ancestral"``: a draw from the DDPM posterior ``q(x_s | x_t, x0(x_t))`` (Ho et al. 2020 eq. 6-7;
+  Song et al. eq. 47 is its VP special case to first order), the ``ddpm`` method's step.
+- Corrector (Alg. 4 / 5, step size from appendix G): ``x <- x + e score(x, s) + sqrt(2 e) z`` with
+  ``e = 2 r_a (snr ||z|| / ||score||)^2``, so that ``snr`` is the ratio of the drift's displacement to the
+  noise's. The norms are averaged over the batch, as the paper's code does, so a sample depends (weakly, through
+  two scalars) on its batch. Per-sample norms would make samples batch-independent but are wrong: the step
+  ``e(x)`` then depends on the state, and Langevin dynamics with a state-dependent step no longer leaves
+  ``p_s`` invariant (it would need a ``grad e`` correction). Near a mode's centre ``||score|| -> 0`` and the
+  displacement ``e ||score|| ~ 1 / ||score||`` is unbounded. Measured with per-sample norms: on 1-D Gaussian
+  data (20k-200k samples, 10-80 steps, snr 0.16) a relative variance error of 1e5-1e7 (batch norms: 0.1-2, the
+  predictor's error); on an 8-D Gaussian at t = 0.3, 20 corrector steps with snr 0.05 from the exact marginal
+  inflate every variance by 9-13% (batch norms: within the 1% sampling error).
+  ``r_a``: Alg. 5 multiplies by ``alpha_i = 1 - beta_i`` of the
+  1000-step training chain (within 2% of 1); we take 1 (Alg. 4), which keeps the corrector independent of the
+  sampling grid.
+
+Langevin dynamics leaves ``p_s`` invariant as ``e -> 0`` (the unadjusted chain's bias is ``O(e)``, e.g. the
+variance of a Gaussian of variance ``v`` becomes ``v / (1 - e / (2 v))``); with a fixed ``snr`` the step does not
+shrink with the grid, so PC converges to ``p_t`` up to that ``O(snr^2)`` bias. NFE is ``1 + n_corrector`` per step.
+Noise: step ``k`` uses streams ``1 + k (1 + n_corrector) + j``, ``j = 0`` the predictor, ``j >= 1`` the correctors.
+
+**sde-adaptive** (Jolicoeur-Martineau et al. 2021, Alg. 1). From ``t`` with step ``h`` and one draw ``z``::
+
+    x'  = x - h (f x + g^2/sigma eps)(x, t) + g(t) sqrt(h) z                          (Euler-Maruyama)
+    x~  = x' - h (f x + g^2/sigma eps)(x', t - h) + g(t - h) sqrt(h) z
+    x'' = (x + x~) / 2                                                                 (improved Euler)
+    delta = max(atol, rtol max(|x'|, |x'_prev|)),   E = ||(x' - x'') / delta||_2 / sqrt(n)
+
+(``n`` elements, ``x'_prev`` the ``x'`` of the last accepted step). If ``E <= 1`` the step is accepted with
+the extrapolated ``x''``; then ``h <- min(t - t_min, theta h E^{-r})`` (``theta = 0.9``, ``r = 0.9``, the
+paper's values). The last step lands exactly on ``t_min``. Two model calls per attempt, accepted or not, all
+counted (NFE = 2 x attempts).
+
+**The error is controlled for the whole batch**, as in the paper: ``E`` is the RMS over every element of the
+batch, and all samples share ``t`` and ``h``. Each sample's noise is its own (stream ``1 + j`` at attempt
+``j``), but its step sizes depend on the whole batch, so a sample changes with its batch; the same seed and
+batch give the same samples.
+A per-sample controller (each sample its own ``t`` and ``h``) was tried and rejected: a rejected step draws
+new noise, so with per-sample acceptance the accepted increments are selected on their own ``z``, which
+biases the law. Measured on Gaussian data ``N(0.5, 0.05)`` per coordinate (VP, 20k samples in 1-D, 2k in
+16-D; relative error of the variance at tol 0.1 / 0.03 / 0.01): per-sample +48% / +43% / +49% in 1-D and
++0.9% / +6.6% / +5.8% in 16-D; batch-wide -2.1% / +1.9% / +0.3% in 1-D and -1.8% / -0.6% / +0.0% in 16-D,
+with fewer model calls (58 / 122 / 254 against 154 / 304 / 606). With a batch of many samples the batch-wide
+acceptance is almost independent of any one sample's noise, which is why it is unbiased in practice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Evaluator, Solver, SolverResult, check_finite_state, coefs
+from .registry import register
+
+__all__ = ["PC", "AdaptiveSDE", "langevin_correct"]
+
+PREDICTORS = ("reverse-diffusion", "euler-maruyama", "ancestral")
+
+
+def langevin_correct(
+    ev: Evaluator,
+    x: Tensor,
+    t: float,
+    snr: float,
+    n_steps: int,
+    noise,
+    stream: int,
+    scale: float = 1.0,
+) -> Tensor:
+    """``n_steps`` Langevin corrector steps at time ``t`` (Song et al. 2021, Alg. 4; step size of appendix G).
+
+    ``x <- x + e score + sqrt(2 e) z`` with ``e = 2 scale (snr mean ||z|| / mean ||score||)^2``, the norms averaged
+    over the batch; step ``j`` draws stream ``stream + j`` of ``noise``. One model call per step.
+    """
+    for j in range(n_steps):
+        s = coefs(ev.sde, t)[1]
+        score = ev.eps(x, t) / -s
+        z = noise.randn(x.shape, stream=stream + j, dtype=x.dtype, device=x.device)
+        g_norm = float(score.flatten(1).norm(dim=1).mean())
+        z_norm = float(z.flatten(1).norm(dim=1).mean())
+        if g_norm == 0:
+            raise ValueError(f"langevin corrector: the score is exactly 0 on the whole batch at t = {t:g}")
+        e = 2 * scale * (snr * z_norm / g_norm) ** 2
+        x = check_finite_state(ev, x + e * score + math.sqrt(2 * e) * z, t)
+    return x
+
+
+def _check_number(method: str, name: str, v, low: float = 0.0, strict: bool = True) -> float:
+    ok = (
+        not isinstance(v, bool)
+        and isinstance(v, int | float)
+        and math.isfinite(v)
+        and (v > low if strict else v >= low)
+    )
+    if not ok:
+        raise ValueError(f"{method}: {name} must be a finite number {'>' if strict else '>='} {low:g}, got {v!r}")
+    return float(v)
+
+
+@register
+class PC(Solver):
+    """Predictor-corrector sampler (Song et al. 2021, Alg. 1-3): a predictor step, then Langevin corrector steps.
+
+    Options: ``predictor`` (``"reverse-diffusion"``, ``"euler-maruyama"`` or ``"ancestral"``), ``n_corrector``
+    Langevin steps per step (``>= 0``), ``snr`` (``> 0``, default 0.16 as in the paper's VE experiments).
+    ``nfe_per_step`` is ``1 + n_corrector`` (2 for the defaults; the instance attribute follows the option).
+    """
+
+    name = "pc"
+    kind = "sde"
+    order = 0.5  # the corrector's noise does not shrink with the step: no pathwise convergence is claimed
+    weak_order = 1  # the predictor's, up to the corrector's O(snr^2) bias
+    nfe_per_step = 2
+
+    def __init__(self, predictor: str = "reverse-diffusion", n_corrector: int = 1, snr: float = 0.16):
+        if predictor not in PREDICTORS:
+            raise ValueError(f"pc: unknown predictor {predictor!r}; expected one of {', '.join(PREDICTORS)}")
+        if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
+            raise ValueError(f"pc: n_corrector must be an integer >= 0, got {n_corrector!r}")
+        self.predictor, self.n_corrector = predictor, n_corrector
+        self.snr = _check_number("pc", "snr", snr)
+        self.nfe_per_step = 1 + n_corrector
+
+    def solve(self, ev, x, grid, noise, return_trajectory):
+        ts = grid.tolist()
+        traj = [x] if return_trajectory else None
+        per = 1 + self.n_corrector
+        for k in range(len(ts) - 1):
+            ev.step = k
+            t, s = ts[k], ts[k + 1]
+            stream = 1 + k * per
+            x = check_finite_state(ev, self.predict(ev, x, t, s, noise, stream), s)
+            x = langevin_correct(ev, x, s, self.snr, self.n_corrector, noise, stream + 1)
+            if traj is not None:
+                traj.append(x)
+        return SolverResult(x, grid, torch.stack(traj) if traj is not None else None)
+
+    def predict(self, ev, x, t, s, noise, stream):
+        sde = ev.sde
+        a_t, sig_t = coefs(sde, t)
+        a_s, sig_s = coefs(sde, s)
+        z = noise.randn(x.shape, stream=stream, dtype=x.dtype, device=x.device)
+        if self.predictor == "reverse-diffusion":
+            a = a_t / a_s
+            v = max(0.0, sig_t**2 - a**2 * sig_s**2)
+            return (2 - a) * x - (v / sig_t) * ev.eps(x, t) + math.sqrt(v) * z
+        if self.predictor == "euler-maruyama":
+            _, _, f, g = sde.scalar_coefs(t)
+            h = t - s
+            return x - h * (f * x + (g * g / sig_t) * ev.eps(x, t)) + (g * math.sqrt(h)) * z
+        _, x0 = ev.eps_and_x0(x, t)  # ancestral: the DDPM posterior q(x_s | x_t, x0)
+        a = a_t / a_s
+        v = max(0.0, sig_t**2 - a**2 * sig_s**2)
+        mean = (a * sig_s**2 / sig_t**2) * x + (a_s * v / sig_t**2) * x0
+        return mean + math.sqrt(v * sig_s**2 / sig_t**2) * z
+
+
+@register
+class AdaptiveSDE(Solver):
+    """Adaptive reverse-SDE solver (Jolicoeur-Martineau et al. 2021, Alg. 1): EM + improved-Euler error control.
+
+    Options: ``rtol``, ``atol`` (``> 0``; the mixed tolerance; defaults 0.05 and 0.0078, the paper's settings for
+    data in [-1, 1]), ``h_init`` (first step, 0.01 as in the paper), ``safety`` (``theta``, 0.9), ``exponent``
+    (``r``, 0.9), ``max_iters`` (attempts before giving up). One step size for the batch; NFE is counted.
+    """
+
+    name = "sde-adaptive"
+    kind = "sde"
+    order = 1  # improved Euler for additive noise (as torchsde's Heun); rejection-resampling makes it indicative
+    weak_order = 1
+    nfe_per_step = None
+    adaptive = True
+
+    def __init__(
+        self,
+        rtol: float = 0.05,
+        atol: float = 0.0078,
+        h_init: float = 0.01,
+        safety: float = 0.9,
+        exponent: float = 0.9,
+        max_iters: int = 10_000,
+    ):
+        m = "sde-adaptive"
+        self.rtol, self.atol = _check_number(m, "rtol", rtol), _check_number(m, "atol", atol)
+        self.h_init = _check_number(m, "h_init", h_init)
+        self.safety = _check_number(m, "safety", safety)
+        if self.safety > 1:
+            raise ValueError(f"{m}: safety must lie in (0, 1], got {safety!r}")
+        self.exponent = _check_number(m, "exponent", exponent)
+        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+            raise ValueError(f"{m}: max_iters must be an integer >= 1, got {max_iters!r}")
+        self.max_iters = max_iters
+
+    def solve(self, ev, x, grid, noise, return_trajectory):
+        sde = ev.sde
+        T, t_min = float(grid[0]), float(grid[-1])
+        t, h = T, min(self.h_init, T - t_min)
+        x_start, x_prev = x, x
+        it = 0
+
+        def drift(x, t):  # the reverse-time drift f x + g^2 / sigma eps, to be multiplied by -h
+            _, s, f, g = sde.scalar_coefs(t)
+            return f * x + (g * g / s) * ev.eps(x, t), g
+
+        while t > t_min:
+            if it >= self.max_iters:
+                raise RuntimeError(
+                    f"sde-adaptive: still at t = {t:.6g} > t_min = {t_min:g} after max_iters = {self.max_iters} "
+                    f"attempts; loosen rtol/atol ({self.rtol:g}/{self.atol:g}) or raise max_iters"
+                )
+            ev.step = it
+            last = h >= t - t_min
+            s = t_min if last else t - h
+            h = t - s if last else h
+            z = noise.randn(x.shape, stream=it + 1, dtype=x.dtype, device=x.device)
+            d1, g1 = drift(x, t)
+            x1 = check_finite_state(ev, x - h * d1 + (g1 * math.sqrt(h)) * z, s)
+            d2, g2 = drift(x1, s)
+            x2 = check_finite_state(ev, 0.5 * (x + x1 - h * d2 + (g2 * math.sqrt(h)) * z), s)
+            delta = torch.maximum(x1.abs(), x_prev.abs()).mul(self.rtol).clamp_min(self.atol)
+            err = float(((x1 - x2) / delta).double().pow(2).mean().sqrt())
+            if err <= 1:
+                x, x_prev, t = x2, x1, s
+            h = min(t - t_min, self.safety * h * max(err, 1e-10) ** -self.exponent)
+            it += 1
+        times = grid[[0, -1]]
+        traj = torch.stack([x_start, x]) if return_trajectory else None
+        return SolverResult(x, times, traj)
