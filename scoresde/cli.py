@@ -20,6 +20,7 @@ def _bench(args) -> int:
         "methods": args.methods,
         "peers": args.peers,
         "budgets": args.nfe,
+        "tolerances": args.tol,
         "n": args.n,
         "seed": args.seed,
         "out": args.out,
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "--peers", type=_csv(str), help="comma-separated peer names (default: every installed one; '' for none)"
     )
     b.add_argument("--nfe", type=_csv(int), help="comma-separated NFE budgets")
+    b.add_argument("--tol", type=_csv(float), help="comma-separated rtol = atol of adaptive methods")
     b.add_argument("--n", type=int, help="samples per run")
     b.add_argument("--seed", type=int)
     b.add_argument("--out", help="output folder (default results/)")
