@@ -6,7 +6,7 @@ Import as ``import scoresde as sd``; module file names are implementation detail
 from . import data, loss, metrics, models, problems, train
 from .checkpoint import CheckpointError
 from .conditioning import inpaint
-from .grids import GRIDS, time_grid
+from .grids import GRIDS, optimized_grid, time_grid
 from .likelihood import Likelihood, log_likelihood
 from .noise import NoiseSource
 from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore, discrete_time_model
@@ -40,6 +40,7 @@ __all__ = [
     "available_methods",
     "method_info",
     "time_grid",
+    "optimized_grid",
     "GRIDS",
     "NoiseSource",
     "NonFiniteError",
