@@ -225,7 +225,6 @@ class AdaptiveSDE(Solver):
                     f"sde-adaptive: still at t = {t:.6g} > t_min = {t_min:g} after max_iters = {self.max_iters} "
                     f"attempts; loosen rtol/atol ({self.rtol:g}/{self.atol:g}) or raise max_iters"
                 )
-            ev.step = it
             last = h >= t - t_min
             s = t_min if last else t - h
             h = t - s if last else h
