@@ -78,6 +78,7 @@ def _variance_errors(method, steps, n=20_000, **kw):
     return errs, mean_errs
 
 
+@pytest.mark.slow
 def test_churn_weak_order_two():
     # Churn adds exact Gaussian noise (the marginal at the raised level is exact), so only the Heun steps err:
     # measured 0.78, 0.25, 0.065, 0.017 (200k samples, 10-80 steps, slope 1.85); all >> 4.5e-3 but the last.
@@ -88,6 +89,7 @@ def test_churn_weak_order_two():
     assert max(mean_errs[1:]) < 5, mean_errs  # the mean is within 5 standard errors once the variance is
 
 
+@pytest.mark.slow
 def test_pc_weak_convergence_and_corrector_helps():
     # Measured (200k samples, uniform grid): predictor alone 2.13, 0.79, 0.34, 0.16 at 10-80 steps; with one
     # corrector step per step (snr 0.16) 2.03, 0.68, 0.27, 0.10; with three 1.81, 0.53, 0.16, 0.056.
@@ -107,6 +109,7 @@ def _gauss8():
     return sd.GaussianMixture(torch.linspace(-1, 1, 8, dtype=torch.float64)[None], (cov + cov.T)[None] / 2)
 
 
+@pytest.mark.slow
 def test_langevin_corrector_keeps_and_reaches_the_marginal():
     """At fixed t the corrector leaves p_t invariant (up to its O(e) bias) and pulls a wrong start towards it."""
     gauss, t, n = _gauss8(), 0.3, 10_000
@@ -134,6 +137,7 @@ def test_langevin_corrector_keeps_and_reaches_the_marginal():
 
 
 # --- adaptive reverse SDE ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_adaptive_error_falls_with_tolerance_and_lands_on_t_min():
     times = []
 
