@@ -166,14 +166,13 @@ def test_adaptive_error_falls_with_tolerance_and_lands_on_t_min():
 
 
 def test_adaptive_reproducible():
-    gmm = sd.get_problem("gmm16")
-    score = gmm.score(VP)
+    score = GAUSS1.score(VP)
     kw = dict(method="sde-adaptive", rtol=0.1, atol=0.1, dtype=torch.float64)
-    a = sd.sample(score, VP, (24, 16), seed=11, **kw)
-    b = sd.sample(score, VP, (24, 16), seed=11, **kw)
+    a = sd.sample(score, VP, (24, 1), seed=11, **kw)
+    b = sd.sample(score, VP, (24, 1), seed=11, **kw)
     torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
     assert a.nfe == b.nfe
-    assert not torch.allclose(a.x, sd.sample(score, VP, (24, 16), seed=12, **kw).x)
+    assert not torch.allclose(a.x, sd.sample(score, VP, (24, 1), seed=12, **kw).x)
 
 
 def test_adaptive_step_cap_raises():
@@ -201,7 +200,7 @@ def test_no_nan_float32_1000_steps(method):
 
 def test_adaptive_float32_finite():
     gmm = sd.get_problem("gmm16")
-    out = sd.sample(gmm.score(VP), VP, (64, 16), method="sde-adaptive", seed=1, dtype=torch.float32)
+    out = sd.sample(gmm.score(VP), VP, (16, 16), method="sde-adaptive", seed=1, dtype=torch.float32, rtol=0.1, atol=0.1)
     assert torch.isfinite(out.x).all() and out.x.abs().max() < 20
 
 
