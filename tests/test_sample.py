@@ -42,16 +42,19 @@ def test_nfe_is_counted_and_matches_the_declared_cost(method, counting):
     check call is served from cache, so it costs no model call)."""
     model, calls = counting(RING.eps_model(VP))
     score = sd.EpsilonScore(model, VP)
+    # EDM's Heun samplers take an Euler last step (Karras et al. 2022, Alg. 1): one call fewer.
+    expected = 7 * sd.method_info(method)["nfe_per_step"] - method.startswith("edm-")
     out = sd.sample(score, VP, (16, 2), method=method, steps=7, seed=0)
-    assert out.nfe == len(calls) == 7 * sd.method_info(method)["nfe_per_step"]
+    assert out.nfe == len(calls) == expected
     out = sd.sample(score, VP, (16, 2), method=method, steps=7, seed=0, denoise=True)
-    assert out.nfe == 7 * sd.method_info(method)["nfe_per_step"] + 1
+    assert out.nfe == expected + 1
 
 
 @pytest.mark.parametrize("method", ADAPTIVE)
 def test_adaptive_nfe_is_counted(method, counting):
     model, calls = counting(RING.eps_model(VP))
-    out = sd.sample(sd.EpsilonScore(model, VP), VP, (16, 2), method=method, seed=0, rtol=1e-4, atol=1e-4)
+    tol = 1e-2 if method == "sde-adaptive" else 1e-4  # strong-order-1 SDE steps: 1e-4 costs thousands of calls
+    out = sd.sample(sd.EpsilonScore(model, VP), VP, (16, 2), method=method, seed=0, rtol=tol, atol=tol)
     assert out.nfe == len(calls) > 10
     # The solver lands on t_min and never evaluates the score outside [t_min, T].
     assert min(calls) >= VP.t_min - 1e-15 and max(calls) <= VP.T

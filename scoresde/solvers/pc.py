@@ -17,8 +17,10 @@ followed by ``n_corrector`` Langevin corrector steps at ``s``.
   Song et al. eq. 47 is its VP special case to first order), the ``ddpm`` method's step.
 - Corrector (Alg. 4 / 5, step size from appendix G): ``x <- x + e score(x, s) + sqrt(2 e) z`` with
   ``e = 2 r_a (snr ||z|| / ||score||)^2``, so that ``snr`` is the ratio of the drift's displacement to the
-  noise's. The norms are averaged over the batch, as the paper's code does, so a sample depends (weakly, through
-  two scalars) on its batch. Per-sample norms would make samples batch-independent but are wrong: the step
+  noise's. The paper's code averages the norms over the batch (``step_size="batch"``), so a sample depends
+  (weakly, through two scalars) on its batch; the default ``step_size="sigma"`` puts in their expected values,
+  ``||z|| ~ sqrt(d)``, ``||score|| ~ sqrt(d) / sigma_t``, giving ``e = 2 r_a (snr sigma_t)^2``: independent of
+  the state and of the batch. Per-sample norms would make samples batch-independent but are wrong: the step
   ``e(x)`` then depends on the state, and Langevin dynamics with a state-dependent step no longer leaves
   ``p_s`` invariant (it would need a ``grad e`` correction). Near a mode's centre ``||score|| -> 0`` and the
   displacement ``e ||score|| ~ 1 / ||score||`` is unbounded. Measured with per-sample norms: on 1-D Gaussian
@@ -83,16 +85,24 @@ def langevin_correct(
     noise,
     stream: int,
     scale: float = 1.0,
+    step_size: str = "sigma",
 ) -> Tensor:
     """``n_steps`` Langevin corrector steps at time ``t`` (Song et al. 2021, Alg. 4; step size of appendix G).
 
-    ``x <- x + e score + sqrt(2 e) z`` with ``e = 2 scale (snr mean ||z|| / mean ||score||)^2``, the norms averaged
-    over the batch; step ``j`` draws stream ``stream + j`` of ``noise``. One model call per step.
+    ``x <- x + e score + sqrt(2 e) z``; step ``j`` draws stream ``stream + j`` of ``noise``. One model call per
+    step. ``step_size="batch"``: ``e = 2 scale (snr mean ||z|| / mean ||score||)^2``, the norms averaged over the
+    batch (the paper's code). ``"sigma"``: ``e = 2 scale (snr sigma_t)^2``, the same rule with its expected norms,
+    ``||z|| ~ sqrt(d)`` and ``||score|| = ||eps|| / sigma_t ~ sqrt(d) / sigma_t``; it depends on neither the state
+    nor the batch, so Langevin's invariance holds and a sample is the same in any batch.
     """
     for j in range(n_steps):
         s = coefs(ev.sde, t)[1]
         score = ev.eps(x, t) / -s
         z = noise.randn(x.shape, stream=stream + j, dtype=x.dtype, device=x.device)
+        if step_size == "sigma":
+            e = 2 * scale * (snr * s) ** 2
+            x = check_finite_state(ev, x + e * score + math.sqrt(2 * e) * z, t)
+            continue
         g_norm = float(score.flatten(1).norm(dim=1).mean())
         z_norm = float(z.flatten(1).norm(dim=1).mean())
         if g_norm == 0:
@@ -119,7 +129,9 @@ class PC(Solver):
     """Predictor-corrector sampler (Song et al. 2021, Alg. 1-3): a predictor step, then Langevin corrector steps.
 
     Options: ``predictor`` (``"reverse-diffusion"``, ``"euler-maruyama"`` or ``"ancestral"``), ``n_corrector``
-    Langevin steps per step (``>= 0``), ``snr`` (``> 0``, default 0.16 as in the paper's VE experiments).
+    Langevin steps per step (``>= 0``), ``snr`` (``> 0``, default 0.16 as in the paper's VE experiments),
+    ``step_size`` (``"sigma"``, the default: ``e = 2 (snr sigma_t)^2``, batch-independent; ``"batch"``: the
+    paper's code, norms averaged over the batch; see :func:`langevin_correct`).
     ``nfe_per_step`` is ``1 + n_corrector`` (2 for the defaults; the instance attribute follows the option).
     """
 
@@ -129,7 +141,12 @@ class PC(Solver):
     weak_order = 1  # the predictor's, up to the corrector's O(snr^2) bias
     nfe_per_step = 2
 
-    def __init__(self, predictor: str = "reverse-diffusion", n_corrector: int = 1, snr: float = 0.16):
+    def __init__(
+        self, predictor: str = "reverse-diffusion", n_corrector: int = 1, snr: float = 0.16, step_size: str = "sigma"
+    ):
+        if step_size not in ("sigma", "batch"):
+            raise ValueError(f"pc: step_size must be 'sigma' or 'batch', got {step_size!r}")
+        self.step_size = step_size
         if predictor not in PREDICTORS:
             raise ValueError(f"pc: unknown predictor {predictor!r}; expected one of {', '.join(PREDICTORS)}")
         if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
@@ -147,7 +164,7 @@ class PC(Solver):
             t, s = ts[k], ts[k + 1]
             stream = 1 + k * per
             x = check_finite_state(ev, self.predict(ev, x, t, s, noise, stream), s)
-            x = langevin_correct(ev, x, s, self.snr, self.n_corrector, noise, stream + 1)
+            x = langevin_correct(ev, x, s, self.snr, self.n_corrector, noise, stream + 1, step_size=self.step_size)
             if traj is not None:
                 traj.append(x)
         return SolverResult(x, grid, torch.stack(traj) if traj is not None else None)
