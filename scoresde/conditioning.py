@@ -123,7 +123,7 @@ def inpaint(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     sample_offset: int = 0,
-    grid: str | Tensor = "uniform",
+    grid: str | Tensor | None = None,
     t_min: float | None = None,
     denoise: bool = False,
     return_trajectory: bool = False,
@@ -135,7 +135,8 @@ def inpaint(
         score: the score (its ``sde`` is the process sampled).
         x_known: ``(batch, ...)`` data; only the entries where ``mask`` is 1 are read.
         mask: bool or 0/1 tensor broadcastable to ``x_known``; 1 marks a known entry.
-        method, steps, grid, t_min, options: as in :func:`scoresde.sample` (single-step methods).
+        method, steps, grid, t_min, options: as in :func:`scoresde.sample` (single-step methods; ``grid=None``
+            is the method's own default grid).
         resample: RePaint's number of passes per step (``1``: plain replacement). NFE grows by this factor.
         generator, seed, sample_offset: the randomness, per sample as in :func:`scoresde.sample`.
         denoise: finish with one Tweedie step on the unknown entries (one more model call).
@@ -159,6 +160,10 @@ def inpaint(
     if solver.adaptive:
         raise ValueError(f"inpainting runs the solver one grid step at a time; {method!r} is adaptive")
     sde: SDE = score.sde
+    if grid is None:
+        grid = getattr(solver, "default_grid", "uniform")
+    if isinstance(grid, str) and grid == "optimized":
+        raise ValueError("inpainting takes a named or explicit grid; build an optimized one with sd.optimized_grid")
     ts = time_grid(sde, steps, grid, t_min=t_min) if isinstance(grid, str) else check_grid(sde, grid)
     sde.prime(ts)
 
