@@ -106,3 +106,14 @@ def test_learned_problem_through_the_runner(tmp_path):
     assert row["swd"] > row["swd_floor"] > 0 and row["mmd_floor_std"] >= 0
     table = (tmp_path / "res" / "bench_t.md").read_text()
     assert "learned:moons" in table and "swd floor" in table
+
+
+def test_grid_variants_are_planned_and_run(tmp_path):
+    cfg = bench.BenchConfig(problems=("ring",), methods=("unipc@optimized",), peers=(), budgets=(4,), n=200)
+    (item,) = bench.plan(cfg)
+    assert item["method"] == "unipc@optimized" and item["kwargs"] == {"steps": 4, "grid": "optimized"}
+    default = bench.plan(bench.BenchConfig(problems=("ring",), peers=(), budgets=(4,)))
+    assert {"unipc@optimized", "dpm++2m@optimized", "ddim"} <= {r["method"] for r in default}
+    cfg = bench.BenchConfig(**{**cfg.__dict__, "out": str(tmp_path), "tag": "v", "floor_seeds": 2})
+    (row,) = bench.run_bench(cfg, progress=False)
+    assert row["method"] == "unipc@optimized" and row["nfe"] == 4 and row["status"] == "ok"
