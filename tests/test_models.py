@@ -352,7 +352,9 @@ def test_digit_fd_floor_and_discrimination(classifier):
     pixels shuffled 128; a single class 327)."""
     x_test, _ = data.digits("test")
     x_train, y_train = data.digits("train")
-    assert abs(clf_mod.digit_fd(x_test, "test", classifier)) < 1e-6
+    # 0 up to the eigen-solver's rounding on the near-singular feature covariance (seen: 1e-6 to 1.4e-6 in
+    # magnitude, depending on the thread count); the floor it is compared with is 1.34
+    assert abs(clf_mod.digit_fd(x_test, "test", classifier)) < 1e-4
     floor = clf_mod.digit_fd_floor(classifier)
     assert 0 < floor["test_vs_train"] < 5 and 0 < floor["train_halves"] < 5
     # the same pair in the other order: equal up to eigen-solver rounding on the near-singular feature covariances
