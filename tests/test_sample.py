@@ -328,7 +328,7 @@ def test_nan_score_names_the_step_and_time(method):
         # method's own default grid (uniform: steps 6 or 7 of 10).
         step = int(msg.split("step ")[1].split(" of 10")[0])
         grid = sd.time_grid(VP, 10, getattr(get_solver(method), "default_grid", "uniform"))
-        assert grid[step] - 1e-12 <= t <= grid[step - 1] + 1e-12, msg
+        assert grid[step] - 1e-5 <= t <= grid[step - 1] + 1e-5, msg  # t is printed to 6 digits
         crossing = next(k for k in range(1, 11) if grid[k] < 0.5)
         assert step in (crossing, crossing + 1), msg
     else:
