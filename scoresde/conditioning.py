@@ -29,10 +29,9 @@ import math
 import torch
 from torch import Tensor
 
-from .grids import check_grid, time_grid
 from .noise import NoiseSource
 from .param import Score
-from .sample import Samples
+from .sample import Samples, noise_source, resolve_grid
 from .sde import SDE
 from .solvers import Evaluator, get_solver
 
@@ -160,17 +159,12 @@ def inpaint(
     if solver.adaptive:
         raise ValueError(f"inpainting runs the solver one grid step at a time; {method!r} is adaptive")
     sde: SDE = score.sde
-    if grid is None:
-        grid = getattr(solver, "default_grid", "uniform")
     if isinstance(grid, str) and grid == "optimized":
         raise ValueError("inpainting takes a named or explicit grid; build an optimized one with sd.optimized_grid")
-    ts = time_grid(sde, steps, grid, t_min=t_min) if isinstance(grid, str) else check_grid(sde, grid)
-    sde.prime(ts)
-
-    noise = (
-        NoiseSource(seed, sample_offset) if seed is not None else NoiseSource.from_generator(generator, sample_offset)
-    )
     dtype, device = x_known.dtype, x_known.device
+    ts = resolve_grid(solver, score, steps, grid, t_min, None, x_known.shape[1:], dtype, device)
+    sde.prime(ts)
+    noise = noise_source(generator, seed, sample_offset)
     y = x_known
     x = sde.prior_std() * noise.randn(x_known.shape, stream=0, dtype=dtype, device=device)
     # Start consistent with the data: known entries drawn from p_T of the data.

@@ -45,6 +45,31 @@ def _check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
+def noise_source(generator: torch.Generator | None, seed: int | None, sample_offset: int) -> NoiseSource:
+    """The per-sample noise of a run: from ``seed``, else one draw of ``generator`` (the global RNG if ``None``)."""
+    if generator is not None and seed is not None:
+        raise ValueError("pass either generator or seed, not both")
+    if seed is not None:
+        return NoiseSource(seed, sample_offset)
+    return NoiseSource.from_generator(generator, sample_offset)
+
+
+def resolve_grid(solver, score: Score, steps, grid, t_min, T, dims, dtype, device) -> Tensor:
+    """The time grid of a run: ``grid=None`` is the solver's ``default_grid``; a name goes through
+    :func:`time_grid` (``"optimized"`` through :func:`optimized_grid`, fitted to ``score``); a tensor is checked."""
+    sde = score.sde
+    if grid is None:
+        grid = getattr(solver, "default_grid", "uniform")
+    if isinstance(grid, str) and grid == "optimized":
+        order = max(1, min(3, int(solver.order)))
+        return optimized_grid(score, steps, tuple(dims), order, t_min=t_min, T=T, dtype=dtype, device=device)
+    if isinstance(grid, str):
+        return time_grid(sde, steps, grid, t_min=t_min, T=T)
+    if t_min is not None or T is not None:
+        raise ValueError("t_min and T come from an explicit grid; do not pass them too")
+    return check_grid(sde, grid)
+
+
 def sample(
     score: Score,
     sde: SDE | None = None,
@@ -97,7 +122,7 @@ def sample(
     if repr(sde) != repr(score.sde):
         raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
     sde = score.sde  # the same process; the solvers reach it through the score
-    if generator is not None and seed is not None:
+    if generator is not None and seed is not None:  # before the solver's options are checked, as before
         raise ValueError("pass either generator or seed, not both")
     solver = get_solver(method).make(**options)
 
@@ -111,21 +136,8 @@ def sample(
     shape = _check_shape(shape)
     dtype = dtype or torch.get_default_dtype()
 
-    if grid is None:
-        grid = getattr(solver, "default_grid", "uniform")
-    if isinstance(grid, str) and grid == "optimized":
-        order = max(1, min(3, int(solver.order)))
-        ts = optimized_grid(score, steps, shape[1:], order, t_min=t_min, T=T, dtype=dtype, device=device)
-    elif isinstance(grid, str):
-        ts = time_grid(sde, steps, grid, t_min=t_min, T=T)
-    else:
-        if t_min is not None or T is not None:
-            raise ValueError("t_min and T come from an explicit grid; do not pass them too")
-        ts = check_grid(sde, grid)
-
-    noise = (
-        NoiseSource(seed, sample_offset) if seed is not None else NoiseSource.from_generator(generator, sample_offset)
-    )
+    ts = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
+    noise = noise_source(generator, seed, sample_offset)
     if x_init is None:
         x = sde.prior_std() * noise.randn(shape, stream=0, dtype=dtype, device=device)
     else:
