@@ -88,6 +88,7 @@ def sample(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     return_trajectory: bool = False,
+    noise: NoiseSource | None = None,
     **options,
 ) -> Samples:
     """Draw samples by integrating from the prior at ``T`` down to ``t_min``.
@@ -111,6 +112,9 @@ def sample(
         x_init: start from this state at ``T`` instead of a prior draw.
         dtype, device: of the samples (default: ``x_init``'s, else the default dtype on the CPU).
         return_trajectory: keep the state at every reported time.
+        noise: the noise itself, instead of ``generator``/``seed``: any object with
+            ``randn(shape, stream, dtype=, device=)`` like :class:`~scoresde.noise.NoiseSource` (stream 0 is
+            the prior; step ``k``'s draw ``j`` is stream ``1 + k D + j`` for a method that draws ``D`` per step).
         **options: the method's own options, e.g. ``eta`` for ``"ddim"``, ``rtol``/``atol`` for adaptive ODEs.
 
     Returns:
@@ -137,7 +141,10 @@ def sample(
     dtype = dtype or torch.get_default_dtype()
 
     ts = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
-    noise = noise_source(generator, seed, sample_offset)
+    if noise is None:
+        noise = noise_source(generator, seed, sample_offset)
+    elif generator is not None or seed is not None or sample_offset:
+        raise ValueError("pass noise, or generator/seed/sample_offset, not both")
     if x_init is None:
         x = sde.prior_std() * noise.randn(shape, stream=0, dtype=dtype, device=device)
     else:
