@@ -3,18 +3,24 @@
 Import as ``import scoresde as sd``; module file names are implementation details.
 """
 
-from . import data, loss, metrics, models, problems, train
-from .checkpoint import CheckpointError
+import importlib
+from typing import TYPE_CHECKING
+
+from . import metrics, problems
 from .conditioning import inpaint
-from .grids import GRIDS, optimized_grid, time_grid
+from .grids import GRIDS, FittedGrid, fit_grid, optimized_grid, time_grid
 from .likelihood import Likelihood, log_likelihood
 from .noise import NoiseSource
 from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore, discrete_time_model
 from .problems import GaussianMixture, get_problem
 from .sample import Samples, available_methods, sample
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
-from .solvers import NonFiniteError, method_info
-from .train import ConditionalModel, TrainConfig, TrainResult, load_score
+from .solvers import NonFiniteError, StepInfo, method_info
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and editors
+    from . import data, loss, models, train
+    from .checkpoint import CheckpointError
+    from .train import ConditionalModel, TrainConfig, TrainResult, load_score
 
 __version__ = "0.1.0"
 
@@ -41,6 +47,9 @@ __all__ = [
     "method_info",
     "time_grid",
     "optimized_grid",
+    "fit_grid",
+    "FittedGrid",
+    "StepInfo",
     "GRIDS",
     "NoiseSource",
     "NonFiniteError",
@@ -56,3 +65,30 @@ __all__ = [
     "ConditionalModel",
     "CheckpointError",
 ]
+
+# Training, checkpoints (safetensors), networks and data sets load on first use (PEP 562), so that
+# `import scoresde` for sampling does not import them: name -> the module that defines it.
+_LAZY = {
+    "data": ".data",
+    "loss": ".loss",
+    "models": ".models",
+    "train": ".train",
+    "TrainConfig": ".train",
+    "TrainResult": ".train",
+    "load_score": ".train",
+    "ConditionalModel": ".train",
+    "CheckpointError": ".checkpoint",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name], __name__)
+    value = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

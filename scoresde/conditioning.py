@@ -13,13 +13,22 @@ Given data ``y`` observed where ``mask == 1``, sample the rest from ``p(x_0 | x_
   ``s`` to ``t`` with the forward kernel ``x_t = alpha_{t|s} x_s + sigma_{t|s} z`` (:meth:`SDE.transition`)
   and the step is taken again. ``resample=1`` is plain replacement.
 
-Any single-step method of :func:`scoresde.available_methods` works (the solver is run one grid step at a
-time); a multistep method restarts at each step, so it runs at its first-order start-up step. Adaptive
-methods are refused. At the end the known entries are the data themselves, exactly.
+Both are a callback on the ordinary stepping loop (:func:`scoresde.solvers.integrate`): every fixed-grid method
+of :func:`scoresde.available_methods` works, a multistep method keeps its history (so its order), and a
+``NonFiniteError`` names the real step. Adaptive methods are refused. At the end the known entries are the data
+themselves, exactly.
 
-Noise: stream ``0`` is the prior, ``1`` the known entries at ``T``; step ``k``, repetition ``r`` uses a
-block of 64 streams starting at ``2 + 64 (k R + r)`` (the known-region draw at offset 0, the solver's own
-streams at 1-31, the jump-back draw at offset 32), so sample ``i`` depends only on its seed and index, not on the batch.
+**The known entries' path.** ``known_path="fresh"`` (the default, Song et al.) draws a fresh ``z`` after every
+step. ``known_path="fixed"`` draws one ``z`` per sample for the whole run, so the known entries follow the
+smooth path ``alpha_t y + sigma_t z``; the unknown entries then solve an ordinary differential equation driven by
+that path, and a deterministic method converges to its solution at its own order (tested for ``dpm++2m`` and
+``unipc``: the error falls as ``steps^-2`` or faster). Methods that evaluate the model inside a step (Heun,
+midpoint, RK4, DPM-Solver-2S/3S) see the solver's own known entries at those stages, not the path, and fall to
+first order there.
+
+Noise: stream ``0`` is the prior; the solver's draws are those of :func:`scoresde.sample`; the known entries'
+draws and RePaint's jump-back draws have streams of their own (``_PATH`` and ``_JUMP`` plus ``k R + r`` for step
+``k``, pass ``r``), so sample ``i`` depends only on its seed and index, not on the batch.
 """
 
 from __future__ import annotations
@@ -29,30 +38,16 @@ import math
 import torch
 from torch import Tensor
 
-from .noise import NoiseSource
 from .param import Score
 from .sample import Samples, noise_source, resolve_grid
 from .sde import SDE
-from .solvers import Evaluator, get_solver
+from .solvers import Context, Evaluator, get_solver, integrate
 
-__all__ = ["inpaint", "make_mask", "MASKS"]
+__all__ = ["inpaint", "make_mask", "MASKS", "KNOWN_PATHS"]
 
 MASKS = ("left", "right", "top", "bottom", "center", "random:P", "dims:I,J,...")
-
-_STREAMS_PER_STEP = 64
-_KNOWN, _JUMP = 0, 32
-
-
-class _ShiftedNoise:
-    """A view of a :class:`NoiseSource` whose stream ``j`` is the parent's stream ``base + j``."""
-
-    def __init__(self, parent: NoiseSource, base: int):
-        self.parent, self.base = parent, base
-
-    def randn(self, shape, stream: int, dtype=torch.float32, device=None) -> Tensor:
-        if not 0 < stream < _JUMP:
-            raise RuntimeError(f"inpainting reserves {_JUMP - 1} noise streams per step; the solver asked for {stream}")
-        return self.parent.randn(shape, self.base + stream, dtype=dtype, device=device)
+KNOWN_PATHS = ("fresh", "fixed")
+_PATH, _JUMP = 1 << 50, 1 << 51  # noise streams of the known entries and of RePaint's jump back
 
 
 def _check_mask(mask: Tensor, x_known: Tensor) -> Tensor:
@@ -119,6 +114,7 @@ def inpaint(
     steps: int = 100,
     *,
     resample: int = 1,
+    known_path: str = "fresh",
     generator: torch.Generator | None = None,
     seed: int | None = None,
     sample_offset: int = 0,
@@ -134,9 +130,10 @@ def inpaint(
         score: the score (its ``sde`` is the process sampled).
         x_known: ``(batch, ...)`` data; only the entries where ``mask`` is 1 are read.
         mask: bool or 0/1 tensor broadcastable to ``x_known``; 1 marks a known entry.
-        method, steps, grid, t_min, options: as in :func:`scoresde.sample` (single-step methods; ``grid=None``
+        method, steps, grid, t_min, options: as in :func:`scoresde.sample` (fixed-grid methods; ``grid=None``
             is the method's own default grid).
         resample: RePaint's number of passes per step (``1``: plain replacement). NFE grows by this factor.
+        known_path: ``"fresh"`` noise for the known entries after every step, or one ``"fixed"`` draw for the run.
         generator, seed, sample_offset: the randomness, per sample as in :func:`scoresde.sample`.
         denoise: finish with one Tweedie step on the unknown entries (one more model call).
         return_trajectory: keep the state after every step (after replacement).
@@ -153,49 +150,50 @@ def inpaint(
     mask = _check_mask(mask, x_known)
     if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
         raise ValueError(f"resample must be an integer >= 1, got {resample!r}")
+    if known_path not in KNOWN_PATHS:
+        raise ValueError(f"known_path must be one of {', '.join(map(repr, KNOWN_PATHS))}; got {known_path!r}")
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     solver = get_solver(method).make(**options)
     if solver.adaptive:
-        raise ValueError(f"inpainting runs the solver one grid step at a time; {method!r} is adaptive")
+        raise ValueError(f"inpainting replaces the known entries after every grid step; {method!r} is adaptive")
     sde: SDE = score.sde
     if isinstance(grid, str) and grid == "optimized":
-        raise ValueError("inpainting takes a named or explicit grid; build an optimized one with sd.optimized_grid")
-    dtype, device = x_known.dtype, x_known.device
-    ts = resolve_grid(solver, score, steps, grid, t_min, None, x_known.shape[1:], dtype, device)
-    sde.prime(ts)
+        raise ValueError("inpainting takes a named, explicit or fitted grid; fit one with sd.fit_grid")
+    dtype, device, shape = x_known.dtype, x_known.device, x_known.shape
+    ts, _ = resolve_grid(solver, score, steps, grid, t_min, None, shape[1:], dtype, device)
     noise = noise_source(generator, seed, sample_offset)
-    y = x_known
-    x = sde.prior_std() * noise.randn(x_known.shape, stream=0, dtype=dtype, device=device)
-    # Start consistent with the data: known entries drawn from p_T of the data.
-    a_T, s_T = sde.scalar_coefs(float(ts[0]))[:2]
-    x = torch.where(mask, a_T * y + s_T * noise.randn(y.shape, stream=1, dtype=dtype, device=device), x)
-
     ev = Evaluator(score, method, len(ts) - 1)
-    times = ts.tolist()
-    traj = [x] if return_trajectory else None
+    ctx = Context.build(ev, ts, noise, solver.draws_per_step)
+    y, R = x_known, resample
+
+    def draw(stream: int) -> Tensor:
+        return noise.randn(shape, stream=stream, dtype=dtype, device=device)
+
+    z_path = draw(_PATH)
+    c_T = ctx.coefs[0]
+    x = torch.where(mask, c_T.alpha * y + c_T.sigma * z_path, sde.prior_std() * draw(0))
+
+    def replace_known(info) -> Tensor:
+        k, r = info.k, info.repeat
+        cs = ctx.coefs[k + 1]
+        z = z_path if known_path == "fixed" else draw(_PATH + 1 + k * R + r)
+        x = torch.where(mask, cs.alpha * y + cs.sigma * z, info.x)
+        if r + 1 < R:  # RePaint: noise back from s to t and take the step again
+            a_ts, s_ts = (float(v) for v in sde.transition(info.s, info.t))
+            x = a_ts * x + s_ts * draw(_JUMP + k * R + r)
+        return x
+
     with torch.no_grad():
-        for k in range(len(times) - 1):
-            t, s = times[k], times[k + 1]
-            a_s, s_s = sde.scalar_coefs(s)[:2]
-            a_ts, s_ts = (float(v) for v in sde.transition(s, t))
-            for r in range(resample):
-                base = 2 + _STREAMS_PER_STEP * (k * resample + r)
-                ev.step = k
-                x = solver.solve(ev, x, ts[k : k + 2], _ShiftedNoise(noise, base), False).x
-                known = a_s * y + s_s * noise.randn(y.shape, stream=base + _KNOWN, dtype=dtype, device=device)
-                x = torch.where(mask, known, x)
-                if r < resample - 1:  # RePaint: noise back from s to t and take the step again
-                    z = noise.randn(y.shape, stream=base + _JUMP, dtype=dtype, device=device)
-                    x = a_ts * x + s_ts * z
-            if traj is not None:
-                traj.append(x)
+        res = integrate(solver, ctx, x, callback=replace_known, repeats=R, return_trajectory=return_trajectory)
+        x = res.x
         if denoise:
             ev.step = None
-            x = ev.x0(x, times[-1])
+            x = ev.x0(x, ctx.coefs[-1])
     x = torch.where(mask, y, x)
+    traj = res.trajectory
     if traj is not None:
         traj[-1] = x
     if not math.isfinite(float(x.sum())):
         raise FloatingPointError("inpainting produced non-finite samples")
-    return Samples(x=x, nfe=ev.nfe, times=ts, trajectory=torch.stack(traj) if traj else None, method=method)
+    return Samples(x=x, nfe=ev.nfe, times=ts, trajectory=traj, method=method)

@@ -13,7 +13,7 @@
 A grid can also be given explicitly as a 1-D tensor or sequence; :func:`check_grid` validates it.
 
 **The optimized grid** (:func:`optimized_grid`). A step ``t -> s`` of an order-``p`` exponential integrator in
-data prediction (see :mod:`scoresde.solvers.fast`) leaves the local error
+data prediction (see :mod:`scoresde.solvers.exponential`) leaves the local error
 ``alpha_s h^{p+1} C_p x0^{(p)}(lambda) + O(h^{p+2})`` in ``x_s`` (``h`` the step in ``lambda = log(alpha/sigma)``,
 ``x0^{(p)}`` the ``p``-th ``lambda``-derivative of the data prediction along the path). The linear part of the
 flow carries it to ``t_min`` scaled by ``sigma_min / sigma_s``, so it arrives as
@@ -23,28 +23,27 @@ of steps ``N = int d lambda / h`` is smallest when ``c h^{p+1}`` is constant (a 
 grid points equidistributed in the density ``rho(lambda) = c(lambda)^{1/(p+1)}`` (the classical optimal-mesh
 argument; Align Your Steps, Sabour et al. 2024, and DPM-Solver-v3, Zheng et al. 2023, fit schedules to a pilot
 batch too, with other criteria). ``c`` is measured on a pilot batch: ``n_pilot`` prior draws from a fixed seed (its
-own, not a sampling seed), integrated with DPM-Solver++ (2M) over ``pilot_steps`` equal steps in ``lambda``;
+own, not a sampling seed), integrated with the ``dpm++2m`` solver itself over ``pilot_steps`` equal steps in ``lambda``;
 ``x0^{(p)}`` is the ``p``-th finite difference of the recorded data predictions (RMS over the batch). The density
 gets a floor of ``mix`` times its mean, so that no step grows without bound where the estimate vanishes. Cost:
-``pilot_steps + 1`` model calls on ``n_pilot`` samples, once per (score, budget): the grid is cached for the score
-object (so a model changed in place after the first call keeps its old grid); it is not part of a sample's NFE.
+``pilot_steps + 1`` model calls on ``n_pilot`` samples for every fit. Nothing is cached: :func:`fit_grid` returns a
+:class:`FittedGrid` (the grid, its options and its cost, ``fit_nfe``) that the caller keeps and passes to
+``sample(grid=fitted)``; ``sample(grid="optimized")`` fits anew on every call and reports the pilot's calls in
+``Samples.fit_nfe``, apart from the sample's own ``nfe``.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from .sde import SDE
 
-__all__ = ["time_grid", "check_grid", "optimized_grid", "GRIDS"]
-
-# Optimized grids computed for a score object (weakly held): the pilot runs once per (score, budget, options).
-_OPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+__all__ = ["time_grid", "check_grid", "optimized_grid", "fit_grid", "FittedGrid", "GRIDS"]
 
 GRIDS = ("uniform", "quadratic", "logsnr", "karras")
 
@@ -111,7 +110,34 @@ def check_grid(sde: SDE, grid: Tensor | Sequence[float]) -> Tensor:
     return grid
 
 
-def optimized_grid(
+@dataclass(frozen=True)
+class FittedGrid:
+    """A time grid fitted to a score by :func:`fit_grid`: a value the caller keeps, not a cache.
+
+    Attributes:
+        grid: the times, float64, strictly decreasing from ``T`` to ``t_min``.
+        order: the solver order it was fitted for.
+        fit_nfe: model calls the fit made (per pilot batch of ``n_pilot`` samples): ``pilot_steps + 1``.
+        options: everything else that determines it (``dims``, ``n_pilot``, ``pilot_steps``, ``mix``, ``seed``,
+            the SDE).
+    """
+
+    grid: Tensor
+    order: int
+    fit_nfe: int
+    options: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return self.grid.numel() - 1
+
+
+def optimized_grid(score, steps: int, dims: tuple[int, ...], order: int = 2, **kw) -> Tensor:
+    """The grid of :func:`fit_grid` as a tensor (the pilot runs on every call; keep it, or the :class:`FittedGrid`)."""
+    return fit_grid(score, steps, dims, order, **kw).grid
+
+
+def fit_grid(
     score,
     steps: int,
     dims: tuple[int, ...],
@@ -125,7 +151,7 @@ def optimized_grid(
     seed: int = 20240,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-) -> Tensor:
+) -> FittedGrid:
     """A grid of ``steps + 1`` times equidistributing the estimated local error of an order-``order`` solver.
 
     Args:
@@ -139,15 +165,11 @@ def optimized_grid(
         dtype, device: of the pilot batch (default: the default dtype, CPU).
 
     Returns:
-        the grid, float64, strictly decreasing from ``T`` to ``t_min``. Deterministic for fixed arguments.
+        a :class:`FittedGrid`; deterministic for fixed arguments.
     """
     from .noise import NoiseSource
-    from .solvers.fast import phi
+    from .solvers import Context, Evaluator, get_solver, integrate
 
-    key = (steps, tuple(dims), order, t_min, T, n_pilot, pilot_steps, mix, seed, dtype, str(device))
-    cache = _OPT_CACHE.setdefault(score, {})
-    if key in cache:
-        return cache[key].clone()
     sde = score.sde
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -162,26 +184,20 @@ def optimized_grid(
     dims = tuple(int(d) for d in dims)
     pilot = time_grid(sde, pilot_steps, "logsnr", t_min=t_min, T=T)
     T, t_min = float(pilot[0]), float(pilot[-1])
-    ts = pilot.tolist()
-    sde.prime(pilot)
-    coef = [sde.scalar_coefs(t)[:2] for t in ts]
-    lam = [math.log(a) - math.log(s) for a, s in coef]
     dtype = dtype or torch.get_default_dtype()
     x = sde.prior_std() * NoiseSource(seed).randn((n_pilot, *dims), stream=0, dtype=dtype, device=device)
-    ms, prev = [], x
+    ev = Evaluator(score, "optimized grid (pilot)", pilot_steps)
+    ctx = Context.build(ev, pilot, noise=None)
+    ms = []
+
+    def record(info):  # the data prediction at the start of every pilot step
+        ms.append(info.denoised.double().flatten(1))
+
     with torch.no_grad():
-        for k in range(pilot_steps + 1):
-            m = score.x0(x, ts[k])
-            if not torch.isfinite(m).all():
-                raise ValueError(f"optimized grid: the score is not finite on the pilot batch at t = {ts[k]:.6g}")
-            ms.append(m.double().flatten(1))
-            if k == pilot_steps:
-                break
-            h = lam[k + 1] - lam[k]
-            d = m if k == 0 else m + (phi(1, h) / phi(0, h)) * (m - prev) * (h / (lam[k] - lam[k - 1]))
-            x = (coef[k + 1][1] / coef[k][1]) * x + (coef[k + 1][0] * phi(0, h)) * d
-            prev = m
-    lam_t = torch.tensor(lam, dtype=torch.float64)
+        x = integrate(get_solver("dpm++2m").make(lower_order_final=False), ctx, x, callback=record).x
+        ev.step = None
+        ms.append(ev.x0(x, ctx.coefs[-1]).double().flatten(1))
+    lam_t = torch.tensor([c.lam for c in ctx.coefs], dtype=torch.float64)
     dl = lam_t[1:] - lam_t[:-1]  # equal up to rounding: the pilot grid is uniform in lambda
     diff = torch.stack(ms)  # (pilot_steps + 1, n_pilot, dim)
     for _ in range(order):
@@ -199,5 +215,5 @@ def optimized_grid(
     lam_grid = edges[idx] + frac * (edges[idx + 1] - edges[idx])
     grid = sde.t_from_log_snr(2 * lam_grid)
     grid[0], grid[-1] = T, t_min
-    cache[key] = check_grid(sde, grid)
-    return cache[key].clone()
+    options = dict(dims=dims, n_pilot=n_pilot, pilot_steps=pilot_steps, mix=mix, seed=seed, sde=repr(sde))
+    return FittedGrid(check_grid(sde, grid), order, ev.nfe, options)

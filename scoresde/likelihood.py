@@ -270,8 +270,8 @@ def log_likelihood(
 
         def to_t(u: float) -> tuple[float, float]:
             t = t_min if u == u0 else T if u == u1 else float(sde.t_from_log_snr(u))
-            _, s, _, g = sde.scalar_coefs(t)
-            return t, -(s * s) / (g * g)  # dt / dlambda = -sigma^2 / g^2
+            c = sde.coefs(t)
+            return t, -(c.sigma * c.sigma) / c.g2  # dt / dlambda = -sigma^2 / g^2
 
     else:
         u0, u1 = t_min, T
@@ -283,17 +283,16 @@ def log_likelihood(
 
     def rhs(u: Tensor, state: Tensor) -> Tensor:
         t, dt_du = to_t(float(u))
-        _, s, f, g = sde.scalar_coefs(t)
+        c = sde.coefs(t)
         xt = state[:, :d].reshape(shape)
         with torch.enable_grad():
             xg = xt.detach().requires_grad_(True)
-            eps = score.eps(xg, t)
+            eps = score.eps(xg, t, c)
             if not torch.isfinite(eps).all():
                 raise NonFiniteError(f"log_likelihood: the model returned non-finite values at t = {t:.6g}")
             div_eps = div(eps, xg)  # (B, P)
-        c = g * g / (2 * s)
-        dx = (f * xt + c * eps.detach()).reshape(B, d)
-        ddelta = d * f + c * div_eps.detach()
+        dx = c.pf_drift(xt, eps.detach()).reshape(B, d)
+        ddelta = c.pf_drift(d, div_eps.detach())  # div F = d f + g^2 / (2 sigma) div eps
         return torch.cat([dx, ddelta], 1) * dt_du
 
     state0 = torch.cat([x.reshape(B, d), torch.zeros(B, P, dtype=x.dtype, device=x.device)], 1)

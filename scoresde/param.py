@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .sde import SDE, append_dims
+from .sde import SDE, Coefs, append_dims
 
 __all__ = ["Score", "EpsilonScore", "DataScore", "VScore", "DenoiserScore", "discrete_time_model"]
 
@@ -61,17 +61,19 @@ class Score:
             )
         return out
 
-    def _coefs(self, x: Tensor, t: float | Tensor) -> tuple[Tensor | float, Tensor | float]:
-        """``alpha, sigma`` at ``t``: Python floats (float64 arithmetic) for one shared time, else per sample."""
+    def _coefs(self, x: Tensor, t: float | Tensor, coefs: Coefs | None) -> tuple[Tensor | float, Tensor | float]:
+        """``alpha, sigma`` at ``t``: Python floats (float64 arithmetic) for one shared time, else per sample.
+        A solver passes the run's ``coefs`` of that time (:meth:`SDE.coefs`) so they are not computed again."""
         if not isinstance(t, Tensor) or t.ndim == 0:
-            return self.sde.scalar_coefs(float(t))[:2]
+            c = self.sde.coefs(float(t)) if coefs is None else coefs
+            return c.alpha, c.sigma
         a = append_dims(self.sde.alpha(t).to(x.dtype), x.ndim)
         s = append_dims(self.sde.marginal_std(t).to(x.dtype), x.ndim)
         return a, s
 
-    def _eval(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor | float, Tensor | float]:
+    def _eval(self, x: Tensor, t: float | Tensor, coefs: Coefs | None = None) -> tuple[Tensor, Tensor | float, Tensor | float]:
         tt = self._times(x, t)
-        a, s = self._coefs(x, t)
+        a, s = self._coefs(x, t, coefs)
         return self._call(x, tt), a, s
 
     # --- conversions a subclass defines ----------------------------------------------------------
@@ -82,26 +84,26 @@ class Score:
         raise NotImplementedError
 
     # --- public views -------------------------------------------------------------------------------
-    def eps(self, x: Tensor, t: float | Tensor) -> Tensor:
+    def eps(self, x: Tensor, t: float | Tensor, coefs: Coefs | None = None) -> Tensor:
         """The noise prediction ``eps(x, t)`` (one model call)."""
-        out, a, s = self._eval(x, t)
+        out, a, s = self._eval(x, t, coefs)
         return self.to_eps(out, x, a, s)
 
-    def x0(self, x: Tensor, t: float | Tensor) -> Tensor:
+    def x0(self, x: Tensor, t: float | Tensor, coefs: Coefs | None = None) -> Tensor:
         """The data prediction ``x0(x, t) = E[x_0 | x_t = x]`` (one model call)."""
-        out, a, s = self._eval(x, t)
+        out, a, s = self._eval(x, t, coefs)
         return self.to_x0(out, x, a, s)
 
-    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+    def score(self, x: Tensor, t: float | Tensor, coefs: Coefs | None = None) -> Tensor:
         """``grad_x log p_t(x) = -eps / sigma`` (one model call)."""
-        out, a, s = self._eval(x, t)
+        out, a, s = self._eval(x, t, coefs)
         return -self.to_eps(out, x, a, s) / s
 
     __call__ = score
 
-    def eps_and_x0(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+    def eps_and_x0(self, x: Tensor, t: float | Tensor, coefs: Coefs | None = None) -> tuple[Tensor, Tensor]:
         """Both predictions from a single model call."""
-        out, a, s = self._eval(x, t)
+        out, a, s = self._eval(x, t, coefs)
         return self.to_eps(out, x, a, s), self.to_x0(out, x, a, s)
 
     def __repr__(self) -> str:
@@ -149,9 +151,9 @@ class DenoiserScore(Score):
     (a ``(batch,)`` tensor) instead of ``(x, t)``; this wrapper does the change of variables.
     """
 
-    def _eval(self, x, t):
+    def _eval(self, x, t, coefs=None):
         tt = self._times(x, t)
-        a, s = self._coefs(x, t)
+        a, s = self._coefs(x, t, coefs)
         if isinstance(a, float):
             sigma_hat = torch.full_like(tt, s / a)
         else:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .grids import check_grid, optimized_grid, time_grid
+from .grids import FittedGrid, check_grid, fit_grid, time_grid
 from .noise import NoiseSource
 from .param import Score
 from .sde import SDE
-from .solvers import Evaluator, available_methods, get_solver
+from .solvers import Context, Evaluator, Solver, available_methods, get_solver
+from .solvers.base import Callback
 
 __all__ = ["Samples", "sample", "available_methods"]
 
@@ -26,6 +27,9 @@ class Samples:
         times: the times the solver reported, float64, decreasing from ``T`` to ``t_min``.
         trajectory: ``(len(times), *shape)`` states at ``times`` if requested, else ``None``.
         method: the method name.
+        fit_nfe: model calls spent fitting the grid for this call (``grid="optimized"``: the pilot, per pilot
+            batch), not part of ``nfe``; 0 otherwise (a :class:`~scoresde.grids.FittedGrid` passed in was paid
+            for when it was fitted).
     """
 
     x: Tensor
@@ -33,6 +37,7 @@ class Samples:
     times: Tensor
     trajectory: Tensor | None = None
     method: str = ""
+    fit_nfe: int = 0
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -54,20 +59,26 @@ def noise_source(generator: torch.Generator | None, seed: int | None, sample_off
     return NoiseSource.from_generator(generator, sample_offset)
 
 
-def resolve_grid(solver, score: Score, steps, grid, t_min, T, dims, dtype, device) -> Tensor:
-    """The time grid of a run: ``grid=None`` is the solver's ``default_grid``; a name goes through
-    :func:`time_grid` (``"optimized"`` through :func:`optimized_grid`, fitted to ``score``); a tensor is checked."""
+def resolve_grid(solver: Solver, score: Score, steps, grid, t_min, T, dims, dtype, device) -> tuple[Tensor, int]:
+    """The time grid of a run and the model calls spent fitting it: ``grid=None`` is the solver's ``default_grid``;
+    a name goes through :func:`time_grid` (``"optimized"`` through :func:`fit_grid`, fitted to ``score`` now); a
+    :class:`FittedGrid` or a tensor is checked."""
     sde = score.sde
     if grid is None:
-        grid = getattr(solver, "default_grid", "uniform")
+        grid = solver.default_grid
     if isinstance(grid, str) and grid == "optimized":
         order = max(1, min(3, int(solver.order)))
-        return optimized_grid(score, steps, tuple(dims), order, t_min=t_min, T=T, dtype=dtype, device=device)
+        fitted = fit_grid(score, steps, tuple(dims), order, t_min=t_min, T=T, dtype=dtype, device=device)
+        return fitted.grid, fitted.fit_nfe
     if isinstance(grid, str):
-        return time_grid(sde, steps, grid, t_min=t_min, T=T)
+        return time_grid(sde, steps, grid, t_min=t_min, T=T), 0
     if t_min is not None or T is not None:
         raise ValueError("t_min and T come from an explicit grid; do not pass them too")
-    return check_grid(sde, grid)
+    if isinstance(grid, FittedGrid):
+        if grid.options.get("sde", repr(sde)) != repr(sde):
+            raise ValueError(f"the grid was fitted for {grid.options['sde']}, not for {sde!r}")
+        grid = grid.grid
+    return check_grid(sde, grid), 0
 
 
 def sample(
@@ -89,6 +100,7 @@ def sample(
     device: torch.device | str | None = None,
     return_trajectory: bool = False,
     noise: NoiseSource | None = None,
+    callback: Callback | None = None,
     **options,
 ) -> Samples:
     """Draw samples by integrating from the prior at ``T`` down to ``t_min``.
@@ -103,10 +115,11 @@ def sample(
             from its own counter-based stream (:class:`~scoresde.noise.NoiseSource`), so sample ``i``
             is the same whatever the batch size; ``sample_offset`` is the global index of sample 0
             (for sharding over processes).
-        grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, ``"optimized"`` or an explicit decreasing
-            tensor of times; ``None`` (default) takes the method's ``default_grid`` (``"uniform"`` unless it
-            declares another). ``"optimized"`` calls :func:`~scoresde.grids.optimized_grid` with the solver's
-            order (a pilot of its own, whose model calls are not counted in ``nfe``).
+        grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, ``"optimized"``, a
+            :class:`~scoresde.grids.FittedGrid` or an explicit decreasing tensor of times; ``None`` (default) takes
+            the method's ``default_grid`` (``"uniform"`` unless it declares another). ``"optimized"`` calls
+            :func:`~scoresde.grids.fit_grid` with the solver's order on every call (a pilot of its own, whose model
+            calls are reported in ``fit_nfe``, not in ``nfe``; fit once and pass the FittedGrid to reuse it).
         t_min, T: end and start times (defaults ``sde.t_min``, ``sde.T``).
         denoise: finish with one Tweedie step ``x <- x0(x, t_min)`` (one more model call).
         x_init: start from this state at ``T`` instead of a prior draw.
@@ -115,6 +128,10 @@ def sample(
         noise: the noise itself, instead of ``generator``/``seed``: any object with
             ``randn(shape, stream, dtype=, device=)`` like :class:`~scoresde.noise.NoiseSource` (stream 0 is
             the prior; step ``k``'s draw ``j`` is stream ``1 + k D + j`` for a method that draws ``D`` per step).
+        callback: ``callback(info)`` after every step of a fixed-grid method, with a
+            :class:`~scoresde.solvers.StepInfo` (step ``k``, times ``t -> s``, the new state ``x``, the solver's
+            ``denoised`` estimate where it has one); it may return a tensor to replace the state (k-diffusion's
+            convention). Adaptive methods refuse it.
         **options: the method's own options, e.g. ``eta`` for ``"ddim"``, ``rtol``/``atol`` for adaptive ODEs.
 
     Returns:
@@ -140,7 +157,7 @@ def sample(
     shape = _check_shape(shape)
     dtype = dtype or torch.get_default_dtype()
 
-    ts = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
+    ts, fit_nfe = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
     if noise is None:
         noise = noise_source(generator, seed, sample_offset)
     elif generator is not None or seed is not None or sample_offset:
@@ -152,12 +169,12 @@ def sample(
         if not torch.isfinite(x).all():
             raise ValueError("x_init contains non-finite values")
 
-    sde.prime(ts)
     ev = Evaluator(score, method, None if solver.adaptive else len(ts) - 1)
+    ctx = Context.build(ev, ts, noise, solver.draws_per_step)
     with torch.no_grad():
-        res = solver.solve(ev, x, ts, noise, return_trajectory)
+        res = solver.solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
         x = res.x
         if denoise:
             ev.step = None
-            x = ev.x0(x, float(ts[-1]))
-    return Samples(x=x, nfe=ev.nfe, times=res.times, trajectory=res.trajectory, method=method)
+            x = ev.x0(x, ctx.coefs[-1])
+    return Samples(x=x, nfe=ev.nfe, times=res.times, trajectory=res.trajectory, method=method, fit_nfe=fit_nfe)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "cosine_betas", "append_dims"]
+__all__ = ["SDE", "Coefs", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "cosine_betas", "append_dims"]
 
 TimeLike = float | Tensor
 
@@ -33,6 +34,37 @@ def _as_time(t: TimeLike) -> Tensor:
     if isinstance(t, Tensor):
         return t if t.is_floating_point() else t.double()
     return torch.tensor(float(t), dtype=torch.float64)
+
+
+class Coefs(NamedTuple):
+    """Everything a solver needs of the SDE at one time ``t``, float64 Python floats.
+
+    ``alpha``, ``sigma``: the marginal ``x_t = alpha x_0 + sigma eps``; ``f``, ``g``: the forward SDE
+    ``dx = f x dt + g dW`` (``g2 = g^2``); ``lam = log(alpha / sigma)``, half the log-SNR, the time variable of the
+    exponential integrators. Built by :meth:`SDE.coefs` (one time) or :meth:`SDE.coef_table` (a run's grid).
+    """
+
+    t: float
+    alpha: float
+    sigma: float
+    f: float
+    g: float
+    g2: float
+    lam: float
+
+    @classmethod
+    def make(cls, t: float, alpha: float, sigma: float, f: float, g: float) -> Coefs:
+        return cls(t, alpha, sigma, f, g, g * g, math.log(alpha) - math.log(sigma))
+
+    def pf_drift(self, x: Tensor, eps: Tensor, scale: float = 1.0) -> Tensor:
+        """``scale`` times the probability-flow drift ``f x - g^2 / 2 score = f x + g^2 / (2 sigma) eps``
+        (Song et al. 2021, eq. 13), the coefficients scaled in float64 before they touch ``x``."""
+        return (self.f * scale) * x + (self.g2 / (2 * self.sigma) * scale) * eps
+
+    def reverse_drift(self, x: Tensor, eps: Tensor, scale: float = 1.0) -> Tensor:
+        """``scale`` times the reverse-time SDE's drift ``f x - g^2 score = f x + g^2 / sigma eps`` (Song et al.
+        2021, eq. 6), to be integrated backwards in time."""
+        return (self.f * scale) * x + (self.g2 / self.sigma * scale) * eps
 
 
 class SDE(ABC):
@@ -83,36 +115,18 @@ class SDE(ABC):
                 f"{type(self).__name__}: time must lie in [{low:g}, {self.T:g}], got values in [{lo:g}, {hi:g}]"
             )
 
-    def scalar_coefs(self, t: float) -> tuple[float, float, float, float]:
-        """``(alpha, sigma, f, g)`` at one time as Python floats (float64), memoised.
-
-        Solvers evaluate these at the same grid times on every step and every batch; :meth:`prime`
-        fills the memo for a whole grid with four vectorised calls.
-        """
+    def coefs(self, t: float) -> Coefs:
+        """The coefficients at one time ``t`` as float64 Python floats (:class:`Coefs`)."""
         t = float(t)
-        hit = self._memo.get(t)
-        if hit is None:
-            hit = self._memo[t] = (
-                float(self.alpha(t)),
-                float(self.marginal_std(t)),
-                float(self.drift_coef(t)),
-                float(self.diffusion(t)),
-            )
-        return hit
+        return Coefs.make(
+            t, float(self.alpha(t)), float(self.marginal_std(t)), float(self.drift_coef(t)), float(self.diffusion(t))
+        )
 
-    def prime(self, times: Tensor) -> None:
-        """Memoise :meth:`scalar_coefs` at every time of ``times`` (a 1-D float64 tensor)."""
+    def coef_table(self, times: Tensor) -> list[Coefs]:
+        """:meth:`coefs` at every time of ``times`` (1-D, float64) with four vectorised calls: a run's table."""
         times = torch.as_tensor(times, dtype=torch.float64).cpu()
         cols = [self.alpha(times), self.marginal_std(times), self.drift_coef(times), self.diffusion(times)]
-        for t, *vals in zip(times.tolist(), *(c.tolist() for c in cols), strict=True):
-            self._memo.setdefault(t, tuple(vals))
-
-    @property
-    def _memo(self) -> dict:
-        memo = self.__dict__.get("_scalar_memo")
-        if memo is None or len(memo) > 100_000:
-            memo = self.__dict__["_scalar_memo"] = {}
-        return memo
+        return [Coefs.make(*row) for row in zip(times.tolist(), *(c.tolist() for c in cols), strict=True)]
 
     def alpha(self, t: TimeLike) -> Tensor:
         """``alpha(t) = sqrt(alpha_bar(t))``, the mean coefficient."""
@@ -131,7 +145,7 @@ class SDE(ABC):
 
         The mean has ``x0``'s shape; the std is broadcastable against it.
         """
-        a, s = self._coefs(t, x0)
+        a, s = self._per_sample_coefs(t, x0)
         return a * x0, s
 
     def perturb(self, x0: Tensor, t: TimeLike, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -186,7 +200,7 @@ class SDE(ABC):
         c = c.to(dtype=x.dtype, device=x.device)
         return append_dims(c, x.ndim) if c.ndim == 1 else c
 
-    def _coefs(self, t: TimeLike, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _per_sample_coefs(self, t: TimeLike, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._per_sample(self.alpha(t), x), self._per_sample(self.marginal_std(t), x)
 
     def __repr__(self) -> str:

@@ -118,11 +118,16 @@ def test_langevin_corrector_keeps_and_reaches_the_marginal():
     ev = Evaluator(gauss.score(VP), "pc", None)
     x = pt.sample(n, generator=torch.Generator().manual_seed(6))
     noise = NoiseSource(7)
+    c = VP.coefs(t)
+
+    def draws(like, n_steps, stream):
+        return [lambda j=j: noise.randn(like.shape, stream + j, dtype=like.dtype) for j in range(n_steps)]
+
     with torch.no_grad():
-        kept = langevin_correct(ev, x, t, snr=0.05, n_steps=20, noise=noise, stream=1)
+        kept = langevin_correct(ev, x, c, snr=0.05, draws=draws(x, 20, 1))
         # Start from the right mean and 4x the covariance: the chain must contract it towards cov.
         wide = mean + 2 * (x[:2000] - mean)
-        pulled = langevin_correct(ev, wide, t, snr=0.16, n_steps=150, noise=noise, stream=100)
+        pulled = langevin_correct(ev, wide, c, snr=0.16, draws=draws(wide, 150, 100))
     assert ev.nfe == 170
     # Mean within 5 standard errors per coordinate; covariance within 5 standard errors (sqrt(2/n) relative
     # on the diagonal) plus the unadjusted chain's bias e / (2 v) <= snr^2 = 2.5e-3 (snr 0.05).

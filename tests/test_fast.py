@@ -10,7 +10,7 @@ from scipy.integrate import quad
 from test_orders import SDES, _variance_errors, fitted_order
 
 import scoresde as sd
-from scoresde.solvers.fast import phi
+from scoresde.solvers.exponential import phi
 
 ODE_METHODS = ["dpm++2m", "dpm++3m", "dpm2s", "dpm3s", "unipc"]
 ALL_METHODS = ODE_METHODS + ["dpm++2m-sde"]

@@ -63,15 +63,17 @@ def test_grid_names_and_options_are_checked():
         optimized_grid(score, 10, (2,), mix=-1.0)
 
 
-def test_optimized_grid_is_deterministic_cached_and_valid(counting):
+def test_optimized_grid_is_deterministic_uncached_and_valid(counting):
     sde = SDES["vp"]
     model, calls = counting(sd.get_problem("ring").eps_model(sde))
     score = sd.EpsilonScore(model, sde)
-    g = optimized_grid(score, 10, (2,), order=2, n_pilot=64, pilot_steps=32)
-    assert len(calls) == 33  # the documented pilot cost: pilot_steps + 1 calls
+    fitted = sd.fit_grid(score, 10, (2,), order=2, n_pilot=64, pilot_steps=32)
+    assert len(calls) == fitted.fit_nfe == 33  # the documented pilot cost: pilot_steps + 1 calls
+    g = fitted.grid
+    assert fitted.steps == 10 and fitted.order == 2 and fitted.options["n_pilot"] == 64
     assert float(g[0]) == sde.T and float(g[-1]) == sde.t_min and (g[1:] < g[:-1]).all()
     again = optimized_grid(score, 10, (2,), order=2, n_pilot=64, pilot_steps=32)
-    assert len(calls) == 33 and torch.equal(g, again)  # cached for this score: no second pilot
+    assert len(calls) == 66 and torch.equal(g, again)  # no hidden cache: the caller keeps the FittedGrid
     fresh = sd.get_problem("ring").score(sde)
     assert torch.equal(optimized_grid(fresh, 10, (2,), order=2, n_pilot=64, pilot_steps=32), g)
     g1000 = optimized_grid(fresh, 1000, (2,), order=2, n_pilot=64, pilot_steps=32)
@@ -83,9 +85,14 @@ def test_sample_with_optimized_grid_counts_only_its_own_calls(counting):
     model, calls = counting(sd.get_problem("ring").eps_model(sde))
     score = sd.EpsilonScore(model, sde)
     out = sd.sample(score, shape=(16, 2), method="unipc", steps=8, seed=0, grid="optimized")
-    assert out.nfe == 8 and len(calls) == 8 + 65  # the pilot (64 steps + 1) is calibration, not sampling
-    want = optimized_grid(score, 8, (2,), order=3, dtype=torch.get_default_dtype())
-    torch.testing.assert_close(out.times, want, rtol=0, atol=0)
+    # the pilot (64 steps + 1) is calibration, not sampling: reported apart, in fit_nfe
+    assert out.nfe == 8 and out.fit_nfe == 65 and len(calls) == 8 + 65
+    fitted = sd.fit_grid(score, 8, (2,), order=3, dtype=torch.get_default_dtype())
+    torch.testing.assert_close(out.times, fitted.grid, rtol=0, atol=0)
+    reuse = sd.sample(score, shape=(16, 2), method="unipc", seed=0, grid=fitted)  # paid for once, when fitted
+    assert reuse.nfe == 8 and reuse.fit_nfe == 0 and torch.equal(reuse.x, out.x)
+    with pytest.raises(ValueError, match="fitted for"):
+        sd.sample(sd.get_problem("ring").score(sd.VESDE()), shape=(4, 2), method="unipc", grid=fitted)
 
 
 def test_optimized_grid_concentrates_steps_where_the_error_density_is():

@@ -1,14 +1,18 @@
 """Solvers, one module per family; importing this package registers them all."""
 
-from . import discrete, edm, fast, ode, pc, sde  # noqa: F401  (registration side effects)
-from .base import Evaluator, NonFiniteError, Solver, SolverResult
+from . import discrete, dpm, edm, ode, pc, reverse_sde, unipc  # noqa: F401  (registration side effects)
+from .base import Context, Evaluator, NonFiniteError, Solver, SolverResult, State, StepInfo, integrate
 from .registry import available_methods, get_solver, method_info, register
 
 __all__ = [
+    "Context",
     "Evaluator",
     "NonFiniteError",
     "Solver",
     "SolverResult",
+    "State",
+    "StepInfo",
+    "integrate",
     "available_methods",
     "get_solver",
     "method_info",

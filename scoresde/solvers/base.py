@@ -1,19 +1,48 @@
-"""What every solver shares: the declared attributes, and the evaluator that counts and checks score calls."""
+"""The solver protocol and the one stepping loop every fixed-grid solver runs on.
+
+A fixed-grid solver is two small functions and its declared attributes (diffrax's ``init``/``step``)::
+
+    init(ctx, x) -> state                      # how to start, from the prior draw x at grid[0]
+    step(ctx, k, x, state) -> (x, state)       # step k: grid[k] -> grid[k + 1], from the state it returned last
+
+:func:`integrate` owns everything else: the float64 grid and its coefficient table (:class:`Context`, built
+once per run), the step index, the finiteness check that names method, step and time, trajectory saving,
+the noise stream of each (step, draw), NFE counting (through the :class:`Evaluator`) and the user's
+``callback(info)`` after each step (k-diffusion's convention), which may return a replacement state.
+
+Solvers built on an engine (torchdiffeq, torchsde) or with their own step-size control override
+:meth:`Solver.solve` and return the same :class:`SolverResult`.
+"""
 
 from __future__ import annotations
 
 import inspect
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ..noise import NoiseSource
 from ..param import Score
-from ..sde import SDE
+from ..sde import SDE, Coefs
 
-__all__ = ["Solver", "Evaluator", "NonFiniteError", "SolverResult"]
+__all__ = [
+    "Solver",
+    "Evaluator",
+    "Context",
+    "State",
+    "StepInfo",
+    "NonFiniteError",
+    "SolverResult",
+    "integrate",
+    "REPEAT_STRIDE",
+]
+
+# Noise stream of draw j of step k on pass r (RePaint repeats a step): 1 + k D + j + r REPEAT_STRIDE, D the
+# solver's declared draws per step. Stream 0 is the prior. Streams are hashed, so any integer is as good as any.
+REPEAT_STRIDE = 1 << 40
 
 
 class NonFiniteError(FloatingPointError):
@@ -23,7 +52,7 @@ class NonFiniteError(FloatingPointError):
 class Evaluator:
     """The only door from a solver to the score: one model call per method call, counted and checked.
 
-    ``step`` is set by the solver (0-based) so a non-finite value can be reported with its step and time.
+    ``step`` is set by the stepping loop (0-based) so that a non-finite value is reported with its step and time.
     """
 
     def __init__(self, score: Score, method: str, n_steps: int | None):
@@ -55,15 +84,107 @@ class Evaluator:
             raise NonFiniteError(f"{self.method}: {what} returned non-finite values (NaN/inf) at {self.where(t)}")
         return value
 
-    def eps(self, x: Tensor, t: float) -> Tensor:
-        return self.check(self.score.eps(x, t), t)
+    def eps(self, x: Tensor, c: Coefs) -> Tensor:
+        return self.check(self.score.eps(x, c.t, c), c.t)
 
-    def x0(self, x: Tensor, t: float) -> Tensor:
-        return self.check(self.score.x0(x, t), t)
+    def x0(self, x: Tensor, c: Coefs) -> Tensor:
+        return self.check(self.score.x0(x, c.t, c), c.t)
 
-    def eps_and_x0(self, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        eps, x0 = self.score.eps_and_x0(x, t)
-        return self.check(eps, t), self.check(x0, t)
+    def eps_and_x0(self, x: Tensor, c: Coefs) -> tuple[Tensor, Tensor]:
+        eps, x0 = self.score.eps_and_x0(x, c.t, c)
+        return self.check(eps, c.t), self.check(x0, c.t)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a run hands its solver: the grid, its coefficient table, the evaluator and the noise.
+
+    Attributes:
+        grid: the times, float64 CPU tensor, decreasing from ``T`` to ``t_min``; ``times`` as Python floats.
+        coefs: :class:`~scoresde.sde.Coefs` at every grid time, computed once for the run.
+        ev: the :class:`Evaluator`; ``noise``: the per-sample noise source.
+        draws_per_step: ``D``, the noise draws a step may make (step ``k``'s draw ``j`` is stream ``1 + k D + j``).
+        repeat: the pass of a repeated step (RePaint); its draws are fresh.
+    """
+
+    grid: Tensor
+    times: tuple[float, ...]
+    coefs: tuple[Coefs, ...]
+    ev: Evaluator
+    noise: Any
+    draws_per_step: int = 0
+    repeat: int = 0
+    _known: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, ev: Evaluator, grid: Tensor, noise, draws_per_step: int = 0) -> Context:
+        grid = grid.to(torch.float64).cpu()
+        table = ev.sde.coef_table(grid)
+        known = {c.t: c for c in table}
+        return cls(grid, tuple(c.t for c in table), tuple(table), ev, noise, draws_per_step, _known=known)
+
+    @property
+    def sde(self) -> SDE:
+        return self.ev.sde
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.times) - 1
+
+    def at(self, t: float) -> Coefs:
+        """The coefficients at ``t``: from the table at a grid time, else computed once per run and kept."""
+        c = self._known.get(t)
+        if c is None:
+            c = self._known[t] = self.sde.coefs(t)
+        return c
+
+    def randn(self, k: int, j: int, like: Tensor) -> Tensor:
+        """Draw ``j`` of step ``k``: standard normals of ``like``'s shape, dtype and device, per sample."""
+        return self.noise.randn(like.shape, stream=self.stream(k, j), dtype=like.dtype, device=like.device)
+
+    def stream(self, k: int, j: int) -> int:
+        """The noise stream of draw ``j`` of step ``k`` (on this pass): ``1 + k D + j + repeat REPEAT_STRIDE``."""
+        if not 0 <= j < self.draws_per_step:
+            raise RuntimeError(f"{self.ev.method}: declared {self.draws_per_step} draws per step, asked for draw {j}")
+        return 1 + k * self.draws_per_step + j + self.repeat * REPEAT_STRIDE
+
+
+@dataclass(frozen=True)
+class State:
+    """A fixed-grid solver's state between steps, returned by ``init`` and ``step`` (never mutated).
+
+    ``denoised``: the data prediction of the step just taken, at its start time, where the solver has one;
+    ``history``: ``(lambda, x0)`` of past model calls, most recent last (multistep methods);
+    ``pending``: work a step leaves to the next (UniPC's corrector, which needs the next model call).
+    """
+
+    denoised: Tensor | None = None
+    history: tuple = ()
+    pending: Any = None
+
+
+@dataclass
+class StepInfo:
+    """What ``callback(info)`` receives after step ``k`` of ``n_steps`` (from ``t`` to ``s``).
+
+    ``x`` is the new state at ``s``; ``denoised`` the solver's data prediction at ``t`` (``None`` if it has
+    none); ``state`` the solver's :class:`State`. ``repeat`` counts the passes of a repeated step (RePaint), of
+    ``repeats``. The callback may return a tensor of ``x``'s shape to replace the state (on a pass that is not
+    the last, the state at ``t`` to take the step again from).
+    """
+
+    k: int
+    n_steps: int
+    t: float
+    s: float
+    x: Tensor
+    denoised: Tensor | None
+    state: State | None = None
+    repeat: int = 0
+    repeats: int = 1
+
+
+Callback = Callable[[StepInfo], "Tensor | None"]
 
 
 class SolverResult:
@@ -73,17 +194,66 @@ class SolverResult:
         self.x, self.times, self.trajectory = x, times, trajectory
 
 
+def _replacement(out, x: Tensor, ev: Evaluator, t: float) -> Tensor:
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{ev.method}: callback must return None or a tensor of shape {tuple(x.shape)}, got {got}")
+    return ev.check(out.to(dtype=x.dtype, device=x.device), t, what="the callback")
+
+
+def integrate(
+    solver: Solver,
+    ctx: Context,
+    x: Tensor,
+    *,
+    callback: Callback | None = None,
+    repeats: int = 1,
+    return_trajectory: bool = False,
+) -> SolverResult:
+    """Run a fixed-grid solver over ``ctx.grid`` from ``x`` (the state at ``grid[0]``).
+
+    After each step the state is checked (a non-finite value names the method, step and time), then
+    ``callback(info)`` may replace it. With ``repeats = R > 1`` every step is taken ``R`` times: after a pass
+    that is not the last, the callback must return the state at the step's start to take it again from, with
+    the solver's state from before the step and fresh noise (RePaint's resampling).
+    """
+    ev, ts, n = ctx.ev, ctx.times, ctx.n_steps
+    state = solver.init(ctx, x)
+    traj = [x] if return_trajectory else None
+    for k in range(n):
+        ev.step = k
+        for r in range(repeats):
+            c = ctx if r == 0 else replace(ctx, repeat=r)
+            x_new, new_state = solver.step(c, k, x, state)
+            x_new = ev.check(x_new, ts[k + 1], what="the solver state")
+            if callback is not None:
+                info = StepInfo(k, n, ts[k], ts[k + 1], x_new, new_state.denoised, new_state, r, repeats)
+                out = callback(info)
+                if out is not None:
+                    x_new = _replacement(out, x_new, ev, ts[k + 1])
+                elif r + 1 < repeats:
+                    raise ValueError(f"{ev.method}: a repeated step needs the callback to return the state to redo it")
+            if r + 1 < repeats:
+                x = x_new
+            else:
+                x, state = x_new, new_state
+        if traj is not None:
+            traj.append(x)
+    return SolverResult(x, ctx.grid, torch.stack(traj) if traj is not None else None)
+
+
 class Solver:
     """Base class. A solver declares, as class attributes:
 
     - ``name``: the registry name, e.g. ``"ode-rk4"``;
     - ``kind``: ``"ode"`` (probability-flow ODE) or ``"sde"`` (reverse-time SDE);
     - ``order``: the global order of convergence (strong order for SDE solvers, weak order in ``weak_order``);
-    - ``nfe_per_step``: model calls per step (``None`` for adaptive solvers, whose cost is only counted).
+    - ``nfe_per_step``: model calls per step (``None`` for adaptive solvers, whose cost is only counted);
+    - ``draws_per_step``: noise draws a step may make (0 for deterministic methods);
+    - ``default_grid``: the grid ``sample(grid=None)`` uses.
 
-    Options (``eta``, ``rtol``...) are keyword arguments of ``__init__``; ``solve`` integrates from
-    ``grid[0]`` down to ``grid[-1]`` (a float64 CPU tensor) using ``ev`` for every score evaluation and
-    ``noise`` for every random draw.
+    Options (``eta``, ``rtol``...) are keyword arguments of ``__init__``. A fixed-grid solver implements
+    :meth:`init` and :meth:`step`; :meth:`solve` runs them through :func:`integrate`.
     """
 
     name: ClassVar[str]
@@ -91,6 +261,8 @@ class Solver:
     order: ClassVar[float]
     nfe_per_step: ClassVar[int | None]
     adaptive: ClassVar[bool] = False
+    draws_per_step: int = 0
+    default_grid: ClassVar[str] = "uniform"
 
     def __init__(self):
         pass
@@ -113,29 +285,23 @@ class Solver:
         """Whether this configured solver draws noise after the prior."""
         return self.kind == "sde"
 
+    def init(self, ctx: Context, x: Tensor) -> State:
+        return State()
+
+    def step(self, ctx: Context, k: int, x: Tensor, state: State) -> tuple[Tensor, State]:
+        raise NotImplementedError(f"{self.name} has no fixed-grid step")
+
     def solve(
-        self, ev: Evaluator, x: Tensor, grid: Tensor, noise: NoiseSource, return_trajectory: bool
+        self, ctx: Context, x: Tensor, *, callback: Callback | None = None, return_trajectory: bool = False
     ) -> SolverResult:
-        raise NotImplementedError
+        return integrate(self, ctx, x, callback=callback, return_trajectory=return_trajectory)
 
 
-def coefs(sde: SDE, t: float) -> tuple[float, float]:
-    """``(alpha(t), sigma(t))`` as Python floats, computed in float64."""
-    return sde.scalar_coefs(t)[:2]
-
-
-def check_finite_state(ev: Evaluator, x: Tensor, t: float) -> Tensor:
-    """Raise if the solver's state diverged (the score may still have been finite)."""
-    return ev.check(x, t, what="the solver state")
-
-
-def ddim_noise_std(sde: SDE, t: float, s: float, eta: float) -> float:
+def ddim_noise_std(ct: Coefs, cs: Coefs, eta: float) -> float:
     """DDIM's ``sigma_eta`` for a step ``t -> s`` (Song, Meng & Ermon 2021, eq. 16, for any alpha, sigma).
 
     ``sigma_eta^2 = eta^2 sigma_s^2 (1 - (alpha_t sigma_s)^2 / (alpha_s sigma_t)^2)``: ``eta = 1`` is the
     DDPM posterior variance, ``eta = 0`` the deterministic sampler.
     """
-    a_t, s_t = coefs(sde, t)
-    a_s, s_s = coefs(sde, s)
-    r = (a_t * s_s) / (a_s * s_t)
-    return eta * s_s * math.sqrt(max(0.0, 1 - r * r))
+    r = (ct.alpha * cs.sigma) / (cs.alpha * ct.sigma)
+    return eta * cs.sigma * math.sqrt(max(0.0, 1 - r * r))

@@ -13,45 +13,35 @@ Both use one model call per step (``eps`` and ``x0`` from the same output). For 
       var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2.
 
   In law this is DDIM with ``eta = 1``; the two differ only in how they write the same Gaussian.
-
-The noise of step ``k`` is stream ``k + 1`` of the per-sample noise source (stream 0 is the prior).
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
-
-from .base import Solver, SolverResult, check_finite_state, coefs, ddim_noise_std
+from .base import Solver, State, ddim_noise_std
 from .registry import register
 
-__all__ = ["DDPM", "DDIM"]
+__all__ = ["DDPM", "DDIM", "ddpm_posterior"]
 
 
-class _GridSolver(Solver):
-    """A one-call-per-step solver over the grid: subclasses implement ``step(ev, x, t, s, k, noise)``."""
-
-    nfe_per_step = 1
-
-    def solve(self, ev, x, grid, noise, return_trajectory):
-        ts = grid.tolist()
-        traj = [x] if return_trajectory else None
-        for k in range(len(ts) - 1):
-            ev.step = k
-            x = check_finite_state(ev, self.step(ev, x, ts[k], ts[k + 1], k, noise), ts[k + 1])
-            if traj is not None:
-                traj.append(x)
-        return SolverResult(x, grid, torch.stack(traj) if traj is not None else None)
+def ddpm_posterior(ct, cs, x, x0):
+    """Mean and std of ``q(x_s | x_t = x, x_0 = x0)`` for coefficients ``ct``, ``cs`` (Ho et al. 2020, eq. 6-7)."""
+    a_ts = ct.alpha / cs.alpha
+    var_ts = ct.sigma**2 - a_ts**2 * cs.sigma**2
+    mean = (a_ts * cs.sigma**2 / ct.sigma**2) * x + (cs.alpha * var_ts / ct.sigma**2) * x0
+    return mean, math.sqrt(max(0.0, var_ts) * cs.sigma**2 / ct.sigma**2)
 
 
 @register
-class DDIM(_GridSolver):
+class DDIM(Solver):
     """DDIM with randomness coefficient ``eta`` (0: deterministic; 1: DDPM's posterior variance)."""
 
     name = "ddim"
     kind = "ode"
     order = 1
+    nfe_per_step = 1
+    draws_per_step = 1
 
     def __init__(self, eta: float = 0.0):
         if not (math.isfinite(eta) and eta >= 0):
@@ -62,31 +52,29 @@ class DDIM(_GridSolver):
     def stochastic(self) -> bool:
         return self.eta > 0
 
-    def step(self, ev, x, t, s, k, noise):
-        eps, x0 = ev.eps_and_x0(x, t)
-        a_s, s_s = coefs(ev.sde, s)
-        sig = ddim_noise_std(ev.sde, t, s, self.eta)
-        x = a_s * x0 + math.sqrt(max(0.0, s_s**2 - sig**2)) * eps
+    def step(self, ctx, k, x, state):
+        ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
+        eps, x0 = ctx.ev.eps_and_x0(x, ct)
+        sig = ddim_noise_std(ct, cs, self.eta)
+        x = cs.alpha * x0 + math.sqrt(max(0.0, cs.sigma**2 - sig**2)) * eps
         if sig > 0:
-            x = x + sig * noise.randn(x.shape, stream=k + 1, dtype=x.dtype, device=x.device)
-        return x
+            x = x + sig * ctx.randn(k, 0, x)
+        return x, State(denoised=x0)
 
 
 @register
-class DDPM(_GridSolver):
+class DDPM(Solver):
     """DDPM ancestral sampling: each step draws from the posterior ``q(x_s | x_t, x0(x_t, t))``."""
 
     name = "ddpm"
     kind = "sde"
     order = 0.5
     weak_order = 1
+    nfe_per_step = 1
+    draws_per_step = 1
 
-    def step(self, ev, x, t, s, k, noise):
-        _, x0 = ev.eps_and_x0(x, t)
-        a_t, s_t = coefs(ev.sde, t)
-        a_s, s_s = coefs(ev.sde, s)
-        a_ts = a_t / a_s
-        var_ts = s_t**2 - a_ts**2 * s_s**2
-        mean = (a_ts * s_s**2 / s_t**2) * x + (a_s * var_ts / s_t**2) * x0
-        std = math.sqrt(max(0.0, var_ts) * s_s**2 / s_t**2)
-        return mean + std * noise.randn(x.shape, stream=k + 1, dtype=x.dtype, device=x.device)
+    def step(self, ctx, k, x, state):
+        ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
+        _, x0 = ctx.ev.eps_and_x0(x, ct)
+        mean, std = ddpm_posterior(ct, cs, x, x0)
+        return mean + std * ctx.randn(k, 0, x), State(denoised=x0)

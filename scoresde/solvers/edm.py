@@ -43,7 +43,6 @@ to ``sigma_hat^ = (1 + gamma) sigma_hat_i``, ``gamma = min(S_churn / N, sqrt(2) 
 at ``sigma_hat(T)`` (the score is not defined beyond ``T``). With ``S_noise = 1`` and the exact score, adding the
 noise maps the exact marginal at ``sigma_hat_i`` to the exact marginal at ``sigma_hat^`` (a convolution of
 Gaussians), so the only error left is the Heun step's: weak order 2 for the marginals, tested on Gaussian data.
-The noise of step ``k`` is stream ``k + 1`` of the per-sample noise source (stream 0 is the prior).
 """
 
 from __future__ import annotations
@@ -52,31 +51,25 @@ import math
 
 import torch
 
-from .base import Solver, SolverResult, check_finite_state, coefs
+from ..checks import check_number
+from .base import Solver, State
 from .registry import register
 
 __all__ = ["EDMHeun", "EDMChurn"]
 
 
-def _sigma_hat(sde, t: float) -> float:
-    a, s = coefs(sde, t)
-    return s / a
-
-
-def _edm_step(ev, x, t: float, s: float, correct: bool):
+def _edm_step(ctx, x, ct, cs, correct: bool):
     """One EDM step ``t -> s`` on ``x`` (the state at ``t`` in the SDE's own scaling): Euler, then the
-    trapezoidal correction if ``correct`` (one or two model calls)."""
-    sde = ev.sde
-    a_t, sig_t = coefs(sde, t)
-    a_s, sig_s = coefs(sde, s)
-    h = sig_s / a_s - sig_t / a_t
-    xh = x / a_t
-    d = ev.eps(x, t)
+    trapezoidal correction if ``correct`` (one or two model calls). Returns the state and ``D = x0(x_t)``."""
+    h = cs.sigma / cs.alpha - ct.sigma / ct.alpha
+    xh = x / ct.alpha
+    d = ctx.ev.eps(x, ct)
+    denoised = xh - (ct.sigma / ct.alpha) * d
     xh_pred = xh + h * d
     if not correct:
-        return a_s * xh_pred
-    d2 = ev.eps(a_s * xh_pred, s)
-    return a_s * (xh + (0.5 * h) * (d + d2))
+        return cs.alpha * xh_pred, denoised
+    d2 = ctx.ev.eps(cs.alpha * xh_pred, cs)
+    return cs.alpha * (xh + (0.5 * h) * (d + d2)), denoised
 
 
 class _EDMBase(Solver):
@@ -88,18 +81,11 @@ class _EDMBase(Solver):
             raise ValueError(f"{self.name}: last_euler must be True or False, got {last_euler!r}")
         self.last_euler = last_euler
 
-    def solve(self, ev, x, grid, noise, return_trajectory):
-        ts = grid.tolist()
-        n = len(ts) - 1
-        traj = [x] if return_trajectory else None
-        for k in range(n):
-            ev.step = k
-            x, t = self.perturb(ev, x, ts[k], k, n, noise) if self.stochastic else (x, ts[k])
-            correct = not (self.last_euler and k == n - 1)
-            x = check_finite_state(ev, _edm_step(ev, x, t, ts[k + 1], correct), ts[k + 1])
-            if traj is not None:
-                traj.append(x)
-        return SolverResult(x, grid, torch.stack(traj) if traj is not None else None)
+    def step(self, ctx, k, x, state):
+        x, ct = self.perturb(ctx, k, x) if self.stochastic else (x, ctx.coefs[k])
+        correct = not (self.last_euler and k == ctx.n_steps - 1)
+        x, denoised = _edm_step(ctx, x, ct, ctx.coefs[k + 1], correct)
+        return x, State(denoised=denoised)
 
 
 @register
@@ -132,6 +118,7 @@ class EDMChurn(_EDMBase):
     kind = "sde"
     order = 1  # the strong order of a splitting for additive noise; not tested (the weak order is)
     weak_order = 2
+    draws_per_step = 1
 
     def __init__(
         self,
@@ -142,42 +129,38 @@ class EDMChurn(_EDMBase):
         last_euler: bool = True,
     ):
         super().__init__(last_euler)
-        for name, v in (("S_churn", S_churn), ("S_tmin", S_tmin)):
-            if isinstance(v, bool) or not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"edm-churn: {name} must be a finite number >= 0, got {v!r}")
+        self.S_churn = check_number("edm-churn", "S_churn", S_churn, ge=0)
+        self.S_tmin = check_number("edm-churn", "S_tmin", S_tmin, ge=0)
         if isinstance(S_tmax, bool) or not (isinstance(S_tmax, int | float) and S_tmax >= S_tmin):
             raise ValueError(f"edm-churn: S_tmax must be a number >= S_tmin = {S_tmin}, got {S_tmax!r}")
-        if isinstance(S_noise, bool) or not (
-            isinstance(S_noise, int | float) and math.isfinite(S_noise) and S_noise > 0
-        ):
-            raise ValueError(f"edm-churn: S_noise must be a finite number > 0, got {S_noise!r}")
-        self.S_churn, self.S_tmin, self.S_tmax = float(S_churn), float(S_tmin), float(S_tmax)
-        self.S_noise = float(S_noise)
+        self.S_tmax = float(S_tmax)
+        self.S_noise = check_number("edm-churn", "S_noise", S_noise, gt=0)
 
     @property
     def stochastic(self) -> bool:
         return self.S_churn > 0
 
-    def churned_time(self, sde, t: float, n_steps: int) -> float:
+    def churned_time(self, ctx, ct) -> float:
         """The time ``t^ >= t`` of the raised noise level ``(1 + gamma) sigma_hat(t)``, capped at ``sde.T``."""
-        sh = _sigma_hat(sde, t)
+        sh = ct.sigma / ct.alpha
         if self.S_churn == 0 or not (self.S_tmin <= sh <= self.S_tmax):
-            return t
-        gamma = min(self.S_churn / n_steps, math.sqrt(2) - 1)
+            return ct.t
+        sde = ctx.sde
+        gamma = min(self.S_churn / ctx.n_steps, math.sqrt(2) - 1)
         sh_up = (1 + gamma) * sh
-        if sh_up >= _sigma_hat(sde, sde.T):
+        c_T = ctx.at(ctx.sde.T)
+        if sh_up >= c_T.sigma / c_T.alpha:
             return sde.T
         t_up = float(sde.t_from_log_snr(torch.tensor(-2 * math.log(sh_up), dtype=torch.float64)))
-        return min(max(t_up, t), sde.T)
+        return min(max(t_up, ct.t), sde.T)
 
-    def perturb(self, ev, x, t, k, n_steps, noise):
-        """Alg. 2, lines 5-6: ``x_hat^ = x_hat + sqrt(sigma_hat^2 - sigma_hat_i^2) S_noise z``; returns ``(x, t^)``."""
-        sde = ev.sde
-        t_up = self.churned_time(sde, t, n_steps)
-        if t_up <= t:
-            return x, t
-        a_t, sig_t = coefs(sde, t)
-        a_up, sig_up = coefs(sde, t_up)
-        sh, sh_up = sig_t / a_t, sig_up / a_up
-        z = noise.randn(x.shape, stream=k + 1, dtype=x.dtype, device=x.device)
-        return a_up * (x / a_t + (math.sqrt(max(0.0, sh_up**2 - sh**2)) * self.S_noise) * z), t_up
+    def perturb(self, ctx, k, x):
+        """Alg. 2, lines 5-6: ``x_hat^ = x_hat + sqrt(sigma_hat^2 - sigma_hat_i^2) S_noise z``; returns ``(x, c^)``."""
+        ct = ctx.coefs[k]
+        t_up = self.churned_time(ctx, ct)
+        if t_up <= ct.t:
+            return x, ct
+        cu = ctx.at(t_up)
+        sh, sh_up = ct.sigma / ct.alpha, cu.sigma / cu.alpha
+        z = ctx.randn(k, 0, x)
+        return cu.alpha * (x / ct.alpha + (math.sqrt(max(0.0, sh_up**2 - sh**2)) * self.S_noise) * z), cu

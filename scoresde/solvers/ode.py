@@ -20,36 +20,52 @@ from .registry import register
 __all__ = ["ProbabilityFlowODE"]
 
 
-def _pf_ode(ev, grid):
-    """The PF-ODE right-hand side, recording the step of each evaluation for error messages."""
-    sde = ev.sde
+def _pf_ode(ctx, locate_step: bool):
+    """The PF-ODE right-hand side; with ``locate_step`` it records the grid step of each evaluation (one
+    ``odeint`` call over the whole grid), otherwise the stepping loop has set it."""
+    ev, grid = ctx.ev, ctx.grid
     desc = grid.flip(0)  # increasing, for searchsorted
     n = grid.numel()
 
     def rhs(t, x):
         tf = float(t)
-        if ev.n_steps is not None:
+        if locate_step and ev.n_steps is not None:
             # Step k covers [grid[k+1], grid[k]]; an evaluation at a grid point counts towards the step it starts.
             ev.step = min(max(n - 1 - int(torch.searchsorted(desc, tf, right=False)), 0), n - 2)
-        _, s, f, g = sde.scalar_coefs(tf)
-        return f * x + (g * g / (2 * s)) * ev.eps(x, tf)
+        c = ctx.at(tf)
+        return c.pf_drift(x, ev.eps(x, c))
 
     return rhs
 
 
 class ProbabilityFlowODE(Solver):
-    """Base of the torchdiffeq methods; subclasses set ``method`` and the declared attributes."""
+    """Base of the torchdiffeq methods; subclasses set ``method`` and the declared attributes.
+
+    A fixed-grid method without a callback is one ``odeint`` call over the grid; with one, :func:`.base.integrate`
+    calls :meth:`step`, one ``odeint`` per interval (the same arithmetic, so the same samples).
+    """
 
     kind = "ode"
     method: str
 
-    def solve(self, ev, x, grid, noise, return_trajectory):
-        ts = grid if return_trajectory or not self.adaptive else grid[[0, -1]]
-        kw = self._odeint_kwargs(grid)
+    def _odeint(self, ctx, x, ts, locate_step: bool):
+        kw = self._odeint_kwargs(ctx.grid)
         try:
-            ys = torchdiffeq.odeint(_pf_ode(ev, grid), x, ts.to(x.device), method=self.method, **kw)
+            return torchdiffeq.odeint(_pf_ode(ctx, locate_step), x, ts.to(x.device), method=self.method, **kw)
         except AssertionError as e:  # torchdiffeq reports step-size underflow with assert
-            raise NonFiniteError(f"{self.name}: torchdiffeq failed ({e}) at {ev.where(float('nan'))}") from e
+            raise NonFiniteError(f"{self.name}: torchdiffeq failed ({e}) at {ctx.ev.where(float('nan'))}") from e
+
+    def step(self, ctx, k, x, state):
+        return self._odeint(ctx, x, ctx.grid[k : k + 2], locate_step=False)[-1], state
+
+    def solve(self, ctx, x, *, callback=None, return_trajectory=False):
+        if callback is not None:
+            if self.adaptive:
+                raise ValueError(f"{self.name} chooses its own steps: it takes no per-step callback")
+            return super().solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
+        grid = ctx.grid
+        ts = grid if return_trajectory or not self.adaptive else grid[[0, -1]]
+        ys = self._odeint(ctx, x, ts, locate_step=True)
         return SolverResult(ys[-1], ts, ys if return_trajectory else None)
 
     def _odeint_kwargs(self, grid) -> dict:

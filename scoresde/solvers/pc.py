@@ -34,7 +34,7 @@ followed by ``n_corrector`` Langevin corrector steps at ``s``.
 Langevin dynamics leaves ``p_s`` invariant as ``e -> 0`` (the unadjusted chain's bias is ``O(e)``, e.g. the
 variance of a Gaussian of variance ``v`` becomes ``v / (1 - e / (2 v))``); with a fixed ``snr`` the step does not
 shrink with the grid, so PC converges to ``p_t`` up to that ``O(snr^2)`` bias. NFE is ``1 + n_corrector`` per step.
-Noise: step ``k`` uses streams ``1 + k (1 + n_corrector) + j``, ``j = 0`` the predictor, ``j >= 1`` the correctors.
+Noise: step ``k`` draws ``1 + n_corrector`` times, ``j = 0`` the predictor, ``j >= 1`` the correctors.
 
 **sde-adaptive** (Jolicoeur-Martineau et al. 2021, Alg. 1). From ``t`` with step ``h`` and one draw ``z``::
 
@@ -68,7 +68,10 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Evaluator, Solver, SolverResult, check_finite_state, coefs
+from ..checks import check_choice, check_int, check_number
+from ..sde import Coefs
+from .base import Evaluator, Solver, SolverResult, State
+from .discrete import ddpm_posterior
 from .registry import register
 
 __all__ = ["PC", "AdaptiveSDE", "langevin_correct"]
@@ -77,51 +80,29 @@ PREDICTORS = ("reverse-diffusion", "euler-maruyama", "ancestral")
 
 
 def langevin_correct(
-    ev: Evaluator,
-    x: Tensor,
-    t: float,
-    snr: float,
-    n_steps: int,
-    noise,
-    stream: int,
-    scale: float = 1.0,
-    step_size: str = "sigma",
+    ev: Evaluator, x: Tensor, c: Coefs, snr: float, draws: list, scale: float = 1.0, step_size: str = "sigma"
 ) -> Tensor:
-    """``n_steps`` Langevin corrector steps at time ``t`` (Song et al. 2021, Alg. 4; step size of appendix G).
+    """Langevin corrector steps at time ``c.t`` (Song et al. 2021, Alg. 4; step size of appendix G), one per draw.
 
-    ``x <- x + e score + sqrt(2 e) z``; step ``j`` draws stream ``stream + j`` of ``noise``. One model call per
-    step. ``step_size="batch"``: ``e = 2 scale (snr mean ||z|| / mean ||score||)^2``, the norms averaged over the
-    batch (the paper's code). ``"sigma"``: ``e = 2 scale (snr sigma_t)^2``, the same rule with its expected norms,
-    ``||z|| ~ sqrt(d)`` and ``||score|| = ||eps|| / sigma_t ~ sqrt(d) / sigma_t``; it depends on neither the state
-    nor the batch, so Langevin's invariance holds and a sample is the same in any batch.
+    ``x <- x + e score + sqrt(2 e) z``; step ``j`` uses ``draws[j]()``, a standard normal of ``x``'s shape. One
+    model call per step. ``step_size="batch"``: ``e = 2 scale (snr mean ||z|| / mean ||score||)^2``, the norms
+    averaged over the batch (the paper's code). ``"sigma"``: ``e = 2 scale (snr sigma_t)^2``, the same rule with its
+    expected norms, ``||z|| ~ sqrt(d)`` and ``||score|| = ||eps|| / sigma_t ~ sqrt(d) / sigma_t``; it depends on
+    neither the state nor the batch, so Langevin's invariance holds and a sample is the same in any batch.
     """
-    for j in range(n_steps):
-        s = coefs(ev.sde, t)[1]
-        score = ev.eps(x, t) / -s
-        z = noise.randn(x.shape, stream=stream + j, dtype=x.dtype, device=x.device)
+    for draw in draws:
+        score = ev.eps(x, c) / -c.sigma
+        z = draw()
         if step_size == "sigma":
-            e = 2 * scale * (snr * s) ** 2
-            x = check_finite_state(ev, x + e * score + math.sqrt(2 * e) * z, t)
-            continue
-        g_norm = float(score.flatten(1).norm(dim=1).mean())
-        z_norm = float(z.flatten(1).norm(dim=1).mean())
-        if g_norm == 0:
-            raise ValueError(f"langevin corrector: the score is exactly 0 on the whole batch at t = {t:g}")
-        e = 2 * scale * (snr * z_norm / g_norm) ** 2
-        x = check_finite_state(ev, x + e * score + math.sqrt(2 * e) * z, t)
+            e = 2 * scale * (snr * c.sigma) ** 2
+        else:
+            g_norm = float(score.flatten(1).norm(dim=1).mean())
+            z_norm = float(z.flatten(1).norm(dim=1).mean())
+            if g_norm == 0:
+                raise ValueError(f"langevin corrector: the score is exactly 0 on the whole batch at t = {c.t:g}")
+            e = 2 * scale * (snr * z_norm / g_norm) ** 2
+        x = ev.check(x + e * score + math.sqrt(2 * e) * z, c.t, what="the solver state")
     return x
-
-
-def _check_number(method: str, name: str, v, low: float = 0.0, strict: bool = True) -> float:
-    ok = (
-        not isinstance(v, bool)
-        and isinstance(v, int | float)
-        and math.isfinite(v)
-        and (v > low if strict else v >= low)
-    )
-    if not ok:
-        raise ValueError(f"{method}: {name} must be a finite number {'>' if strict else '>='} {low:g}, got {v!r}")
-    return float(v)
 
 
 @register
@@ -140,53 +121,36 @@ class PC(Solver):
     order = 0.5  # the corrector's noise does not shrink with the step: no pathwise convergence is claimed
     weak_order = 1  # the predictor's, up to the corrector's O(snr^2) bias
     nfe_per_step = 2
+    draws_per_step = 2
 
     def __init__(
         self, predictor: str = "reverse-diffusion", n_corrector: int = 1, snr: float = 0.16, step_size: str = "sigma"
     ):
-        if step_size not in ("sigma", "batch"):
-            raise ValueError(f"pc: step_size must be 'sigma' or 'batch', got {step_size!r}")
-        self.step_size = step_size
-        if predictor not in PREDICTORS:
-            raise ValueError(f"pc: unknown predictor {predictor!r}; expected one of {', '.join(PREDICTORS)}")
-        if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
-            raise ValueError(f"pc: n_corrector must be an integer >= 0, got {n_corrector!r}")
-        self.predictor, self.n_corrector = predictor, n_corrector
-        self.snr = _check_number("pc", "snr", snr)
-        self.nfe_per_step = 1 + n_corrector
+        self.step_size = check_choice("pc", "step_size", step_size, ("sigma", "batch"))
+        self.predictor = check_choice("pc", "predictor", predictor, PREDICTORS)
+        self.n_corrector = check_int("pc", "n_corrector", n_corrector, ge=0)
+        self.snr = check_number("pc", "snr", snr, gt=0)
+        self.nfe_per_step = self.draws_per_step = 1 + n_corrector
 
-    def solve(self, ev, x, grid, noise, return_trajectory):
-        ts = grid.tolist()
-        traj = [x] if return_trajectory else None
-        per = 1 + self.n_corrector
-        for k in range(len(ts) - 1):
-            ev.step = k
-            t, s = ts[k], ts[k + 1]
-            stream = 1 + k * per
-            x = check_finite_state(ev, self.predict(ev, x, t, s, noise, stream), s)
-            x = langevin_correct(ev, x, s, self.snr, self.n_corrector, noise, stream + 1, step_size=self.step_size)
-            if traj is not None:
-                traj.append(x)
-        return SolverResult(x, grid, torch.stack(traj) if traj is not None else None)
+    def step(self, ctx, k, x, state):
+        ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
+        x, denoised = self.predict(ctx.ev, x, ct, cs, ctx.randn(k, 0, x))
+        x = ctx.ev.check(x, cs.t, what="the solver state")
+        draws = [lambda j=j: ctx.randn(k, j, x) for j in range(1, 1 + self.n_corrector)]
+        return langevin_correct(ctx.ev, x, cs, self.snr, draws, step_size=self.step_size), State(denoised=denoised)
 
-    def predict(self, ev, x, t, s, noise, stream):
-        sde = ev.sde
-        a_t, sig_t = coefs(sde, t)
-        a_s, sig_s = coefs(sde, s)
-        z = noise.randn(x.shape, stream=stream, dtype=x.dtype, device=x.device)
+    def predict(self, ev, x, ct, cs, z):
+        """One predictor step ``t -> s`` with noise ``z``; returns the state and the data prediction if computed."""
         if self.predictor == "reverse-diffusion":
-            a = a_t / a_s
-            v = max(0.0, sig_t**2 - a**2 * sig_s**2)
-            return (2 - a) * x - (v / sig_t) * ev.eps(x, t) + math.sqrt(v) * z
+            a = ct.alpha / cs.alpha
+            v = max(0.0, ct.sigma**2 - a**2 * cs.sigma**2)
+            return (2 - a) * x - (v / ct.sigma) * ev.eps(x, ct) + math.sqrt(v) * z, None
         if self.predictor == "euler-maruyama":
-            _, _, f, g = sde.scalar_coefs(t)
-            h = t - s
-            return x - h * (f * x + (g * g / sig_t) * ev.eps(x, t)) + (g * math.sqrt(h)) * z
-        _, x0 = ev.eps_and_x0(x, t)  # ancestral: the DDPM posterior q(x_s | x_t, x0)
-        a = a_t / a_s
-        v = max(0.0, sig_t**2 - a**2 * sig_s**2)
-        mean = (a * sig_s**2 / sig_t**2) * x + (a_s * v / sig_t**2) * x0
-        return mean + math.sqrt(v * sig_s**2 / sig_t**2) * z
+            h = ct.t - cs.t
+            return x - h * ct.reverse_drift(x, ev.eps(x, ct)) + (ct.g * math.sqrt(h)) * z, None
+        _, x0 = ev.eps_and_x0(x, ct)  # ancestral: the DDPM posterior q(x_s | x_t, x0)
+        mean, std = ddpm_posterior(ct, cs, x, x0)
+        return mean + std * z, x0
 
 
 @register
@@ -215,27 +179,20 @@ class AdaptiveSDE(Solver):
         max_iters: int = 10_000,
     ):
         m = "sde-adaptive"
-        self.rtol, self.atol = _check_number(m, "rtol", rtol), _check_number(m, "atol", atol)
-        self.h_init = _check_number(m, "h_init", h_init)
-        self.safety = _check_number(m, "safety", safety)
-        if self.safety > 1:
-            raise ValueError(f"{m}: safety must lie in (0, 1], got {safety!r}")
-        self.exponent = _check_number(m, "exponent", exponent)
-        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-            raise ValueError(f"{m}: max_iters must be an integer >= 1, got {max_iters!r}")
-        self.max_iters = max_iters
+        self.rtol, self.atol = check_number(m, "rtol", rtol, gt=0), check_number(m, "atol", atol, gt=0)
+        self.h_init = check_number(m, "h_init", h_init, gt=0)
+        self.safety = check_number(m, "safety", safety, gt=0, le=1)
+        self.exponent = check_number(m, "exponent", exponent, gt=0)
+        self.max_iters = check_int(m, "max_iters", max_iters, ge=1)
 
-    def solve(self, ev, x, grid, noise, return_trajectory):
-        sde = ev.sde
-        T, t_min = float(grid[0]), float(grid[-1])
+    def solve(self, ctx, x, *, callback=None, return_trajectory=False):
+        if callback is not None:
+            raise ValueError("sde-adaptive chooses its own steps: it takes no per-step callback")
+        ev = ctx.ev
+        T, t_min = ctx.times[0], ctx.times[-1]
         t, h = T, min(self.h_init, T - t_min)
         x_start, x_prev = x, x
         it = 0
-
-        def drift(x, t):  # the reverse-time drift f x + g^2 / sigma eps, to be multiplied by -h
-            _, s, f, g = sde.scalar_coefs(t)
-            return f * x + (g * g / s) * ev.eps(x, t), g
-
         while t > t_min:
             if it >= self.max_iters:
                 raise RuntimeError(
@@ -245,17 +202,17 @@ class AdaptiveSDE(Solver):
             last = h >= t - t_min
             s = t_min if last else t - h
             h = t - s if last else h
-            z = noise.randn(x.shape, stream=it + 1, dtype=x.dtype, device=x.device)
-            d1, g1 = drift(x, t)
-            x1 = check_finite_state(ev, x - h * d1 + (g1 * math.sqrt(h)) * z, s)
-            d2, g2 = drift(x1, s)
-            x2 = check_finite_state(ev, 0.5 * (x + x1 - h * d2 + (g2 * math.sqrt(h)) * z), s)
+            # attempt j draws stream 1 + j: the steps are not those of a grid
+            z = ctx.noise.randn(x.shape, stream=it + 1, dtype=x.dtype, device=x.device)
+            ct, cs = ctx.at(t), ctx.at(s)
+            x1 = ev.check(x - h * ct.reverse_drift(x, ev.eps(x, ct)) + (ct.g * math.sqrt(h)) * z, s, "the solver state")
+            x2 = 0.5 * (x + x1 - h * cs.reverse_drift(x1, ev.eps(x1, cs)) + (cs.g * math.sqrt(h)) * z)
+            x2 = ev.check(x2, s, "the solver state")
             delta = torch.maximum(x1.abs(), x_prev.abs()).mul(self.rtol).clamp_min(self.atol)
             err = float(((x1 - x2) / delta).double().pow(2).mean().sqrt())
             if err <= 1:
                 x, x_prev, t = x2, x1, s
             h = min(t - t_min, self.safety * h * max(err, 1e-10) ** -self.exponent)
             it += 1
-        times = grid[[0, -1]]
         traj = torch.stack([x_start, x]) if return_trajectory else None
-        return SolverResult(x, times, traj)
+        return SolverResult(x, ctx.grid[[0, -1]], traj)

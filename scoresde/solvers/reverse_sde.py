@@ -37,12 +37,16 @@ __all__ = ["ReverseSDE"]
 
 
 class _GridBrownian(BaseBrownian):
-    """Brownian motion on the integer grid ``u = 0..K``, increments from the per-sample noise source."""
+    """Brownian motion on the integer grid ``u = 0..K``: step ``k`` draws the increment (draw 0) and, for SRK,
+    the space-time Levy area (draw 1) from the run's per-sample noise."""
 
-    def __init__(self, adapter, noise, shape, dtype, device, levy_area: bool):
-        self._adapter, self._noise = adapter, noise
+    def __init__(self, adapter, ctx, shape, dtype, device, levy_area: bool):
+        self._adapter, self._ctx = adapter, ctx
         self._shape, self._dtype, self._device = torch.Size(shape), dtype, device
         self._levy = levy_area
+
+    def _draw(self, k: int, j: int):
+        return self._ctx.noise.randn(self._shape, stream=self._ctx.stream(k, j), dtype=self._dtype, device=self._device)
 
     def __call__(self, ta, tb=None, return_U=False, return_A=False):
         ta, tb = float(ta), float(tb)
@@ -50,10 +54,10 @@ class _GridBrownian(BaseBrownian):
         if tb - ta != 1.0 or ta != k:
             raise RuntimeError(f"grid Brownian motion queried on [{ta}, {tb}], not a unit grid interval")
         self._adapter.k = k
-        w = self._noise.randn(self._shape, stream=2 * k + 1, dtype=self._dtype, device=self._device)
+        w = self._draw(k, 0)
         if not return_U:
             return w
-        h = self._noise.randn(self._shape, stream=2 * k + 2, dtype=self._dtype, device=self._device) / math.sqrt(12)
+        h = self._draw(k, 1) / math.sqrt(12)
         return w, 0.5 * w + h  # U = int_k^{k+1} (W_u - W_k) du = W/2 + H for a unit interval
 
     def __repr__(self):
@@ -81,60 +85,68 @@ class _Adapter(torch.nn.Module):
 
     noise_type = "additive"
 
-    def __init__(self, ev, grid, shape, sde_type):
+    def __init__(self, ctx, shape, sde_type):
         super().__init__()
-        self.ev, self.shape, self.sde_type = ev, shape, sde_type
-        self.ts = grid.tolist()
+        self.ctx, self.shape, self.sde_type = ctx, shape, sde_type
         self.k = 0
         self._cache = None  # (u, y, value): one entry
 
-    def _time(self, u: float) -> tuple[float, float]:
-        k = self.k
-        h = self.ts[k + 1] - self.ts[k]
-        return self.ts[k] + (u - k) * h, h
+    def _coefs(self, u: float):
+        k, ts = self.k, self.ctx.times
+        h = ts[k + 1] - ts[k]
+        return self.ctx.at(ts[k] + (u - k) * h), h
 
     def f(self, u, y):
         u = float(u)
         c = self._cache
         if c is not None and c[0] == u and c[1] is y and c[2] == y._version:
             return c[3]
-        t, h = self._time(u)
-        self.ev.step = self.k
-        sde = self.ev.sde
+        ct, h = self._coefs(u)
+        self.ctx.ev.step = self.k
         x = y.view(self.shape)
-        eps = self.ev.eps(x, t)
-        _, s, fc, g = sde.scalar_coefs(t)
-        out = ((fc * h) * x + (g * g / s * h) * eps).flatten(1)
+        out = ct.reverse_drift(x, self.ctx.ev.eps(x, ct), scale=h).flatten(1)
         self._cache = (u, y, y._version, out)
         return out
 
     def g_prod(self, u, y, v):
-        t, h = self._time(float(u))
-        return self.ev.sde.scalar_coefs(t)[3] * math.sqrt(-h) * v
+        ct, h = self._coefs(float(u))
+        return ct.g * math.sqrt(-h) * v
 
 
 class ReverseSDE(Solver):
-    """Base of the torchsde methods; subclasses set ``method``, ``sde_type`` and the declared attributes."""
+    """Base of the torchsde methods; subclasses set ``method``, ``sde_type`` and the declared attributes.
+
+    Without a callback the whole grid is one ``sdeint`` call; with one, :func:`.base.integrate` calls
+    :meth:`step`, one ``sdeint`` per grid interval on the same Brownian motion (the same samples).
+    """
 
     kind = "sde"
     method: str
     sde_type = "ito"
     levy_area = False
+    draws_per_step = 2
 
-    def solve(self, ev, x, grid, noise, return_trajectory):
-        n_steps = grid.numel() - 1
+    def _sdeint(self, ctx, x, us):
         shape = x.shape
         y0 = x.reshape(shape[0], -1)
-        adapter = _Adapter(ev, grid, shape, self.sde_type)
-        bm = _GridBrownian(adapter, noise, y0.shape, y0.dtype, y0.device, self.levy_area)
-        us = torch.arange(n_steps + 1, dtype=y0.dtype, device=y0.device)
-        if not return_trajectory:
-            us = us[[0, -1]]
+        adapter = _Adapter(ctx, shape, self.sde_type)
+        bm = _GridBrownian(adapter, ctx, y0.shape, y0.dtype, y0.device, self.levy_area)
+        us = torch.tensor(us, dtype=y0.dtype, device=y0.device)
         # sdeint's shape check draws a probe vector from the global RNG; keep the caller's stream untouched.
         with torch.random.fork_rng(devices=[]):
-            ys = torchsde.sdeint(adapter, y0, us, bm=bm, method=self.method, dt=1.0, adaptive=False)
-        traj = ys.view(len(us), *shape) if return_trajectory else None
-        return SolverResult(ys[-1].view(shape), grid, traj)
+            return torchsde.sdeint(adapter, y0, us, bm=bm, method=self.method, dt=1.0, adaptive=False)
+
+    def step(self, ctx, k, x, state):
+        return self._sdeint(ctx, x, [float(k), float(k + 1)])[-1].view(x.shape), state
+
+    def solve(self, ctx, x, *, callback=None, return_trajectory=False):
+        if callback is not None:
+            return super().solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
+        n = ctx.n_steps
+        us = [float(u) for u in range(n + 1)] if return_trajectory else [0.0, float(n)]
+        ys = self._sdeint(ctx, x, us)
+        traj = ys.view(len(us), *x.shape) if return_trajectory else None
+        return SolverResult(ys[-1].view(x.shape), ctx.grid, traj)
 
 
 def _torchsde_method(method_: str, sde_type_: str, strong: float, weak: float, nfe: int, levy_area_: bool = False):
