@@ -46,6 +46,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .checks import check_choice, check_int, check_number
 from .sde import SDE, append_dims
 
 __all__ = [
@@ -67,16 +68,6 @@ WEIGHTINGS = ("unit", "likelihood")
 DEFAULT_T_EPS = 1e-5
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_t_eps(sde: SDE, t_eps: float) -> None:
-    if not (isinstance(t_eps, float | int) and 0 < t_eps < sde.T):
-        raise ValueError(f"t_eps must be a number in (0, T) = (0, {sde.T:g}), got {t_eps!r}")
-
-
 def sample_t(
     batch: int,
     sde: SDE,
@@ -93,10 +84,9 @@ def sample_t(
     stratified samplers (see the module docstring). The uniforms are drawn in float64 on the generator's
     device, then cast and moved.
     """
-    _check_choice("t_sampler", t_sampler, T_SAMPLERS)
-    _check_t_eps(sde, t_eps)
-    if not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    check_choice("", "t_sampler", t_sampler, T_SAMPLERS)
+    check_number("", "t_eps", t_eps, gt=0, lt=sde.T, hint="the SDE's (0, T)")
+    check_int("", "batch", batch, ge=1)
     gdev = generator.device if generator is not None else "cpu"
     f64 = torch.float64
     T = float(sde.T)
@@ -118,7 +108,7 @@ def sample_t(
 
 def target(prediction: str, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     """The regression target of ``prediction``: ``eps``, ``x0`` or ``v = alpha eps - sigma x0``."""
-    _check_choice("prediction", prediction, PREDICTIONS)
+    check_choice("", "prediction", prediction, PREDICTIONS)
     if prediction == "eps":
         return eps
     if prediction == "x0":
@@ -151,9 +141,9 @@ def denoising_loss(
             importance weight is 1.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample weighted losses, ``(batch,)``).
     """
-    _check_choice("prediction", prediction, PREDICTIONS)
-    _check_choice("weighting", weighting, WEIGHTINGS)
-    _check_choice("reduction", reduction, ("mean", "none"))
+    check_choice("", "prediction", prediction, PREDICTIONS)
+    check_choice("", "weighting", weighting, WEIGHTINGS)
+    check_choice("", "reduction", reduction, ("mean", "none"))
     if not isinstance(x0, Tensor) or x0.ndim < 2 or not x0.is_floating_point():
         got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
         raise ValueError(f"x0 must be a floating tensor of shape (batch, *data_shape), got {got}")
