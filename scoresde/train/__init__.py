@@ -1,0 +1,28 @@
+"""Training a score network, and loading it back as a score.
+
+- :mod:`~scoresde.train.config`: :class:`TrainConfig`, its checks and its JSON / TOML files;
+- :mod:`~scoresde.train.loop`: :func:`train` (denoising loss, AdamW, EMA, checkpoints, exact resumption);
+- :mod:`~scoresde.train.pretrained`: :func:`load_score` and :class:`ConditionalModel` (labels, guidance).
+
+``import scoresde`` does not import this package; ``sd.train``, ``sd.TrainConfig``, ``sd.load_score`` ... load
+it on first use.
+"""
+
+from .config import SDES, TrainConfig, build_sde
+from .loop import RESUMABLE_CHANGES, TrainResult, ema_decay_at, learning_rate, train
+from .pretrained import SCORES, ConditionalModel, load_score, make_score
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "build_sde",
+    "ConditionalModel",
+    "make_score",
+    "load_score",
+    "ema_decay_at",
+    "learning_rate",
+    "RESUMABLE_CHANGES",
+    "SDES",
+    "SCORES",
+]

@@ -1,0 +1,188 @@
+"""The configuration of a training run: :class:`TrainConfig`, its checks, and JSON / TOML files.
+
+A config comes from keywords, a ``.json`` or ``.toml`` file, or the command line (``scoresde train``); every
+field is checked when the object is built, and unknown keys in a file are named. A run saves its config as
+``<out>/config.json``, and :func:`build_sde` and :meth:`TrainConfig.model_config` turn its ``sde`` and
+``model`` entries into objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import data as data_mod
+from ..checks import check_bool, check_choice, check_int, check_number
+from ..loss import DEFAULT_T_EPS, PREDICTIONS, T_SAMPLERS, WEIGHTINGS
+from ..sde import SDE, VESDE, VPSDE, SubVPSDE
+from ..util import atomic_write_text
+
+__all__ = ["TrainConfig", "build_sde", "SDES", "EMA_SCHEDULES"]
+
+SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+EMA_SCHEDULES = ("power", "fixed")
+
+
+def build_sde(config: dict) -> SDE:
+    """An SDE from ``{"name": "vp" | "subvp" | "ve", **constructor kwargs}``, e.g. ``{"name": "vp"}``."""
+    if not isinstance(config, dict) or config.get("name") not in SDES:
+        raise ValueError(f"sde config must be a dict with 'name' in {tuple(SDES)}, got {config!r}")
+    kw = {k: v for k, v in config.items() if k != "name"}
+    try:
+        return SDES[config["name"]](**kw)
+    except TypeError as err:
+        raise ValueError(f"bad arguments for sde {config['name']!r}: {err}") from err
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; :mod:`scoresde.train.loop` describes what each part does.
+
+    Attributes:
+        data: a dataset of :data:`scoresde.data.DATASETS` ("moons", ..., "digits").
+        n_train: number of points drawn for a toy set (digits: the fixed train split).
+        data_seed: seed of the data draw / split.
+        model: ``{"arch": "mlp" | "unet", **kwargs}``; empty: MLP for toy sets, U-Net for digits. ``dim`` /
+            ``in_channels`` and ``num_classes`` are filled in from the data.
+        class_conditional: train with labels (digits) and label dropout ``p_uncond``.
+        prediction: what the network predicts: "eps", "x0" or "v".
+        sde: ``{"name": "vp" | "subvp" | "ve", **kwargs}``; default the linear VP SDE (beta 0.1 to 20).
+        t_sampler, t_eps, weighting: see :mod:`scoresde.loss`.
+        steps, batch_size, lr, weight_decay, warmup, grad_clip: the optimisation (AdamW).
+        ema_schedule, ema_decay, ema_power: the EMA of the weights (:func:`scoresde.train.ema_decay_at`).
+        seed: seeds the weights, the data order and all noise.
+        ckpt_every, log_every: checkpoint and progress-bar cadence in steps (a checkpoint is also written at
+            the end).
+        out: output directory (checkpoint and ``config.json``).
+        device: "cpu", "cuda", "cuda:1", ...
+    """
+
+    data: str = "moons"
+    n_train: int = 10_000
+    data_seed: int = 0
+    model: dict = field(default_factory=dict)
+    class_conditional: bool = False
+    prediction: str = "eps"
+    sde: dict = field(default_factory=lambda: {"name": "vp"})
+    t_sampler: str = "uniform"
+    t_eps: float = DEFAULT_T_EPS
+    weighting: str = "unit"
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema_schedule: str = "power"
+    ema_decay: float = 0.9999
+    ema_power: float = 6.94
+    p_uncond: float = 0.1
+    seed: int = 0
+    ckpt_every: int = 500
+    log_every: int = 20
+    out: str = "runs/default"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        where = "TrainConfig"
+        check_choice(where, "data", self.data, data_mod.DATASETS)
+        for name, low in (
+            ("n_train", 1),
+            ("data_seed", 0),
+            ("steps", 0),
+            ("batch_size", 1),
+            ("warmup", 0),
+            ("seed", 0),
+            ("ckpt_every", 1),
+            ("log_every", 1),
+        ):
+            check_int(where, name, getattr(self, name), ge=low)
+        check_number(where, "lr", self.lr, gt=0)
+        check_number(where, "weight_decay", self.weight_decay, ge=0)
+        check_number(where, "grad_clip", self.grad_clip, ge=0, hint="0: no clipping")
+        check_number(where, "ema_decay", self.ema_decay, ge=0, le=1)
+        check_number(where, "ema_power", self.ema_power, ge=0)
+        check_number(where, "p_uncond", self.p_uncond, ge=0, lt=1)
+        check_number(where, "t_eps", self.t_eps, gt=0, lt=1)
+        check_choice(where, "prediction", self.prediction, PREDICTIONS)
+        check_choice(where, "t_sampler", self.t_sampler, T_SAMPLERS)
+        check_choice(where, "weighting", self.weighting, WEIGHTINGS)
+        check_choice(where, "ema_schedule", self.ema_schedule, EMA_SCHEDULES)
+        check_bool(where, "class_conditional", self.class_conditional)
+
+        def bad(name, want):
+            raise ValueError(f"{where}: {name} must be {want}, got {getattr(self, name)!r}")
+
+        if self.class_conditional and data_mod.dataset_info(self.data)["num_classes"] is None:
+            bad("class_conditional", f"False for {self.data!r}, which has no labels")
+        if not isinstance(self.model, dict) or (self.model and self.model.get("arch") not in ("mlp", "unet")):
+            bad("model", "a dict with 'arch' in ('mlp', 'unet') (or empty for the data's default)")
+        if not isinstance(self.sde, dict) or self.sde.get("name") not in SDES:
+            bad("sde", f"a dict with 'name' in {tuple(SDES)}")
+        for name in ("out", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                bad(name, "a non-empty string")
+
+    # --- conversions -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Build from a dict; unknown keys raise ``ValueError`` naming them and the known ones."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a training config must be a mapping, got {type(d).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; known keys: {', '.join(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a ``.json`` or ``.toml`` file (TOML needs Python >= 3.11's ``tomllib``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            try:
+                d = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"config file {path} is not valid JSON: {err}") from err
+        elif suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError as err:  # Python 3.10
+                raise ValueError(f"reading {path} needs Python >= 3.11 (tomllib); use a .json config") from err
+            try:
+                d = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"config file {path} is not valid TOML: {err}") from err
+        else:
+            raise ValueError(f"config file {path}: expected a .json or .toml file")
+        return cls.from_dict(d)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def replace(self, **changes) -> TrainConfig:
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def model_config(self) -> dict:
+        """The full model config: the data's default architecture, with its shape and classes filled in."""
+        info = data_mod.dataset_info(self.data)
+        shape = info["shape"]
+        cfg = dict(self.model) or {"arch": "unet" if len(shape) == 3 else "mlp"}
+        if cfg["arch"] == "mlp":
+            cfg.setdefault("dim", math.prod(shape))
+        elif len(shape) != 3:
+            raise ValueError(f"TrainConfig: the U-Net needs image data (C, H, W); {self.data!r} has shape {shape}")
+        else:
+            cfg.setdefault("in_channels", shape[0])
+        cfg["num_classes"] = info["num_classes"] if self.class_conditional else None
+        return cfg

@@ -1,0 +1,344 @@
+"""The training loop: denoising loss, AdamW, EMA of the weights, checkpoints and exact resumption.
+
+One step (:func:`train`)::
+
+    idx   = the next batch_size indices of a permutation of the data (a new permutation each epoch, drawn
+            from the data generator; an incomplete last batch is dropped)
+    y     = labels; each replaced by the null class with probability p_uncond (classifier-free guidance,
+            Ho & Salimans 2022), drawn from the noise generator
+    loss  = denoising_loss(model, sde, x0, y, prediction, t_sampler, weighting)      (scoresde.loss)
+    grads clipped to a global norm of grad_clip (0: off); lr_k = lr min(1, (k + 1) / warmup)
+    AdamW step (Loshchilov & Hutter 2019), then the EMA  theta_ema <- d_n theta_ema + (1 - d_n) theta,
+    n = k + 1 the number of updates so far, with
+        ema_schedule "fixed": d_n = ema_decay
+        ema_schedule "power": d_n = min(ema_decay, (1 - 1/n)^(ema_power + 1))   (Karras et al. 2024, EDM2,
+            power-function EMA), which without the cap averages the iterates with weights
+            (n^(p+1) - (n-1)^(p+1)) / N^(p+1), close to proportional to n^p.
+
+Every random draw comes from a generator whose state is checkpointed: ``data`` (permutations), ``noise`` (t,
+eps and label dropout, on the training device) and the global RNG inside :func:`torch.random.fork_rng`
+(weight initialisation from ``seed`` and dropout layers), so the caller's global RNG is left as it was. A
+checkpoint (:mod:`scoresde.checkpoint`) holds the weights, the EMA, the optimiser state, these states, the
+current permutation and its position, and the loss history; resuming from it continues bit for bit on the CPU
+(same losses, weights, EMA and optimiser state as an uninterrupted run with the same config).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .. import data as data_mod
+from ..checkpoint import Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from ..loss import denoising_loss
+from ..models import build_model, count_parameters
+from ..sde import SDE
+from .config import TrainConfig, build_sde
+
+__all__ = ["TrainResult", "train", "ema_decay_at", "learning_rate", "RESUMABLE_CHANGES"]
+
+# Fields that may differ between a checkpoint's config and the config that resumes it.
+RESUMABLE_CHANGES = ("steps", "ckpt_every", "log_every", "out", "device")
+
+
+def ema_decay_at(n: int, schedule: str, ema_decay: float, ema_power: float) -> float:
+    """The EMA decay ``d_n`` of the ``n``-th update (``n >= 1``), module docstring."""
+    if schedule == "fixed":
+        return ema_decay
+    return min(ema_decay, (1.0 - 1.0 / n) ** (ema_power + 1.0))
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """``lr_k = lr min(1, (k + 1) / warmup)`` for the step ``k`` counted from 0 (``lr`` without warmup)."""
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else cfg.lr
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``losses`` is the whole loss history (including steps before a resume); ``examples_per_s`` counts the
+    steps of this call only (checkpoint writes excluded); ``peak_memory_mib`` is the process's peak resident
+    set (``ru_maxrss``, CPU; it includes everything the process did before) or CUDA's
+    ``max_memory_allocated`` during this call.
+    """
+
+    losses: list[float]
+    step: int
+    steps_run: int
+    seconds: float
+    examples_per_s: float
+    peak_memory_mib: float | None
+    memory_kind: str
+    out: Path
+    model: nn.Module
+    ema: nn.Module
+    num_parameters: int
+
+
+class _Batches:
+    """Epochs of random permutations, cut into batches; an incomplete last batch is dropped."""
+
+    def __init__(self, n: int, batch_size: int):
+        if batch_size > n:
+            raise ValueError(f"batch_size {batch_size} exceeds the {n} training examples")
+        self.n, self.batch_size = n, batch_size
+        self.perm = torch.empty(0, dtype=torch.long)
+        self.pos = 0
+
+    def next(self, generator: torch.Generator) -> Tensor:
+        if self.pos + self.batch_size > self.perm.numel():
+            self.perm = torch.randperm(self.n, generator=generator)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+
+@dataclass
+class _Data:
+    """The training set on the device; ``y`` only for a class-conditional run (``num_classes`` = null class)."""
+
+    x: Tensor
+    y: Tensor | None
+    num_classes: int | None
+
+    @classmethod
+    def load(cls, cfg: TrainConfig, device: torch.device) -> _Data:
+        x, y = data_mod.get_dataset(cfg.data, "train", n=cfg.n_train, seed=cfg.data_seed)
+        y = y.to(device) if (cfg.class_conditional and y is not None) else None
+        return cls(x.to(device), y, cfg.model_config()["num_classes"])
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint holds: weights, EMA, optimiser, generators, data order and loss history."""
+
+    model: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    g_data: torch.Generator
+    g_noise: torch.Generator
+    batches: _Batches
+    losses: list[float]
+    step: int = 0
+
+    @classmethod
+    def fresh(cls, cfg: TrainConfig, device: torch.device, batches: _Batches) -> _State:
+        """Weights from the global RNG (seeded by the caller), generators from ``cfg.seed``."""
+        model = build_model(cfg.model_config()).to(device)
+        ema = copy.deepcopy(model).requires_grad_(False)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        g_data = torch.Generator().manual_seed(cfg.seed)
+        g_noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        return cls(model, ema, optimizer, g_data, g_noise, batches, [])
+
+    def restore(self, ckpt: Checkpoint, device: torch.device) -> None:
+        ckpt.restore(self.model, self.ema, self.optimizer)
+        self.step = ckpt.step
+        self.losses = [float(v) for v in ckpt.extra.get("losses", [])]
+        if len(self.losses) != self.step:
+            raise CheckpointError(f"{ckpt.path}: {len(self.losses)} recorded losses for {self.step} steps")
+        try:
+            self.g_data.set_state(ckpt.rng_state["data"])
+            self.g_noise.set_state(ckpt.rng_state["noise"])
+            torch.set_rng_state(ckpt.rng_state["global"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt.rng_state["global_cuda"], device)
+            self.batches.perm = ckpt.extra["perm"].long()
+            self.batches.pos = int(ckpt.extra["pos"])
+        except (KeyError, RuntimeError) as err:
+            raise CheckpointError(f"{ckpt.path}: missing or invalid generator/loader state ({err})") from err
+
+    def save(self, out: Path, cfg: TrainConfig, device: torch.device) -> None:
+        rng = {"data": self.g_data.get_state(), "noise": self.g_noise.get_state(), "global": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["global_cuda"] = torch.cuda.get_rng_state(device)
+        save_checkpoint(
+            out,
+            model=self.model,
+            ema=self.ema,
+            optimizer=self.optimizer,
+            step=self.step,
+            rng_state=rng,
+            config=cfg.to_dict(),
+            extra={"losses": self.losses, "perm": self.batches.perm, "pos": self.batches.pos},
+        )
+
+
+def _check_resumable(saved: dict, cfg: TrainConfig, where: Path) -> None:
+    # compare in JSON form: a tuple in a config built in Python equals the list read back from config.json
+    saved, now = json.loads(json.dumps(saved)), json.loads(json.dumps(cfg.to_dict()))
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
+        raise CheckpointError(f"cannot resume from {where}: the config differs in {detail}")
+
+
+def _open_checkpoint(cfg: TrainConfig, out: Path, resume: bool) -> Checkpoint | None:
+    """The checkpoint to resume (checked against ``cfg``), or ``None`` for a new run in an empty ``out``."""
+    if resume:
+        ckpt = load_checkpoint(out)
+        _check_resumable(ckpt.config, cfg, out)
+        return ckpt
+    if has_checkpoint(out):
+        raise ValueError(f"{out} already holds a checkpoint: resume it (resume=True / --resume) or choose another out")
+    return None
+
+
+def _next_batch(st: _State, cfg: TrainConfig, data: _Data) -> tuple[Tensor, Tensor | None]:
+    """A batch of data and its labels, each label dropped to the null class with probability ``p_uncond``."""
+    idx = st.batches.next(st.g_data).to(data.x.device)
+    x0, y = data.x[idx], None
+    if data.num_classes is not None:
+        y = data.y[idx]
+        if cfg.p_uncond > 0:
+            drop = torch.rand(y.shape, generator=st.g_noise, device=y.device) < cfg.p_uncond
+            y = torch.where(drop, torch.full_like(y, data.num_classes), y)
+    return x0, y
+
+
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(p, 1.0 - decay)
+        for be, b in zip(ema.buffers(), model.buffers(), strict=True):
+            be.copy_(b)
+
+
+def _optimise(st: _State, cfg: TrainConfig, sde: SDE, x0: Tensor, y: Tensor | None) -> tuple[float, float]:
+    """One AdamW step on the denoising loss, then the EMA; returns ``(loss, lr)``."""
+    loss = denoising_loss(
+        st.model,
+        sde,
+        x0,
+        prediction=cfg.prediction,
+        y=y,
+        generator=st.g_noise,
+        t_sampler=cfg.t_sampler,
+        t_eps=cfg.t_eps,
+        weighting=cfg.weighting,
+    )
+    st.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_([p for p in st.model.parameters() if p.requires_grad], cfg.grad_clip)
+    lr = learning_rate(cfg, st.step)
+    for group in st.optimizer.param_groups:
+        group["lr"] = lr
+    st.optimizer.step()
+    _update_ema(st.ema, st.model, ema_decay_at(st.step + 1, cfg.ema_schedule, cfg.ema_decay, cfg.ema_power))
+    return float(loss.detach()), lr
+
+
+def _progress_bar(cfg: TrainConfig, start: int, progress: bool):
+    if not progress or start >= cfg.steps:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.data}", unit="step", dynamic_ncols=True)
+
+
+def _run_steps(st: _State, cfg: TrainConfig, sde: SDE, data: _Data, out: Path, progress: bool) -> float:
+    """Steps ``st.step + 1 .. cfg.steps`` with their checkpoints; returns the seconds spent outside the writes."""
+    device = data.x.device
+    bar = _progress_bar(cfg, st.step, progress)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    st.model.train()
+    seconds = 0.0
+    _sync(device)
+    tic = time.perf_counter()
+    while st.step < cfg.steps:
+        x0, y = _next_batch(st, cfg, data)
+        loss, lr = _optimise(st, cfg, sde, x0, y)
+        st.losses.append(loss)
+        st.step += 1
+        if bar is not None:
+            bar.update(1)
+            if st.step % cfg.log_every == 0 or st.step == cfg.steps:
+                recent = st.losses[-cfg.log_every :]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{lr:.2e}")
+        if st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
+            _sync(device)
+            seconds += time.perf_counter() - tic
+            st.save(out, cfg, device)
+            tic = time.perf_counter()
+    _sync(device)
+    seconds += time.perf_counter() - tic
+    if bar is not None:
+        bar.close()
+    return seconds
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or, with ``resume``, continue training) as described in the module docstring.
+
+    Writes ``<out>/config.json`` and a checkpoint every ``ckpt_every`` steps and at the end. Without
+    ``resume`` the output directory must not hold a checkpoint already; with it, it must, and its config
+    may differ from ``config`` only in :data:`RESUMABLE_CHANGES`.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"train needs a TrainConfig, got {type(config).__name__}")
+    cfg, out, device = config, Path(config.out), torch.device(config.device)
+    ckpt = _open_checkpoint(cfg, out, resume)
+    sde = build_sde(cfg.sde)
+    data = _Data.load(cfg, device)
+    batches = _Batches(data.x.shape[0], cfg.batch_size)
+    with torch.random.fork_rng(devices=_cuda_index(device)):
+        torch.manual_seed(cfg.seed)
+        st = _State.fresh(cfg, device, batches)
+        if ckpt is not None:
+            st.restore(ckpt, device)
+        start = st.step
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+        seconds = _run_steps(st, cfg, sde, data, out, progress)
+    st.model.eval()
+    st.ema.eval()
+    steps_run = max(0, cfg.steps - start)
+    peak, kind = _peak_memory(device)
+    return TrainResult(
+        losses=st.losses,
+        step=max(start, cfg.steps),
+        steps_run=steps_run,
+        seconds=seconds,
+        examples_per_s=steps_run * cfg.batch_size / seconds if seconds > 0 else float("nan"),
+        peak_memory_mib=peak,
+        memory_kind=kind,
+        out=out,
+        model=st.model,
+        ema=st.ema,
+        num_parameters=count_parameters(st.model),
+    )
+
+
+# --- devices ------------------------------------------------------------------------------------------------
+def _cuda_index(device: torch.device) -> list[int]:
+    """The CUDA device whose RNG :func:`torch.random.fork_rng` must fork (none on the CPU)."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _peak_memory(device: torch.device) -> tuple[float | None, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda-max-allocated"
+    try:
+        import resource
+        import sys
+    except ImportError:  # Windows
+        return None, "unavailable"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10), "cpu-maxrss"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,110 @@
+"""A trained network as a score: load its checkpoint, wrap labels and guidance, pick the parameterisation.
+
+``score, sde, config, model = load_score("runs/digits", y=3, guidance=2.0)`` gives a score for
+:func:`scoresde.sample`; :func:`make_score` does the same for a network already in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..checks import check_choice, check_int, check_number, is_int
+from ..models import build_model
+from ..param import DataScore, EpsilonScore, Score, VScore
+from ..sde import SDE
+from .config import TrainConfig, build_sde
+
+__all__ = ["ConditionalModel", "make_score", "load_score", "SCORES"]
+
+SCORES = {"eps": EpsilonScore, "x0": DataScore, "v": VScore}
+
+
+class ConditionalModel:
+    """``model(x, t)`` for a class-conditional network: fixed labels and optional classifier-free guidance.
+
+    ``out = (1 + w) m(x, t, y) - w m(x, t, null)`` (Ho & Salimans 2022, eq. 6), in one network call on a
+    doubled batch when ``w != 0``. Combining outputs is the same as combining eps predictions for every
+    parameterisation here, because eps is affine in the output with coefficients that depend only on
+    ``(x, alpha, sigma)``: ``eps = a out + b x`` with ``(1 + w) - w = 1``. ``y=None`` (or the null class) is the
+    unconditional model.
+
+    Args:
+        model: ``model(x, t, y)`` with labels in ``[0, num_classes]`` (``num_classes`` = null class).
+        y: an int (every sample) or a ``(batch,)`` long tensor; ``None`` for the null class.
+        guidance: ``w >= 0``.
+    """
+
+    def __init__(self, model, num_classes: int, y: int | Tensor | None = None, guidance: float = 0.0):
+        where = "ConditionalModel"
+        check_int(where, "num_classes", num_classes, ge=1)
+        check_number(where, "guidance", guidance, ge=0)
+        if y is not None and not isinstance(y, Tensor) and not (is_int(y) and 0 <= y <= num_classes):
+            raise ValueError(f"{where}: y must be None, an int in [0, {num_classes}] or a tensor, got {y!r}")
+        self.model, self.num_classes, self.y, self.guidance = model, num_classes, y, float(guidance)
+
+    def labels(self, batch: int, device) -> Tensor:
+        if self.y is None:
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        if isinstance(self.y, Tensor):
+            if self.y.shape != (batch,):
+                raise ValueError(f"ConditionalModel: labels of shape {tuple(self.y.shape)}, batch is {batch}")
+            return self.y.to(device=device, dtype=torch.long)
+        return torch.full((batch,), int(self.y), dtype=torch.long, device=device)
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        y = self.labels(x.shape[0], x.device)
+        if self.guidance == 0.0:
+            return self.model(x, t, y)
+        null = torch.full_like(y, self.num_classes)
+        cond, uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+        return cond + self.guidance * (cond - uncond)
+
+
+def make_score(
+    model: nn.Module, sde: SDE, prediction: str, y: int | Tensor | None = None, guidance: float = 0.0
+) -> Score:
+    """The score object of a trained network: :class:`EpsilonScore`, :class:`DataScore` or :class:`VScore` by
+    ``prediction``, around a :class:`ConditionalModel` when the network is class-conditional."""
+    check_choice("", "prediction", prediction, SCORES)
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        if y is not None or guidance:
+            raise ValueError("labels or guidance given for an unconditional model")
+        return SCORES[prediction](model, sde)
+    return SCORES[prediction](ConditionalModel(model, num_classes, y, guidance), sde)
+
+
+def load_score(
+    directory: str | Path,
+    ema: bool = True,
+    *,
+    y: int | Tensor | None = None,
+    guidance: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> tuple[Score, SDE, TrainConfig, nn.Module]:
+    """Load a trained model from its checkpoint directory: ``(score, sde, config, model)``.
+
+    ``ema`` picks the EMA weights (else the raw ones); the model is in eval mode on ``device`` with frozen
+    parameters; ``y`` and ``guidance`` go to :class:`ConditionalModel` for a class-conditional model.
+    """
+    ckpt = load_checkpoint(directory)
+    try:
+        cfg = TrainConfig.from_dict(ckpt.config)
+    except ValueError as err:
+        raise CheckpointError(f"{directory}: the stored training config is invalid: {err}") from err
+    if ckpt.model_config is None:
+        raise CheckpointError(f"{directory}: the checkpoint holds no model config")
+    model = build_model(ckpt.model_config)
+    if ema and ckpt.ema is None:
+        raise CheckpointError(f"{directory}: the checkpoint holds no EMA weights (use ema=False)")
+    try:
+        model.load_state_dict(ckpt.ema if ema else ckpt.model, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{directory}: weights do not fit the model: {err}") from err
+    model = model.to(device).eval().requires_grad_(False)
+    sde = build_sde(cfg.sde)
+    return make_score(model, sde, cfg.prediction, y, guidance), sde, cfg, model
