@@ -42,8 +42,8 @@ def test_resume_skips_finished_runs_and_redoes_a_torn_line(tmp_path, monkeypatch
     lines = partial.read_text().splitlines()
     partial.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # crash while writing the third run
     calls = []
-    real = bench._run_one
-    monkeypatch.setattr(bench, "_run_one", lambda item, *a: calls.append(item["run"]) or real(item, *a))
+    real = bench.runner._run_one
+    monkeypatch.setattr(bench.runner, "_run_one", lambda item, *a: calls.append(item["run"]) or real(item, *a))
     second = bench.run_bench(cfg, progress=False)
     assert calls == ["tol=0.01"]
     assert [r["mode_swd"] for r in second] == pytest.approx([r["mode_swd"] for r in first])
@@ -61,7 +61,7 @@ def test_diverging_method_is_recorded_not_raised(tmp_path, monkeypatch):
             s.model = lambda x, t: inner(x, t) * math.nan
             return s
 
-    monkeypatch.setattr(bench, "ExactProblem", NaNProblem)
+    monkeypatch.setattr(bench.problems, "ExactProblem", NaNProblem)
     rows = bench.run_bench(_cfg(tmp_path, methods=("ddim",), budgets=(5,)), progress=False)
     assert rows[0]["status"].startswith("diverged") and "step 1 of 5" in rows[0]["status"]
     assert math.isnan(rows[0]["mode_swd"])
@@ -117,3 +117,54 @@ def test_grid_variants_are_planned_and_run(tmp_path):
     cfg = bench.BenchConfig(**{**cfg.__dict__, "out": str(tmp_path), "tag": "v", "floor_seeds": 2})
     (row,) = bench.run_bench(cfg, progress=False)
     assert row["method"] == "unipc@optimized" and row["nfe"] == 4 and row["status"] == "ok"
+
+
+def _tiny_checkpoint(path):
+    from scoresde.train import TrainConfig, train
+
+    train(TrainConfig(data="moons", n_train=256, steps=2, batch_size=16, ckpt_every=2, out=str(path)), progress=False)
+    return path
+
+
+def test_problems_share_one_interface(tmp_path):
+    # The runner asks every problem the same things: its SDE, the keys its quality returns (all of them nan
+    # when a run fails), its primary figure and that figure's floor.
+    exact, learned = bench.make_problem("ring"), bench.make_problem(f"learned:{_tiny_checkpoint(tmp_path / 'm')}")
+    for prob in (exact, learned):
+        x = torch.randn(prob.shape(200), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        q = prob.quality(x, prob.sde, prob.sde.t_min, seed=1)
+        assert tuple(q) == prob.metrics and prob.primary in prob.metrics
+        floors = prob.floors(prob.sde, prob.sde.t_min, 200, 2)
+        assert floors[f"{prob.primary}_floor"] > 0 and floors[f"{prob.primary}_floor_std"] >= 0
+        score = prob.score(prob.sde, bench.TimedModel(None))
+        assert score(x.to(torch.get_default_dtype()), torch.full((200,), 0.5)).shape == x.shape
+
+
+def test_diverging_learned_run_is_recorded_with_every_metric(tmp_path, monkeypatch):
+    # A failed run of a learned 2-D model has nan for swd and mmd alike, so the table beside a good run renders.
+    ckpt = _tiny_checkpoint(tmp_path / "moons")
+    real = bench.problems.LearnedProblem.score
+
+    def score(self, sde, timer=None):
+        s = real(self, sde, timer)
+        inner = s.model
+        s.model = lambda x, t: inner(x, t) * (math.nan if self.poison else 1.0)
+        return s
+
+    monkeypatch.setattr(bench.problems.LearnedProblem, "score", score)
+    monkeypatch.setattr(bench.problems.LearnedProblem, "poison", False, raising=False)
+    cfg = bench.BenchConfig(
+        problems=(f"learned:{ckpt}",), methods=("ddim", "ode-euler"), peers=(), budgets=(3,), n=300, floor_seeds=2,
+        out=str(tmp_path / "res"), tag="t",
+    )  # fmt: skip
+    real_run = bench.runner._run_one
+
+    def run_one(item, problem, cfg):
+        problem.poison = item["method"] == "ode-euler"
+        return real_run(item, problem, cfg)
+
+    monkeypatch.setattr(bench.runner, "_run_one", run_one)
+    good, bad = bench.run_bench(cfg, progress=False)
+    assert good["status"] == "ok" and bad["status"].startswith("diverged")
+    assert math.isnan(bad["swd"]) and math.isnan(bad["mmd"])
+    assert "| ode-euler | budget=3 | 3 | 1 | nan | nan | nan | nan |" in (tmp_path / "res" / "bench_t.md").read_text()

@@ -1,0 +1,49 @@
+"""The step-count vs quality benchmark (behind ``scoresde bench``): problems x methods x NFE budgets.
+
+For each problem, method and budget, draw ``n`` samples from the prior at ``T`` down to the method's final
+time and compare them with exact draws of the law it targets there (``p_{t_min}`` for ours; a peer may end
+elsewhere, e.g. at its discrete ``alpha_bar_0``, and is compared with the exact law at that time):
+
+- ``mode_swd``: mode-conditional sliced W2, the primary figure (see :mod:`scoresde.metrics`);
+- ``weight_err``, ``mean_err``, ``cov_err``: the worst mode's weight, mean and relative covariance error;
+- ``swd`` (global sliced W2) and ``mmd`` (unbiased RBF MMD^2), secondary;
+
+each beside its floor: mean and std over seeds of the same statistic between exact sample sets of the
+same size. Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance;
+peers (``pip install scoresde[peers]``) get the budget and report what they counted. Every run records the
+counted NFE, the wall time and the time spent inside the model.
+
+Each finished run is appended (and flushed) to ``<out>/bench_<tag>.partial.jsonl``; a rerun with the same
+configuration skips what is there, so an interrupted run resumes. The final CSV, JSON, Markdown table and
+PNG are written atomically.
+
+Three parts:
+
+- :mod:`~scoresde.bench.problems`: where the score comes from and what samples are compared with, behind one
+  interface (:class:`BenchProblem`): :class:`ExactProblem` (a built-in mixture, exact score) and
+  :class:`LearnedProblem` (a trained checkpoint, ``"learned:DIR"``);
+- :mod:`~scoresde.bench.runner`: :class:`BenchConfig`, the plan, resuming, one run, :func:`run_bench`;
+- :mod:`~scoresde.bench.report`: the result files, the tables and the summary.
+"""
+
+from .problems import FLOORED, METRICS, BenchProblem, ExactProblem, LearnedProblem, floors, make_problem, quality
+from .report import format_table, summary_table, write_results
+from .runner import BenchConfig, TimedModel, plan, run_bench
+
+__all__ = [
+    "BenchConfig",
+    "BenchProblem",
+    "ExactProblem",
+    "LearnedProblem",
+    "TimedModel",
+    "make_problem",
+    "plan",
+    "run_bench",
+    "write_results",
+    "format_table",
+    "summary_table",
+    "quality",
+    "floors",
+    "METRICS",
+    "FLOORED",
+]

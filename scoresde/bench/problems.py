@@ -1,0 +1,205 @@
+"""The benchmark's problems: where the score comes from and what its samples are compared with.
+
+Every problem has the same face (:class:`BenchProblem`), so the runner never asks which kind it holds:
+:class:`ExactProblem` is a built-in Gaussian mixture with its exact score (the instrument that separates
+solver error), :class:`LearnedProblem` a trained checkpoint scored against fresh data.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from .. import data as data_mod
+from ..metrics import assign_modes, mmd_rbf, mode_conditional_swd, mode_diagnostics, sliced_wasserstein
+from ..param import EpsilonScore, Score
+from ..problems import GaussianMixture, get_problem
+from ..sde import SDE, VPSDE
+
+if TYPE_CHECKING:
+    from .runner import TimedModel
+
+__all__ = ["BenchProblem", "ExactProblem", "LearnedProblem", "make_problem", "quality", "floors", "METRICS"]
+
+METRICS = ("mode_swd", "weight_err", "mean_err", "cov_err", "swd", "mmd")
+FLOORED = ("mode_swd", "swd", "mmd")
+
+
+class BenchProblem(Protocol):
+    """What the runner needs of a problem.
+
+    Attributes:
+        name: the ``problem`` column of the results.
+        dim: the number of coordinates of one sample.
+        sde: the forward SDE the samplers run on (the one the score was built or trained for).
+        primary: the headline metric (the summary table and the plot use it).
+        metrics: every key :meth:`quality` returns; a failed run records them as nan.
+    """
+
+    name: str
+    dim: int
+    sde: SDE
+    primary: str
+    metrics: tuple[str, ...]
+
+    def score(self, sde: SDE, timer: TimedModel | None = None) -> Score:
+        """The score on ``sde``; with ``timer``, every model call goes through it."""
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        """The shape of a batch of ``n`` samples."""
+
+    def quality(self, x: torch.Tensor, sde: SDE, t_end: float, seed: int) -> dict:
+        """Every metric of samples ``x`` against the law they target at ``t_end``; reference draws from ``seed``."""
+
+    def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
+        """``<metric>_floor`` and ``<metric>_floor_std``: the metric between independent exact sets of size ``n``."""
+
+
+class ExactProblem:
+    """A built-in Gaussian mixture with its exact score, on the linear VP SDE unless ``sde`` is given."""
+
+    primary = "mode_swd"
+    metrics = METRICS
+
+    def __init__(self, name: str, mixture: GaussianMixture | None = None, sde: SDE | None = None):
+        self.name = name
+        self.mixture = get_problem(name) if mixture is None else mixture
+        self.dim = self.mixture.dim
+        self.sde = VPSDE() if sde is None else sde
+
+    def score(self, sde: SDE, timer: TimedModel | None = None) -> EpsilonScore:
+        """The exact score; with ``timer``, every model call is timed by it."""
+        model = self.mixture.eps_model(sde)
+        if timer is not None:
+            timer.model, model = model, timer
+        return EpsilonScore(model, sde)
+
+    def target(self, sde: SDE, t: float) -> GaussianMixture:
+        """The exact law ``p_t`` (the data's mixture at ``t <= 0``)."""
+        return self.mixture if t <= 0 else self.mixture.marginal(sde, t)
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        return (n, self.dim)
+
+    def quality(self, x: torch.Tensor, sde: SDE, t_end: float, seed: int) -> dict:
+        return quality(x, self.target(sde, t_end), seed)
+
+    def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
+        return floors(self.target(sde, t_end), n, seeds)
+
+
+class LearnedProblem:
+    """A trained checkpoint (``scoresde train``) scored against fresh data of its dataset, noised to ``t_end``.
+
+    The law a sampler targets at ``t_end`` is the data's marginal ``p_{t_end}``; the reference draws are data
+    pushed through the closed-form forward kernel to ``t_end`` with a seeded generator. 2-D sets: ``swd``
+    (primary) and ``mmd`` against fresh draws of the toy generator (new seeds, never the training draw), with
+    their floor between two fresh sets of the same size. Digits: ``fd``, the Frechet distance of the
+    package's digit-classifier features to the test split (:mod:`scoresde.models.classifier`); its floor is
+    the FD of the test split to the train split (both noised the same way), so ``n`` should be the train
+    split's size, 1,437. Class-conditional models are sampled unconditionally (the null class).
+    """
+
+    def __init__(self, directory: str):
+        from ..train import load_score
+
+        self.directory = directory
+        _, self.sde, self.config, self.model = load_score(directory)
+        self.name = f"learned:{Path(directory).name}"
+        self.data = self.config.data
+        self.sample_shape = data_mod.dataset_info(self.data)["shape"]
+        self.dim = math.prod(self.sample_shape)
+        self.metrics = ("fd",) if self.data == "digits" else ("swd", "mmd")
+        self.primary = self.metrics[0]
+
+    def score(self, sde: SDE, timer: TimedModel | None = None) -> Score:
+        from ..train import make_score
+
+        model = self.model
+        if timer is not None:
+            timer.model, model = model, timer
+        return make_score(model, sde, self.config.prediction)
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        return (n, *self.sample_shape)
+
+    def _reference(self, sde: SDE, t_end: float, n: int, seed: int, split: str = "test") -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if self.data == "digits":
+            x = data_mod.digits(split, seed=self.config.data_seed)[0].double()
+        else:  # fresh draws, on seeds the training data (seed 2 * data_seed) never uses
+            x = data_mod.toy_2d(self.data, n, seed=2 * (10_000 + seed) + 1).double()
+        if t_end <= 0:
+            return x
+        c = sde.coefs(t_end)
+        a, s = c.alpha, c.sigma
+        return a * x + s * torch.randn(x.shape, generator=g, dtype=x.dtype)
+
+    def quality(self, x: torch.Tensor, sde: SDE, t_end: float, seed: int) -> dict:
+        x = x.double()
+        if self.data == "digits":
+            from ..models.classifier import digit_fd
+
+            return {"fd": digit_fd(x.float(), self._reference(sde, t_end, x.shape[0], seed).float())}
+        ref = self._reference(sde, t_end, x.shape[0], seed)
+        return {"swd": sliced_wasserstein(x, ref), "mmd": mmd_rbf(x, ref, max_n=2000, seed=seed)}
+
+    def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
+        if self.data == "digits":
+            from ..models.classifier import digit_fd
+
+            vals = [
+                digit_fd(
+                    self._reference(sde, t_end, n, 3_000 + s, "train").float(),
+                    self._reference(sde, t_end, n, 4_000 + s).float(),
+                )
+                for s in range(seeds)
+            ]
+            v = torch.tensor(vals, dtype=torch.float64)
+            return {"fd_floor": float(v.mean()), "fd_floor_std": float(v.std()) if seeds > 1 else 0.0}
+        rows = [self.quality(self._reference(sde, t_end, n, 5_000 + s), sde, t_end, 6_000 + s) for s in range(seeds)]
+        return _mean_std(rows, self.metrics)
+
+
+def make_problem(name: str) -> BenchProblem:
+    """``"ring"``, ``"gmm16"``, ``"gmm64"``: an :class:`ExactProblem`; ``"learned:DIR"``: a :class:`LearnedProblem`."""
+    if name.startswith("learned:"):
+        return LearnedProblem(name.split(":", 1)[1])
+    return ExactProblem(name)
+
+
+def quality(x: torch.Tensor, target: GaussianMixture, seed: int) -> dict:
+    """Every metric of ``x`` against the exact law ``target``; reference draws from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    labels = assign_modes(x, target)  # the exact mixture evaluation, shared by both per-mode metrics
+    mode_swd, _ = mode_conditional_swd(x, target, g, labels=labels)
+    diag = mode_diagnostics(x, target, labels=labels)
+    ref = target.sample(x.shape[0], generator=g)
+    return {
+        "mode_swd": mode_swd,
+        "weight_err": diag["max_weight_err"],
+        "mean_err": diag["max_mean_err"],
+        "cov_err": diag["max_cov_err"],
+        "swd": sliced_wasserstein(x, ref),
+        "mmd": mmd_rbf(x, ref, max_n=2000, seed=seed),
+    }
+
+
+def floors(target: GaussianMixture, n: int, seeds: int) -> dict:
+    """Mean and std of every floored metric between independent exact sample sets of size ``n``."""
+    rows = [
+        quality(target.sample(n, generator=torch.Generator().manual_seed(1_000 + s)), target, 2_000 + s)
+        for s in range(seeds)
+    ]
+    return _mean_std(rows, FLOORED)
+
+
+def _mean_std(rows: list[dict], keys) -> dict:
+    out = {}
+    for key in keys:
+        v = torch.tensor([r[key] for r in rows], dtype=torch.float64)
+        out[f"{key}_floor"], out[f"{key}_floor_std"] = float(v.mean()), float(v.std())
+    return out
