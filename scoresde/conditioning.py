@@ -14,17 +14,22 @@ Given data ``y`` observed where ``mask == 1``, sample the rest from ``p(x_0 | x_
   and the step is taken again. ``resample=1`` is plain replacement.
 
 Both are a callback on the ordinary stepping loop (:func:`scoresde.solvers.integrate`): every fixed-grid method
-of :func:`scoresde.available_methods` works, a multistep method keeps its history (so its order), and a
-``NonFiniteError`` names the real step. Adaptive methods are refused. At the end the known entries are the data
-themselves, exactly.
+of :func:`scoresde.available_methods` works, a multistep method keeps its history, and a ``NonFiniteError``
+names the real step. Adaptive methods are refused. At the end the known entries are the data themselves, exactly.
+
+**Inside a step.** The replacement after a step leaves the known entries at ``alpha_t y + sigma_t z`` for some
+standard normal ``z`` (the fresh draw, or after RePaint's jump back the noise it implies). Every model evaluation
+inside the next step sees them moved along that path, ``alpha_u y + sigma_u z`` at its own time ``u`` (the
+evaluator's ``inputs`` map), not the solver's own update of them. An update is coordinate-wise apart from the
+model, so the unknown entries are integrated by the method itself, applied to their equation given the known
+path: every fixed-grid method keeps its order.
 
 **The known entries' path.** ``known_path="fresh"`` (the default, Song et al.) draws a fresh ``z`` after every
-step. ``known_path="fixed"`` draws one ``z`` per sample for the whole run, so the known entries follow the
-smooth path ``alpha_t y + sigma_t z``; the unknown entries then solve an ordinary differential equation driven by
-that path, and a deterministic method converges to its solution at its own order (tested for ``dpm++2m`` and
-``unipc``: the error falls as ``steps^-2`` or faster). Methods that evaluate the model inside a step (Heun,
-midpoint, RK4, DPM-Solver-2S/3S) see the solver's own known entries at those stages, not the path, and fall to
-first order there.
+step. ``known_path="fixed"`` draws one ``z`` per sample for the whole run, so the known entries follow one smooth
+path ``alpha_t y + sigma_t z``; the unknown entries then solve an ordinary differential equation driven by it, and
+a deterministic method converges to its solution at its own order (tested against a high-accuracy solution of
+that equation: second order for ``dpm++2m``, ``edm-heun``, ``dpm2s``, ``ode-midpoint``, third for ``unipc``,
+fourth for ``ode-rk4``).
 
 Noise: stream ``0`` is the prior; the solver's draws are those of :func:`scoresde.sample`; the known entries'
 draws and RePaint's jump-back draws have streams of their own (``_PATH`` and ``_JUMP`` plus ``k R + r`` for step
@@ -163,25 +168,32 @@ def inpaint(
     dtype, device, shape = x_known.dtype, x_known.device, x_known.shape
     ts, _ = resolve_grid(solver, score, steps, grid, t_min, None, shape[1:], dtype, device)
     noise = noise_source(generator, seed, sample_offset)
-    ev = Evaluator(score, method, len(ts) - 1)
-    ctx = Context.build(ev, ts, noise, solver.draws_per_step)
     y, R = x_known, resample
 
     def draw(stream: int) -> Tensor:
         return noise.randn(shape, stream=stream, dtype=dtype, device=device)
 
     z_path = draw(_PATH)
-    c_T = ctx.coefs[0]
-    x = torch.where(mask, c_T.alpha * y + c_T.sigma * z_path, sde.prior_std() * draw(0))
+    z_now = [z_path]  # the known entries' noise at the start of the current step
+
+    def on_path(x: Tensor, c) -> Tensor:
+        return torch.where(mask, c.alpha * y + c.sigma * z_now[0], x)
+
+    ev = Evaluator(score, method, len(ts) - 1, inputs=on_path)
+    ctx = Context.build(ev, ts, noise, solver.draws_per_step)
+    x = on_path(sde.prior_std() * draw(0), ctx.coefs[0])
 
     def replace_known(info) -> Tensor:
         k, r = info.k, info.repeat
-        cs = ctx.coefs[k + 1]
+        ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
         z = z_path if known_path == "fixed" else draw(_PATH + 1 + k * R + r)
-        x = torch.where(mask, cs.alpha * y + cs.sigma * z, info.x)
+        z_now[0] = z
+        x = on_path(info.x, cs)
         if r + 1 < R:  # RePaint: noise back from s to t and take the step again
             a_ts, s_ts = (float(v) for v in sde.transition(info.s, info.t))
-            x = a_ts * x + s_ts * draw(_JUMP + k * R + r)
+            jump = draw(_JUMP + k * R + r)
+            x = a_ts * x + s_ts * jump
+            z_now[0] = (a_ts * cs.sigma * z + s_ts * jump) / ct.sigma  # known: alpha_t y + sigma_t z_now
         return x
 
     with torch.no_grad():

@@ -71,7 +71,9 @@ class Score:
         s = append_dims(self.sde.marginal_std(t).to(x.dtype), x.ndim)
         return a, s
 
-    def _eval(self, x: Tensor, t: float | Tensor, coefs: Coefs | None = None) -> tuple[Tensor, Tensor | float, Tensor | float]:
+    def _eval(
+        self, x: Tensor, t: float | Tensor, coefs: Coefs | None = None
+    ) -> tuple[Tensor, Tensor | float, Tensor | float]:
         tt = self._times(x, t)
         a, s = self._coefs(x, t, coefs)
         return self._call(x, tt), a, s

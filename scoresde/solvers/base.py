@@ -53,10 +53,14 @@ class Evaluator:
     """The only door from a solver to the score: one model call per method call, counted and checked.
 
     ``step`` is set by the stepping loop (0-based) so that a non-finite value is reported with its step and time.
+    ``inputs(x, c)``, if given, maps every state before the model sees it (inpainting puts the known entries on
+    their path at the evaluation's time, so that stages inside a step see them too).
     """
 
-    def __init__(self, score: Score, method: str, n_steps: int | None):
-        self.score, self.method, self.n_steps = score, method, n_steps
+    def __init__(
+        self, score: Score, method: str, n_steps: int | None, inputs: Callable[[Tensor, Coefs], Tensor] | None = None
+    ):
+        self.score, self.method, self.n_steps, self.inputs = score, method, n_steps, inputs
         self.step: int | None = None
         self._nfe0 = score.nfe
 
@@ -85,12 +89,15 @@ class Evaluator:
         return value
 
     def eps(self, x: Tensor, c: Coefs) -> Tensor:
+        x = x if self.inputs is None else self.inputs(x, c)
         return self.check(self.score.eps(x, c.t, c), c.t)
 
     def x0(self, x: Tensor, c: Coefs) -> Tensor:
+        x = x if self.inputs is None else self.inputs(x, c)
         return self.check(self.score.x0(x, c.t, c), c.t)
 
     def eps_and_x0(self, x: Tensor, c: Coefs) -> tuple[Tensor, Tensor]:
+        x = x if self.inputs is None else self.inputs(x, c)
         eps, x0 = self.score.eps_and_x0(x, c.t, c)
         return self.check(eps, c.t), self.check(x0, c.t)
 
