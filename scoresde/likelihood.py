@@ -40,6 +40,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
+from .checks import check_choice, check_int, check_number
 from .noise import NoiseSource
 from .param import Score
 from .sde import SDE
@@ -97,15 +98,9 @@ class Likelihood:
         return self.std_err / (self.dim * math.log(2))
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
 def _dequantise(x: Tensor, bins: int, data_range, noise: NoiseSource) -> tuple[Tensor, float]:
     """``y = x + Delta (u - 1/2)`` with ``Delta = (hi - lo) / (bins - 1)``; returns ``(y, log Delta)``."""
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-        raise ValueError(f"bins must be an integer >= 2 (the number of discrete levels), got {bins!r}")
+    check_int("", "bins", bins, ge=2, hint="the number of discrete levels")
     try:
         lo, hi = (float(v) for v in data_range)
     except (TypeError, ValueError):
@@ -226,18 +221,16 @@ def log_likelihood(
         raise ValueError(f"x must be a floating-point tensor of shape (batch, *dims) with batch >= 1; got {got}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains non-finite values")
-    _check_choice("trace", trace, TRACES)
-    _check_choice("probe", probe, PROBES)
-    _check_choice("method", method, ADAPTIVE_METHODS)
-    _check_choice("time", time, TIME_VARIABLES)
-    if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
-        raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
+    check_choice("", "trace", trace, TRACES)
+    check_choice("", "probe", probe, PROBES)
+    check_choice("", "method", method, ADAPTIVE_METHODS)
+    check_choice("", "time", time, TIME_VARIABLES)
+    check_int("", "n_probes", n_probes, ge=1)
     if trace == "exact" and n_probes != 1:
         raise ValueError("n_probes applies to trace='hutchinson' only")
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    check_number("", "rtol", rtol, gt=0)
+    check_number("", "atol", atol, gt=0)
+    check_int("", "max_steps", max_steps, ge=1)
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     t_min = float(sde.t_min if t_min is None else t_min)

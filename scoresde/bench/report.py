@@ -108,8 +108,8 @@ def summary_table(rows: list[dict], budgets) -> str:
     lines = [
         "## Best at each NFE budget (primary figure: mode-conditional SWD for mixtures, FD for digits, SWD for "
         "2-D learned; ratio = ours / peer, < 1 means ours is better). `name@optimized`: the method on "
-        "`sd.optimized_grid`, fitted once per score and budget on a pilot batch (65 model calls on 256 samples, "
-        "not in the NFE; cached for every later sample)\n",
+        "`sd.fit_grid`, fitted for every run on a pilot batch (65 model calls on 256 samples, "
+        "not in the NFE)\n",
         "| problem | NFE <= | ours: method (NFE) | primary / floor | peer: method (NFE) | primary / floor | ratio |",
         "|---|---:|---|---:|---|---:|---:|",
     ]

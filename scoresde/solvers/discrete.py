@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from ..checks import check_number
 from .base import Solver, State, ddim_noise_std
 from .registry import register
 
@@ -44,9 +45,7 @@ class DDIM(Solver):
     draws_per_step = 1
 
     def __init__(self, eta: float = 0.0):
-        if not (math.isfinite(eta) and eta >= 0):
-            raise ValueError(f"ddim: eta must be a finite number >= 0, got {eta}")
-        self.eta = float(eta)
+        self.eta = check_number("ddim", "eta", eta, ge=0)
 
     @property
     def stochastic(self) -> bool:

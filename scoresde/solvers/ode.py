@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torchdiffeq
 
+from ..checks import check_int, check_number
 from .base import NonFiniteError, Solver, SolverResult
 from .registry import register
 
@@ -92,9 +93,9 @@ def _adaptive(method_: str, order_: int):
         adaptive = True
 
         def __init__(self, rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 10_000):
-            if not (rtol > 0 and atol > 0):
-                raise ValueError(f"{self.name}: rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-            self.rtol, self.atol, self.max_steps = float(rtol), float(atol), int(max_steps)
+            self.rtol = check_number(self.name, "rtol", rtol, gt=0)
+            self.atol = check_number(self.name, "atol", atol, gt=0)
+            self.max_steps = check_int(self.name, "max_steps", max_steps, ge=1)
 
         def _odeint_kwargs(self, grid):
             # step_t makes the solver land on t_min exactly instead of stepping past it; a given first step

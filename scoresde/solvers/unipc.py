@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from ..checks import check_choice, check_int
 from .base import State
 from .exponential import ExpSolver, phi, solve_small
 from .registry import register
@@ -57,12 +58,9 @@ class UniPC(ExpSolver):
     order = 3
 
     def __init__(self, order: int = 2, variant: str = "bh2", lower_order_final: bool | None = None):
-        if isinstance(order, bool) or order not in (1, 2, 3):
-            raise ValueError(f"unipc: order must be 1, 2 or 3, got {order!r}")
-        if variant not in ("bh1", "bh2"):
-            raise ValueError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
         super().__init__(lower_order_final)
-        self.max_order, self.variant = order, variant
+        self.max_order = check_int("unipc", "order", order, ge=1, le=3)
+        self.variant = check_choice("unipc", "variant", variant, ("bh1", "bh2"))
 
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
