@@ -9,12 +9,24 @@ from pathlib import Path
 __all__ = ["atomic_write_text", "atomic_write_bytes", "save_tensors"]
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one."""
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it, ``0o666 & ~umask`` (``mkstemp`` alone
+    makes it ``0o600``, unreadable by colleagues on a shared machine whatever their umask says).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
