@@ -13,7 +13,10 @@ def _csv(kind):
 
 
 def _bench(args) -> int:
+    import warnings
+
     from .bench import BenchConfig, run_bench, summary_table
+    from .bench.report import unavailable_peers
 
     overrides = {
         "problems": args.problems,
@@ -28,9 +31,19 @@ def _bench(args) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
     print(f"scoresde bench ({cfg.tag}): problems {', '.join(cfg.problems)}, n = {cfg.n}, NFE budgets {cfg.budgets}")
-    rows = run_bench(cfg, progress=not args.no_progress)
+    for name, why in unavailable_peers().items():
+        print(f"  peer {name} not run: {why}")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            rows = run_bench(cfg, progress=not args.no_progress)
+    except ValueError as err:  # a bad argument, checked before any run or file
+        print(f"scoresde bench: error: {err}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"scoresde bench: warning: {w.message}", file=sys.stderr)
     print(summary_table(rows, cfg.budgets))
-    print(f"full table: {cfg.out}/bench_{cfg.tag}.md; data: .csv, .json; plot: .png")
+    print(f"full table: {cfg.out}/bench_{cfg.tag}.md (earlier rows kept); data: .csv, .json; plot: .png")
     return 0
 
 

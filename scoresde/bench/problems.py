@@ -7,6 +7,7 @@ solver error), :class:`LearnedProblem` a trained checkpoint scored against fresh
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -33,6 +34,8 @@ class BenchProblem(Protocol):
 
     Attributes:
         name: the ``problem`` column of the results.
+        identity: a content hash of everything that defines the problem (the mixture's parameters and the SDE;
+            a checkpoint's files), so a resumed or merged row is never one of another problem of the same name.
         dim: the number of coordinates of one sample.
         sde: the forward SDE the samplers run on (the one the score was built or trained for).
         primary: the headline metric (the summary table and the plot use it).
@@ -40,6 +43,7 @@ class BenchProblem(Protocol):
     """
 
     name: str
+    identity: str
     dim: int
     sde: SDE
     primary: str
@@ -69,6 +73,10 @@ class ExactProblem:
         self.mixture = get_problem(name) if mixture is None else mixture
         self.dim = self.mixture.dim
         self.sde = VPSDE() if sde is None else sde
+        h = hashlib.sha256(repr(self.sde).encode())
+        for t in (self.mixture.means, self.mixture.covs, self.mixture.weights):
+            h.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+        self.identity = "exact:" + h.hexdigest()
 
     def score(self, sde: SDE, timer: TimedModel | None = None) -> EpsilonScore:
         """The exact score; with ``timer``, every model call is timed by it."""
@@ -108,6 +116,7 @@ class LearnedProblem:
 
         self.directory = directory
         _, self.sde, self.config, self.model = load_score(directory)
+        self.identity = "checkpoint:" + checkpoint_digest(directory)
         self.name = f"learned:{Path(directory).name}"
         self.data = self.config.data
         self.sample_shape = data_mod.dataset_info(self.data)["shape"]
@@ -164,10 +173,37 @@ class LearnedProblem:
         return _mean_std(rows, self.metrics)
 
 
+def checkpoint_digest(directory: str | Path) -> str:
+    """SHA-256 of a checkpoint's files: its sidecar and the data file it names (a retrained or other model differs)."""
+    import json
+
+    from ..checkpoint import SIDECAR
+
+    directory = Path(directory)
+    side = (directory / SIDECAR).read_bytes()
+    h = hashlib.sha256(side)
+    with open(directory / str(json.loads(side)["file"]), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def make_problem(name: str) -> BenchProblem:
-    """``"ring"``, ``"gmm16"``, ``"gmm64"``: an :class:`ExactProblem`; ``"learned:DIR"``: a :class:`LearnedProblem`."""
+    """``"ring"``, ``"gmm16"``, ``"gmm64"``: an :class:`ExactProblem`; ``"learned:DIR"``: a :class:`LearnedProblem`.
+
+    Raises ``ValueError`` naming the accepted values for an unknown name or a folder without a checkpoint.
+    """
+    from ..problems import PROBLEMS
+
     if name.startswith("learned:"):
-        return LearnedProblem(name.split(":", 1)[1])
+        from ..checkpoint import has_checkpoint
+
+        directory = name.split(":", 1)[1]
+        if not directory or not has_checkpoint(directory):
+            raise ValueError(f"--problems: {name!r} names no checkpoint (learned:DIR needs a `scoresde train` folder)")
+        return LearnedProblem(directory)
+    if name not in PROBLEMS:
+        raise ValueError(f"--problems: unknown problem {name!r}; accepted: {', '.join(PROBLEMS)}, learned:DIR")
     return ExactProblem(name)
 
 

@@ -1,6 +1,9 @@
 """The benchmark's report: the result files, the Markdown tables and the summary of the best runs.
 
-:func:`write_results` writes ``<out>/bench_<tag>.{csv,json,md,png}`` atomically. The tables read only the
+:func:`write_results` writes ``<out>/bench_<tag>.{csv,json,md,png}`` atomically, the tables first; a rerun
+into the same folder merges its rows with those already there (by each row's ``key``, see
+:func:`~scoresde.bench.runner.row_key`), so a run with other methods or problems never drops earlier rows,
+and a failure in the plot is reported (a warning) without losing the tables. The tables read only the
 rows (dicts, as they come back from the JSON), never the problem objects: each row names its ``primary``
 figure, and every ``<metric>`` has its ``<metric>_floor`` and ``<metric>_floor_std`` beside it.
 """
@@ -11,6 +14,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,12 +24,74 @@ from ..util import atomic_write_text
 if TYPE_CHECKING:
     from .runner import BenchConfig
 
-__all__ = ["write_results", "format_table", "summary_table"]
+__all__ = ["write_results", "format_table", "summary_table", "merge_rows", "unavailable_peers"]
 
 
-def write_results(rows: list[dict], cfg: BenchConfig) -> None:
-    """The CSV and JSON of every row, the Markdown summary and tables, and the NFE-quality plot."""
+def merge_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
+    """``previous`` with each row of the same ``key`` as a new one replaced by it, then the other new rows.
+
+    A previous row without a key (written by an older version) is kept unless a new row has its problem,
+    method, run, ``n`` and seed: then it is the stale result of that run and the new row takes its place.
+    """
+    new = {r["key"]: r for r in rows if "key" in r}
+    legacy = {(r["problem"], r["method"], r["run"], r.get("n"), r.get("seed")) for r in rows}
+    merged, placed = [], set()
+    for r in previous:
+        if "key" in r:
+            if r["key"] in new:
+                merged.append(new[r["key"]])
+                placed.add(r["key"])
+            else:
+                merged.append(r)
+        elif (r.get("problem"), r.get("method"), r.get("run"), r.get("n"), r.get("seed")) not in legacy:
+            merged.append(r)
+    return merged + [r for r in rows if r.get("key") not in placed]
+
+
+def _previous_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text()).get("rows", [])
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"--out: {path} exists but is not a bench result file ({err}); move it away") from err
+    return [r for r in rows if isinstance(r, dict) and {"problem", "method", "run"} <= set(r)]
+
+
+def _labelled(rows: list[dict]) -> list[dict]:
+    """Rows for the tables and the plot: two problems of one name (e.g. two checkpoints called ``moons``) get
+    the first characters of their content hash after the name, so their rows never read as one problem's."""
+    ids: dict[str, set] = {}
+    for r in rows:
+        ids.setdefault(r["problem"], set()).add(r.get("problem_id"))
+    out = []
+    for r in rows:
+        if len(ids[r["problem"]]) > 1:
+            pid = str(r.get("problem_id") or "unknown").rpartition(":")[2][:8]
+            r = {**r, "problem": f"{r['problem']} [{pid}]"}
+        out.append(r)
+    return out
+
+
+def unavailable_peers() -> dict[str, str]:
+    """Peer libraries that failed to import, with the reason (empty where :mod:`scoresde.peers` cannot say)."""
+    from .. import peers
+
+    fn = getattr(peers, "unavailable", None)
+    try:
+        return dict(fn()) if callable(fn) else {}
+    except Exception:  # a report never fails on this note
+        return {}
+
+
+def write_results(rows: list[dict], cfg: BenchConfig) -> list[dict]:
+    """The CSV and JSON of every row, the Markdown summary and tables, and the NFE-quality plot.
+
+    ``rows`` are merged into those already in ``<out>/bench_<tag>.json`` (:func:`merge_rows`); returns the
+    merged rows. The plot comes last and a failure there is a warning, never a lost table.
+    """
     out = Path(cfg.out)
+    rows = merge_rows(_previous_rows(out / f"bench_{cfg.tag}.json"), rows)
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
@@ -33,10 +99,29 @@ def write_results(rows: list[dict], cfg: BenchConfig) -> None:
         w.writerows(rows)
     atomic_write_text(out / f"bench_{cfg.tag}.csv", buf.getvalue())
     atomic_write_text(out / f"bench_{cfg.tag}.json", json.dumps({"config": asdict(cfg), "rows": rows}, indent=1))
-    atomic_write_text(out / f"bench_{cfg.tag}.md", summary_table(rows, cfg.budgets) + "\n" + format_table(rows))
+    shown = _labelled(rows)
+    budgets = sorted({*cfg.budgets, *(b for r in rows for b in _budget(r))})
+    missing = unavailable_peers()
+    note = ""
+    if missing:
+        note = "\nPeers not run (their library failed to import): " + "; ".join(
+            f"{k} ({v})" for k, v in missing.items()
+        )
+        note += "\n"
+    atomic_write_text(out / f"bench_{cfg.tag}.md", summary_table(shown, budgets) + note + "\n" + format_table(shown))
     from ..plot import plot_nfe_quality
 
-    plot_nfe_quality(rows, out / f"bench_{cfg.tag}.png")
+    png = out / f"bench_{cfg.tag}.png"
+    try:
+        plot_nfe_quality(shown, png)
+    except Exception as err:  # the tables are written; a figure is never worth losing them
+        warnings.warn(f"the plot {png} was not written ({type(err).__name__}: {err}); the tables are", stacklevel=2)
+    return rows
+
+
+def _budget(row: dict) -> list[int]:
+    run = str(row.get("run", ""))
+    return [int(run.split("=", 1)[1])] if run.startswith("budget=") and run.split("=", 1)[1].isdigit() else []
 
 
 def _fmt(v: float, spec: str = ".4f") -> str:

@@ -3,14 +3,21 @@
 Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance; peers get the
 budget and report what they counted. Every run records the counted NFE, the wall time and the time spent
 inside the model (:class:`TimedModel`). Each finished run is appended (and flushed) to
-``<out>/bench_<tag>.partial.jsonl``; a rerun with the same ``n`` and ``seed`` skips what is there, so an
-interrupted run resumes.
+``<out>/bench_<tag>.partial.jsonl`` with its ``key``: a hash of everything that determines the row (the
+problem's content hash, e.g. a checkpoint's files; the method, its options and grid; ``n``; ``seed``; the
+package version). A rerun skips the rows whose key is there, so an interrupted run resumes, and redoes any
+row whose inputs changed. Every argument, the plan and the output folder are checked before any work
+(:func:`validate`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +29,9 @@ from ..sample import available_methods, sample
 from ..sde import VPSDE
 from ..solvers import NonFiniteError, method_info
 from .problems import BenchProblem, make_problem
-from .report import write_results
+from .report import _previous_rows, write_results
 
-__all__ = ["BenchConfig", "TimedModel", "plan", "run_bench"]
+__all__ = ["BenchConfig", "TimedModel", "plan", "run_bench", "validate", "row_key"]
 
 
 @dataclass
@@ -98,13 +105,30 @@ def plan(cfg: BenchConfig) -> list[dict]:
     return runs
 
 
-def _key(row: dict, cfg: BenchConfig) -> tuple:
-    """What identifies a run across reruns: its problem, method and run, and the sample size and seed."""
-    return (row["problem"], row["method"], row["run"], cfg.n, cfg.seed)
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
-def _finished(partial: Path, cfg: BenchConfig) -> dict[tuple, dict]:
-    """The runs already in the partial file for this ``n`` and ``seed``, by :func:`_key`."""
+def row_key(item: dict, problem: BenchProblem, cfg: BenchConfig) -> str:
+    """What determines a row, hashed: the problem's content, the method with its options and grid, the run,
+    the sample size, the seed and the package version. Any change gives another key, so the row is redone."""
+    what = {
+        "problem": problem.identity,
+        "source": item["source"],
+        "method": item["method"],
+        "run": item["run"],
+        "kwargs": item["kwargs"],
+        "n": cfg.n,
+        "seed": cfg.seed,
+        "version": _version(),
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:32]
+
+
+def _finished(partial: Path) -> dict[str, dict]:
+    """The runs already in the partial file, by their :func:`row_key` (rows of older versions have none)."""
     done = {}
     if partial.exists():
         for line in partial.read_text().splitlines():
@@ -112,9 +136,69 @@ def _finished(partial: Path, cfg: BenchConfig) -> dict[tuple, dict]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash: that run is redone
-            if row.get("n") == cfg.n and row.get("seed") == cfg.seed:
-                done[_key(row, cfg)] = row
+            if isinstance(row, dict) and "key" in row:
+                done[row["key"]] = row
     return done
+
+
+def _fail(flag: str, message: str):
+    raise ValueError(f"{flag}: {message}")
+
+
+def _check_methods(cfg: BenchConfig) -> None:
+    from ..grids import GRIDS
+
+    known, grids = available_methods(), (*GRIDS, "optimized")
+    for method in cfg.methods or cfg.variants:
+        solver, at, grid = method.partition("@")
+        if solver not in known:
+            _fail("--methods", f"unknown method {solver!r}; accepted: {', '.join(known)} (see `scoresde methods`)")
+        if at and grid not in grids:
+            _fail("--methods", f"unknown grid {grid!r} in {method!r}; accepted: name@{', name@'.join(grids)}")
+
+
+def _check_peers(cfg: BenchConfig) -> None:
+    if cfg.peers is None:
+        return
+    have = peers.available_peers()
+    missing = getattr(peers, "unavailable", None)
+    why = ""
+    if callable(missing) and missing():
+        why = "; not installed: " + "; ".join(f"{k} ({v})" for k, v in missing().items())
+    for name in cfg.peers:
+        if name not in have:
+            _fail("--peers", f"unknown or uninstalled peer {name!r}; accepted: {', '.join(have) or 'none'}{why}")
+
+
+def _check_out(out: Path) -> None:
+    """Create ``out`` and prove a file can be written there (before any run, not after the last)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        _fail("--out", f"cannot write results to {str(out)!r}: {err.strerror or err}")
+
+
+def validate(cfg: BenchConfig) -> None:
+    """Every argument of ``cfg``; raises ``ValueError`` naming the flag and the accepted values. No side effects."""
+    if not cfg.problems:
+        _fail("--problems", "no problem given; accepted: ring, gmm16, gmm64, learned:DIR")
+    if not all(isinstance(b, int) and b >= 1 for b in cfg.budgets):
+        _fail("--nfe", f"NFE budgets must be integers >= 1, got {', '.join(map(str, cfg.budgets)) or 'none'}")
+    if not all(math.isfinite(t) and t > 0 for t in cfg.tolerances):
+        _fail("--tol", f"tolerances must be finite numbers > 0, got {', '.join(map(str, cfg.tolerances))}")
+    if not isinstance(cfg.n, int) or cfg.n < 2:
+        _fail("--n", f"samples per run must be an integer >= 2 (the metrics compare sample sets), got {cfg.n}")
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        _fail("--seed", f"the seed must be an integer >= 0, got {cfg.seed}")
+    if cfg.floor_seeds < 1:
+        _fail("floor_seeds", f"must be >= 1, got {cfg.floor_seeds}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.tag or ""):
+        _fail("tag", f"must be letters, digits, '_', '-' or '.', got {cfg.tag!r}")
+    _check_methods(cfg)
+    _check_peers(cfg)
 
 
 def _score(item: dict, problem: BenchProblem, timer: TimedModel):
@@ -169,30 +253,40 @@ def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig) -> dict:
 
 
 def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
-    """Run (or resume) the grid; returns one dict per run and writes the result files."""
+    """Run (or resume) the grid; returns one dict per run of this configuration and writes the result files.
+
+    Everything is checked first (:func:`validate`, every problem loaded, a non-empty plan, a writable
+    ``cfg.out``): a bad argument raises ``ValueError`` before a run starts or a file is touched. The tables
+    merge with the rows already in ``<out>/bench_<tag>.json`` (see :func:`~scoresde.bench.report.write_results`).
+    """
     from tqdm.auto import tqdm
 
+    validate(cfg)
+    problems: dict[str, BenchProblem] = {name: make_problem(name) for name in dict.fromkeys(cfg.problems)}
+    items = plan(cfg)
+    if not items:
+        _fail("--nfe", f"nothing to run: no method fits the budgets {cfg.budgets} (a step costs more NFE)")
     out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out(out_dir)
+    _previous_rows(out_dir / f"bench_{cfg.tag}.json")  # a damaged result file is refused now, not after the runs
     partial = out_dir / f"bench_{cfg.tag}.partial.jsonl"
-    done = _finished(partial, cfg)
-    problems: dict[str, BenchProblem] = {}
+    done = _finished(partial)
     floors: dict[tuple, dict] = {}
     rows = []
     with open(partial, "a") as fh:
-        bar = tqdm(plan(cfg), desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(items, desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
         for item in bar:
             bar.set_postfix_str(f"{item['problem']} {item['method']} {item['run']}", refresh=False)
-            if item["problem"] not in problems:
-                problems[item["problem"]] = make_problem(item["problem"])
             prob = problems[item["problem"]]
+            key = row_key(item, prob, cfg)
             item = {**item, "problem": prob.name}
-            row = done.get(_key(item, cfg))
+            row = done.get(key)
             if row is None:
-                row = {**_run_one(item, prob, cfg), "n": cfg.n, "seed": cfg.seed}
+                extra = {"n": cfg.n, "seed": cfg.seed, "version": _version(), "problem_id": prob.identity}
+                row = {**_run_one(item, prob, cfg), **extra, "key": key}
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
-            fkey = (prob.name, round(float(row["t_end"]), 12))
+            fkey = (prob.identity, round(float(row["t_end"]), 12))
             if fkey not in floors:
                 floors[fkey] = prob.floors(prob.sde, row["t_end"], cfg.n, cfg.floor_seeds)
             row = {**row, **floors[fkey]}
