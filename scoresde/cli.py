@@ -8,8 +8,73 @@ import sys
 from . import __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: what is wrong with which flag, and where help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _csv(kind):
     return lambda s: tuple(kind(v) for v in s.split(",") if v)
+
+
+def _device(text: str) -> str:
+    """``--device``: a torch device that exists here, else one line saying what does (argparse exits 2)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a device: {text!r}; accepted: {_devices()}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not available here; accepted: {_devices()}")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not available here; accepted: {_devices()}")
+    return text
+
+
+def _devices() -> str:
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    elif torch.version.cuda is None:
+        names.append("(no cuda: this torch is built without CUDA)")
+    else:
+        names.append("(no cuda: no GPU visible)")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        names.append("mps")
+    return ", ".join(names)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _suffix(text: str) -> str:
+    """``--save``: ``safetensors`` or ``.safetensors`` (and ``npz``)."""
+    suffix = "." + text.lstrip(".")
+    if suffix not in (".safetensors", ".npz"):
+        raise argparse.ArgumentTypeError(f"invalid choice {text!r}; accepted: safetensors, npz")
+    return suffix
 
 
 def _bench(args) -> int:
@@ -54,6 +119,13 @@ def _methods(args) -> int:
         info = method_info(name)
         cost = "adaptive" if info["adaptive"] else f"{info['nfe_per_step']} NFE/step"
         print(f"{name:<20} {info['kind']}  order {info['order']:<4} {cost:<12} {info['description']}")
+    from . import peers
+    from .bench.report import unavailable_peers
+
+    names = peers.available_peers()
+    print(f"\npeers (scoresde bench --peers): {', '.join(names) or 'none installed (pip install scoresde[peers])'}")
+    for name, why in unavailable_peers().items():
+        print(f"  {name}: not available ({why})")
     return 0
 
 
@@ -123,6 +195,20 @@ def _sample(args) -> int:
     from .train import load_score
     from .util import save_tensors
 
+    stem = Path(args.out)
+    targets = [stem.with_suffix(".png"), *(stem.with_suffix(x) for x in args.save)]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.force:
+        print(
+            f"scoresde sample: error: --out: {', '.join(existing)} already exists; pass --force to overwrite it, "
+            "or choose another --out",
+            file=sys.stderr,
+        )
+        return 2
+    problem = _unwritable(stem.parent)
+    if problem:
+        print(f"scoresde sample: error: --out: cannot write to {str(stem.parent)!r}: {problem}", file=sys.stderr)
+        return 2
     try:
         n = args.n
         y = None
@@ -149,7 +235,6 @@ def _sample(args) -> int:
         print(f"scoresde sample: error: {err}", file=sys.stderr)
         return 2
     x = out.x.cpu()
-    stem = Path(args.out)
     if x.ndim == 4:
         images = torch.cat([x_known.cpu().where(mask.cpu(), torch.tensor(-1.0)), x]) if args.inpaint else x
         save_image_grid(images, stem.with_suffix(".png"), nrow=min(n, 10))
@@ -161,6 +246,21 @@ def _sample(args) -> int:
         save_tensors(stem.with_suffix(suffix), tensors, metadata={"method": args.method, "nfe": str(out.nfe)})
     print(f"{n} samples with {args.method} in {out.nfe} NFE -> {stem.with_suffix('.png')}")
     return 0
+
+
+def _unwritable(folder) -> str | None:
+    """Why no file can be written in ``folder`` (created if missing), or ``None`` when one can."""
+    import os
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def _likelihood(args) -> int:
@@ -234,7 +334,7 @@ def _likelihood(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models as SDEs and ODEs.")
+    p = _Parser(prog="scoresde", description="Score-based diffusion models as SDEs and ODEs.")
     p.add_argument("--version", action="version", version=f"scoresde {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -262,14 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--model", choices=("mlp", "unet"), help="architecture (default: mlp for 2-D sets, unet for digits)")
     t.add_argument("--class-conditional", action="store_true", default=None, help="train with labels (digits)")
     t.add_argument("--prediction", choices=("eps", "x0", "v"))
-    t.add_argument("--steps", type=int)
+    t.add_argument("--steps", type=_positive, help="optimizer steps (>= 1)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=_seed, help="seed (>= 0)")
     t.add_argument("--t-sampler", choices=("uniform", "stratified", "importance"))
     t.add_argument("--ckpt-every", type=int)
     t.add_argument("--out", help="output folder (checkpoint and config.json)")
-    t.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    t.add_argument("--device", type=_device, help="cpu, cuda, cuda:1, ... (one that exists here)")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
@@ -277,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     sp = sub.add_parser("sample", help="sample a trained checkpoint (PNG grid, tensors), with guidance or inpainting")
     sp.add_argument("--checkpoint", required=True, help="the training output folder")
     sp.add_argument("--method", default="ddim", help="a name from `scoresde methods`")
-    sp.add_argument("--steps", type=int, default=50)
+    sp.add_argument("--steps", type=_positive, default=50, help="solver steps (default: %(default)s)")
     sp.add_argument("--grid", help="uniform, quadratic, logsnr, ... (default: the method's own)")
-    sp.add_argument("--n", type=int, default=100, help="number of samples")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--n", type=_positive, default=100, help="number of samples (default: %(default)s)")
+    sp.add_argument("--seed", type=_seed, default=0, help="seed (default: %(default)s)")
     sp.add_argument("--label", help="class label 0-9, or 'all' to cycle through the classes (class-conditional)")
     sp.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w >= 0")
     sp.add_argument("--inpaint", help="fill in test images under a mask: left, right, top, bottom, center, random:P")
@@ -289,27 +389,34 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--denoise", action="store_true", help="finish with one Tweedie denoising step")
     sp.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
     sp.add_argument("--out", default="samples", help="output stem: <out>.png and the --save files")
-    sp.add_argument("--save", action="append", default=[], choices=(".safetensors", ".npz"), help="tensor formats")
-    sp.add_argument("--device", default="cpu")
+    sp.add_argument(
+        "--save", action="append", default=[], type=_suffix, help="tensor formats: safetensors, npz (repeatable)"
+    )
+    sp.add_argument("--force", action="store_true", help="overwrite an existing <out>.png and --save files")
+    sp.add_argument("--device", type=_device, default="cpu", help="default: %(default)s")
     sp.set_defaults(func=_sample)
 
     lk = sub.add_parser("likelihood", help="log-likelihood and bits/dim through the probability-flow ODE")
     lk.add_argument("--problem", help="an exact problem (ring, gmm16, gmm64): errors vs its exact log-density")
     lk.add_argument("--checkpoint", help="a trained checkpoint directory (its test split; digits are dequantised)")
-    lk.add_argument("--sde", default="vp", help="for --problem: vp, vp-cosine, subvp or ve (default vp)")
-    lk.add_argument("--n", type=int, help="samples (default 200 for a problem, the whole test split otherwise)")
-    lk.add_argument("--trace", default="exact", help="exact or hutchinson")
-    lk.add_argument("--probe", default="rademacher", help="Hutchinson probes: rademacher or gaussian")
-    lk.add_argument("--probes", type=int, default=1, help="Hutchinson probes per sample")
+    lk.add_argument(
+        "--sde", default="vp", choices=("vp", "vp-cosine", "subvp", "ve"), help="for --problem (default: %(default)s)"
+    )
+    lk.add_argument("--n", type=_positive, help="samples (default 200 for a problem, the whole test split otherwise)")
+    lk.add_argument("--trace", default="exact", choices=("exact", "hutchinson"), help="default: %(default)s")
+    lk.add_argument(
+        "--probe", default="rademacher", choices=("rademacher", "gaussian"), help="Hutchinson probes (%(default)s)"
+    )
+    lk.add_argument("--probes", type=_positive, default=1, help="Hutchinson probes per sample (%(default)s)")
     lk.add_argument("--rtol", type=float, default=1e-5)
     lk.add_argument("--atol", type=float, default=1e-5)
     lk.add_argument("--t-min", type=float, help="lower end of the integral (default: the SDE's t_min)")
     lk.add_argument("--method", default="dopri5", help="torchdiffeq adaptive method")
-    lk.add_argument("--time", default="t", help="integration variable: t or logsnr")
-    lk.add_argument("--batch", type=int, help="samples per batch (default all at once)")
-    lk.add_argument("--seed", type=int, default=0, help="data draw (problems), probes and dequantisation")
+    lk.add_argument("--time", default="t", choices=("t", "logsnr"), help="integration variable (%(default)s)")
+    lk.add_argument("--batch", type=_positive, help="samples per batch (default all at once)")
+    lk.add_argument("--seed", type=_seed, default=0, help="data draw (problems), probes and dequantisation")
     lk.add_argument("--raw-weights", action="store_true", help="checkpoint: the raw weights instead of the EMA")
-    lk.add_argument("--device", default="cpu")
+    lk.add_argument("--device", type=_device, default="cpu", help="default: %(default)s")
     lk.set_defaults(func=_likelihood)
 
     args = p.parse_args(argv)
