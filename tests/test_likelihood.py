@@ -25,8 +25,31 @@ def exact_run(gmm, n, sde=VP, seed=0, **kw):
     return res, gmm.log_prob(x, res.t_min, sde)
 
 
-# Measured at rtol = atol = 1e-5 (mean / max |error| in nats): ring 1.2e-5 / 2.6e-4, gmm16 5.6e-4 / 2.6e-3,
-# 2-D Gaussian 9e-6 / 6e-5; the issue's target is a mean below 0.01.
+def gaussian_flow(gauss, sde, x, t0, t1):
+    """The PF-ODE flow map of Gaussian data from ``t0`` to ``t1`` and the log-determinant of its Jacobian.
+
+    Along each eigenvector of the data covariance (eigenvalue ``l``) the centred state is scaled by
+    ``r = sqrt((alpha_1^2 l + sigma_1^2) / (alpha_0^2 l + sigma_0^2))``, the ratio of marginal standard deviations;
+    the log-determinant ``sum log r`` does not depend on ``x``.
+    """
+    lam, U = torch.linalg.eigh(gauss.covs[0].double())
+    m = gauss.means[0].double()
+    a0, s0 = float(sde.alpha(t0)), float(sde.marginal_std(t0))
+    a1, s1 = float(sde.alpha(t1)), float(sde.marginal_std(t1))
+    r = torch.sqrt((a1**2 * lam + s1**2) / (a0**2 * lam + s0**2))
+    return a1 * m + ((x.double() - a0 * m) @ U * r) @ U.T, float(r.log().sum())
+
+
+def standard_normal_logp(z):
+    return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * z[0].numel() * math.log(2 * math.pi)
+
+
+# |nats - exact log p_t_min| at rtol = atol = 1e-5, measured over seeds 0-4 (per-seed mean over the samples;
+# largest single error): gauss1 5.7e-6 to 1.2e-5, 8.9e-5; gauss2 6.3e-6 to 1.0e-5, 7.3e-5; ring 1.0e-5 to
+# 2.2e-5, 3.4e-4; gmm16 3.5e-4 to 9.0e-4, 6.2e-3. The tolerances (mean, max) are about 4x the largest.
+EXACT_TOL = {"gauss1": (5e-5, 4e-4), "gauss2": (5e-5, 3e-4), "ring": (1e-4, 1.5e-3), "gmm16": (4e-3, 2.5e-2)}
+
+
 @pytest.mark.parametrize(
     "name,gmm,n",
     [("gauss1", GAUSS1, 32), ("gauss2", GAUSS2, 32), ("ring", sd.get_problem("ring"), 32), ("gmm16", None, 12)],
@@ -35,11 +58,27 @@ def test_exact_trace_matches_exact_log_density(name, gmm, n):
     gmm = gmm or sd.get_problem(name)
     res, exact = exact_run(gmm, n)
     err = (res.nats - exact).abs()
-    assert float(err.mean()) < 0.01, f"{name}: mean |error| {float(err.mean()):.3g}"
+    mean_tol, max_tol = EXACT_TOL[name]
+    assert float(err.mean()) < mean_tol and float(err.max()) < max_tol, f"{name}: {float(err.mean()):.3g}, {err}"
+    # Bits per dimension of the exact density; the nats' error bound, in bits.
+    exact_bits = -exact / (gmm.dim * math.log(2))
+    assert float((res.bits_per_dim - exact_bits).abs().max()) < max_tol / (gmm.dim * math.log(2))
     assert res.nats.dtype == torch.float64 and res.nfe > 0
-    assert torch.allclose(res.nats, res.prior_logp + res.delta_logp)
-    assert torch.allclose(res.bits_per_dim, -res.nats / (gmm.dim * math.log(2)))
     assert (res.std_err == 0).all() and res.log_bin_volume == 0.0
+
+
+@pytest.mark.parametrize("gauss", [GAUSS1, GAUSS2], ids=["gauss1", "gauss2"])
+def test_each_term_matches_the_closed_form_flow(gauss):
+    # Gaussian data: x_T is the closed-form flow map of x, delta_logp its log-determinant and prior_logp the
+    # exact log p_T there. Measured over seeds 0-4: |x_T error| <= 3.0e-5, |delta_logp error| 6.4e-6 to 8.7e-6
+    # (the same for every sample: the divergence does not depend on x), |prior_logp error| <= 9.5e-5.
+    x = gauss.sample(32, generator=torch.Generator().manual_seed(0))
+    pT = gauss.marginal(VP, VP.T)
+    res = log_likelihood(gauss.score(VP), VP, x, prior_logp=pT.log_prob)
+    x_T, log_det = gaussian_flow(gauss, VP, x, res.t_min, VP.T)
+    assert float((res.x_T - x_T).abs().max()) < 1.2e-4
+    assert float((res.delta_logp - log_det).abs().max()) < 3e-5
+    assert float((res.prior_logp - pT.log_prob(x_T)).abs().max()) < 4e-4
 
 
 def test_error_shrinks_with_tolerance():
@@ -53,9 +92,11 @@ def test_error_shrinks_with_tolerance():
 @pytest.mark.parametrize("sde", [sd.VPSDE(schedule="cosine"), sd.SubVPSDE(), sd.VESDE()], ids=repr)
 @pytest.mark.parametrize("time", ["t", "logsnr"])
 def test_other_sdes_and_log_snr_time(sde, time):
-    # Measured mean |error| 1e-6 to 4e-5 nats for every SDE in both time variables.
+    # Measured over seeds 0-4 (16 samples each): per-seed mean |error| 1.1e-6 (cosine, t) to 7.1e-5 (VE,
+    # log-SNR), largest single error 2.9e-4 (VE). Tolerances about 3x and 4x those.
     res, exact = exact_run(GAUSS2, 16, sde=sde, time=time)
-    assert float((res.nats - exact).abs().mean()) < 1e-3
+    err = (res.nats - exact).abs()
+    assert float(err.mean()) < 2e-4 and float(err.max()) < 1.2e-3, err
 
 
 def test_float32_network_same_integral_in_t_and_log_snr_time():
@@ -72,12 +113,15 @@ def test_float32_network_same_integral_in_t_and_log_snr_time():
 
 
 def test_default_prior_adds_exactly_the_prior_mismatch():
+    # With the default prior N(0, I) the result is log p_t_min(x) - log p_T(x_T) + log N(x_T; 0, I), x_T the
+    # closed-form flow map of x. Measured over seeds 0-4: |nats error| <= 2.9e-5, |prior_logp error| <= 3.8e-5.
     x = GAUSS2.sample(8, generator=torch.Generator().manual_seed(1))
     res = log_likelihood(GAUSS2.score(VP), None, x)
-    pT = GAUSS2.marginal(VP, VP.T)
-    assert torch.allclose(res.prior_logp, VP.prior_logp(res.x_T))
-    corrected = res.nats - res.prior_logp + pT.log_prob(res.x_T)
-    assert float((corrected - GAUSS2.log_prob(x, VP.t_min, VP)).abs().max()) < 1e-3
+    x_T, _ = gaussian_flow(GAUSS2, VP, x, res.t_min, VP.T)
+    exact_prior = standard_normal_logp(x_T)
+    exact = GAUSS2.log_prob(x, VP.t_min, VP) - GAUSS2.marginal(VP, VP.T).log_prob(x_T) + exact_prior
+    assert float((res.prior_logp - exact_prior).abs().max()) < 1.5e-4
+    assert float((res.nats - exact).abs().max()) < 1.2e-4
 
 
 def isotropic_eps(s2):
@@ -106,17 +150,22 @@ def test_image_shaped_data(trace):
         sd.EpsilonScore(isotropic_eps(s2), VP), VP, x, prior_logp=lambda z: isotropic_logp(z, s2, VP.T), **kw
     )
     assert res.x_T.shape == x.shape and res.dim == 18
-    # The Jacobian is a multiple of the identity, so every Rademacher probe gives the exact trace.
-    assert float((res.nats - isotropic_logp(x, s2, VP.t_min)).abs().max()) < 1e-3
+    # The Jacobian is a multiple of the identity, so every Rademacher probe gives the exact trace. Measured
+    # largest |error| over seeds 0-4: 1.1e-4 (exact), 1.3e-4 (Hutchinson).
+    assert float((res.nats - isotropic_logp(x, s2, VP.t_min)).abs().max()) < 4e-4
 
 
 def test_zero_model_gives_the_linear_flow_in_closed_form():
-    # eps = 0: dx/dt = f x, so x_T = alpha_T / alpha_t_min x and int div F dt = d (log alpha_T - log alpha_t_min).
+    # eps = 0: dx/dt = f x, so x_T = alpha_T / alpha_t_min x and int div F dt = d (log alpha_T - log alpha_t_min);
+    # with the N(0, I) prior, log p = log N(x_T; 0, I) + d (log alpha_T - log alpha_t_min). Measured over seeds
+    # 0-4 at rtol = atol = 1e-8: |x_T error| <= 1.1e-8, |delta_logp error| <= 1.2e-13, |nats error| <= 3.0e-10.
     x = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     res = log_likelihood(sd.EpsilonScore(lambda x, t: torch.zeros_like(x), VP), VP, x, rtol=1e-8, atol=1e-8)
     la_T, la_0 = float(VP.log_alpha(VP.T)), float(VP.log_alpha(VP.t_min))
-    assert torch.allclose(res.x_T, math.exp(la_T - la_0) * x, rtol=1e-6, atol=1e-9)
-    assert torch.allclose(res.delta_logp, torch.full((4,), 6 * (la_T - la_0), dtype=torch.float64), atol=1e-6)
+    x_T = math.exp(la_T - la_0) * x
+    assert float((res.x_T - x_T).abs().max()) < 5e-8
+    assert float((res.delta_logp - 6 * (la_T - la_0)).abs().max()) < 1e-12
+    assert float((res.nats - standard_normal_logp(x_T) - 6 * (la_T - la_0)).abs().max()) < 1.5e-9
 
 
 def test_non_finite_model_output_raises():
@@ -223,7 +272,9 @@ def test_dequantised_gaussian_against_scipy():
     gap = log_mass - bound
     var_phi = (levels * delta / S) ** 2 / 12 + (delta**2 / (2 * S)) ** 2 / 180
     assert (gap >= 0).all() and float((gap - var_phi / 2).abs().max()) < 2e-3
-    assert torch.allclose(res.bits_per_dim, -res.nats / math.log(2))
+    # Bits per dimension against the exact bound's (d = 1), within the same tolerance in bits.
+    bits = res.bits_per_dim.reshape(9, copies)
+    assert ((bits.mean(1) + bound / math.log(2)).abs() < (4 * se + 1e-3) / math.log(2)).all()
 
 
 def test_dequantisation_checks_the_grid():
