@@ -203,3 +203,33 @@ def test_cli_bench_bad_input_is_one_line_exit_2(tmp_path, capsys, args, flag):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"scoresde bench: error: {flag}:") and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_damaged_result_file_is_refused_before_any_run(tmp_path, runs):
+    (tmp_path / "bench_t.json").write_text("{not json")
+    with pytest.raises(ValueError, match="^--out:.*not a bench result file"):
+        bench.run_bench(_cfg(tmp_path), progress=False)
+    assert runs == [] and (tmp_path / "bench_t.json").read_text() == "{not json"
+
+
+def test_missing_peers_are_named_in_the_report_and_the_cli(tmp_path, monkeypatch, capsys):
+    from scoresde import peers
+
+    monkeypatch.setattr(peers, "unavailable", lambda: {"kdiff-euler": "ImportError: no k_diffusion"}, raising=False)
+    args = ["bench", "--problems", "ring", "--methods", "ddim", "--peers", "", "--nfe", "5", "--n", "200"]
+    assert main([*args, "--no-progress", "--out", str(tmp_path)]) == 0
+    assert "kdiff-euler not run: ImportError: no k_diffusion" in capsys.readouterr().out
+    assert "kdiff-euler (ImportError: no k_diffusion)" in (tmp_path / "bench_full.md").read_text()
+
+
+def test_peers_on_another_sde_are_refused_before_any_run(tmp_path, runs, monkeypatch):
+    from scoresde import peers
+    from scoresde.sde import VPSDE
+
+    if not peers.available_peers():
+        pytest.skip("no peer library installed")
+    cosine = bench.ExactProblem("ring", sde=VPSDE(schedule="cosine"))
+    monkeypatch.setattr(bench.runner, "make_problem", lambda name: cosine)
+    with pytest.raises(ValueError, match="^--peers: peers run on the linear VP SDE only"):
+        bench.run_bench(_cfg(tmp_path, peers=(peers.available_peers()[0],)), progress=False)
+    assert runs == [] and not list(tmp_path.iterdir())

@@ -264,6 +264,10 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     validate(cfg)
     problems: dict[str, BenchProblem] = {name: make_problem(name) for name in dict.fromkeys(cfg.problems)}
     items = plan(cfg)
+    for item in items:
+        prob = problems[item["problem"]]
+        if item["source"] == "peer" and repr(prob.sde) != repr(VPSDE()):
+            _fail("--peers", f"peers run on the linear VP SDE only; {prob.name} is on {prob.sde!r} (pass --peers '')")
     if not items:
         _fail("--nfe", f"nothing to run: no method fits the budgets {cfg.budgets} (a step costs more NFE)")
     out_dir = Path(cfg.out)
