@@ -40,6 +40,11 @@ tqdm and one helper from ``k_diffusion.utils`` (``append_dims``). When the packa
 ``sampling.py`` from the installed distribution under a private package name whose ``utils`` holds our
 :func:`~scoresde.sde.append_dims`; ``import k_diffusion`` is left untouched.
 
+A peer library that does not import is not silently dropped: :func:`unavailable` maps each such library to
+the reason (``"not installed (ModuleNotFoundError: ...)"`` for an ``ImportError``, ``"failed to import
+(RuntimeError: ...)"`` for any other exception, e.g. a broken install), and the first attempt warns once per
+library with a :class:`PeerUnavailableWarning` naming it and the exception.
+
 NFE is counted by the score's own counter (``score.nfe``), never taken from a peer's documentation; the step
 count is chosen from each sampler's cost per step so that the counted NFE stays within the budget. Every random
 draw comes from a ``torch.Generator`` seeded with ``seed``. A run whose model output or state becomes NaN/inf
@@ -54,6 +59,7 @@ import inspect
 import math
 import sys
 import types
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -67,7 +73,9 @@ from .sde import SDE, VPSDE, append_dims
 __all__ = [
     "PEER_T",
     "PeerResult",
+    "PeerUnavailableWarning",
     "available_peers",
+    "unavailable",
     "peer_sample",
     "diffusers_alpha_bar",
     "timestep_times",
@@ -134,29 +142,52 @@ class _Diverged(FloatingPointError):
 
 
 # --- the libraries, imported lazily ----------------------------------------------------------------------
+class PeerUnavailableWarning(UserWarning):
+    """A peer library did not import; the message names it and the exception (see :func:`unavailable`)."""
+
+
+_UNAVAILABLE: dict[str, str] = {}  # library -> why it cannot serve as a peer (filled on the first import attempt)
+
+
+def _why(exc: BaseException) -> str:
+    what = "not installed" if isinstance(exc, ImportError) else "failed to import"
+    return f"{what} ({type(exc).__name__}: {exc})"
+
+
+def _unavailable_because(library: str, reason: str) -> None:
+    """Record why ``library`` is unavailable and warn (the importers are cached: once per process)."""
+    _UNAVAILABLE[library] = reason
+    warnings.warn(f"peer library {library} is unavailable: {reason}", PeerUnavailableWarning, stacklevel=3)
+
+
 @cache
 def _diffusers():
-    """The ``diffusers`` module, or ``None`` when it does not import."""
+    """The ``diffusers`` module, or ``None`` (recorded, with a warning) when it does not import."""
     try:
-        import diffusers
-    except Exception:  # a broken install (e.g. a mismatched torch extension) is "not available"
+        return importlib.import_module("diffusers")
+    except Exception as e:  # ImportError: not installed; anything else (a mismatched torch extension...): broken
+        _unavailable_because("diffusers", _why(e))
         return None
-    return diffusers
 
 
 @cache
 def _kdiffusion():
-    """``k_diffusion.sampling``, or ``None`` if k-diffusion is not installed or its samplers do not import."""
+    """``k_diffusion.sampling``, or ``None`` (recorded, with a warning) if k-diffusion is not installed or its
+    samplers do not import."""
     try:
         return importlib.import_module("k_diffusion.sampling")
-    except Exception:  # torchvision / scikit-image missing or broken: load sampling.py alone
-        pass
+    except Exception as e:  # torchvision / scikit-image missing or broken: load sampling.py alone
+        first = e
     try:
         spec = importlib.util.find_spec("k_diffusion")
-    except (ImportError, ValueError):
+    except Exception as e:
+        _unavailable_because("k-diffusion", f"{_why(first)}; looking for the package: {type(e).__name__}: {e}")
         return None
     if spec is None or not spec.submodule_search_locations:
+        _unavailable_because("k-diffusion", _why(first))
         return None
+    # Installed, but k_diffusion.sampling does not import (its package __init__ needs the training stack).
+    first = f"k_diffusion.sampling raised {type(first).__name__}: {first}"
     pkg_name = "_scoresde_kdiffusion"
     pkg = types.ModuleType(pkg_name)
     pkg.__path__ = list(spec.submodule_search_locations)
@@ -165,23 +196,37 @@ def _kdiffusion():
     pkg.utils = utils
     sub = importlib.util.spec_from_file_location(f"{pkg_name}.sampling", f"{pkg.__path__[0]}/sampling.py")
     if sub is None:
+        _unavailable_because("k-diffusion", f"failed to import ({first}, and there is no sampling.py to load alone)")
         return None
     module = importlib.util.module_from_spec(sub)
     sys.modules[pkg_name], sys.modules[utils.__name__], sys.modules[sub.name] = pkg, utils, module
     try:
         sub.loader.exec_module(module)
-    except Exception:  # a version whose sampling.py needs more than we provide
+    except Exception as e:  # a version whose sampling.py needs more than we provide
         for name in (sub.name, utils.__name__, pkg_name):
             sys.modules.pop(name, None)
+        _unavailable_because("k-diffusion", f"{_why(e)} loading sampling.py alone; before that, {first}")
         return None
     return module
 
 
 def available_peers() -> list[str]:
-    """Peer sampler names whose library imports, sorted."""
+    """Peer sampler names whose library imports, sorted (a library that does not is in :func:`unavailable`)."""
     names = list(_DIFFUSERS) if _diffusers() is not None else []
     names += list(_KDIFF) if _kdiffusion() is not None else []
     return sorted(names)
+
+
+def unavailable() -> dict[str, str]:
+    """Peer libraries that do not import (``"diffusers"``, ``"k-diffusion"``), each with the reason: ``"not
+    installed (<ImportError type>: <message>)"`` or ``"failed to import (<exception type>: <message>)"``.
+
+    Tries the imports first (as :func:`available_peers` does), so it can be called on its own; empty when every
+    peer library imports.
+    """
+    _diffusers()
+    _kdiffusion()
+    return dict(_UNAVAILABLE)
 
 
 # --- the time mapping -------------------------------------------------------------------------------------

@@ -4,7 +4,11 @@ Every test skips itself when its library is not installed (``pip install -e '.[p
 ``pip install --no-deps k-diffusion``), so the file passes without the extra.
 """
 
+import importlib.abc
+import importlib.util
 import math
+import sys
+import warnings
 from functools import cache
 
 import pytest
@@ -24,6 +28,88 @@ KDIFF_PEERS = [p for p in PEERS if p.startswith("kdiff-")]
 def test_import_and_listing_need_no_peer_library():
     assert set(PEERS) <= set(peers._DIFFUSERS) | set(peers._KDIFF)
     assert PEERS == sorted(PEERS)
+
+
+def test_unavailable_agrees_with_the_listing():
+    missing = peers.unavailable()
+    assert set(missing) <= {"diffusers", "k-diffusion"}
+    assert ("diffusers" in missing) == (not DIFFUSERS_PEERS)
+    assert ("k-diffusion" in missing) == (not KDIFF_PEERS)
+    assert all(r.startswith(("not installed (", "failed to import (")) for r in missing.values()), missing
+
+
+# --- a peer library that does not import is named, with the reason ------------------------------------------
+class _Refuse(importlib.abc.MetaPathFinder):
+    """Importing ``name`` or its submodules raises ``exc`` (as a broken install would)."""
+
+    def __init__(self, name, exc):
+        self.name, self.exc = name, exc
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name or fullname.startswith(self.name + "."):
+            raise self.exc
+        return None
+
+
+@pytest.fixture
+def broken_import(monkeypatch):
+    """``broken_import(module, exc)``: ``import module`` raises ``exc`` (``exc=None``: the module is not
+    installed). The peers' import caches and their record start empty and are restored afterwards."""
+
+    def arm(name, exc):
+        for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            monkeypatch.delitem(sys.modules, mod)
+        if exc is None:
+            monkeypatch.setitem(sys.modules, name, None)  # import raises ModuleNotFoundError, find_spec gives None
+        else:
+            monkeypatch.setattr(sys, "meta_path", [_Refuse(name, exc), *sys.meta_path])
+
+    def clear():
+        peers._diffusers.cache_clear()
+        peers._kdiffusion.cache_clear()
+
+    monkeypatch.setattr(peers, "_UNAVAILABLE", {})
+    clear()
+    yield arm
+    clear()
+
+
+@pytest.mark.parametrize("module,library", [("diffusers", "diffusers"), ("k_diffusion", "k-diffusion")])
+def test_a_missing_peer_is_named_with_the_reason(broken_import, module, library):
+    broken_import(module, None)
+    with pytest.warns(peers.PeerUnavailableWarning, match=rf"peer library {library} is unavailable: not installed"):
+        names = peers.available_peers()
+    assert not any(n.startswith(library.replace("k-diffusion", "kdiff")) for n in names)
+    reason = peers.unavailable()[library]
+    assert reason.startswith("not installed (ModuleNotFoundError: ") and module in reason, reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the second look neither warns nor forgets
+        assert peers.available_peers() == names and peers.unavailable()[library] == reason
+
+
+@pytest.mark.parametrize("module,library", [("diffusers", "diffusers"), ("k_diffusion", "k-diffusion")])
+def test_a_broken_peer_says_what_it_raised(broken_import, module, library):
+    broken_import(module, RuntimeError("undefined symbol in a torch extension"))
+    with pytest.warns(peers.PeerUnavailableWarning, match=f"{library} is unavailable: failed to import") as rec:
+        peers.available_peers()
+    assert len([w for w in rec if library in str(w.message)]) == 1
+    reason = peers.unavailable()[library]
+    assert reason.startswith("failed to import (RuntimeError: undefined symbol in a torch extension"), reason
+    with pytest.raises(ValueError, match="available peers"):
+        peers.peer_sample(f"{library.replace('k-diffusion', 'kdiff')}-euler", RING.score(SDE), SDE, (4, 2), 5, 0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("k_diffusion") is None, reason="k-diffusion not installed")
+def test_kdiffusion_sampling_that_cannot_load_alone_is_reported(broken_import):
+    # k_diffusion.sampling does not import (its package needs the training stack), and the fallback that
+    # loads sampling.py alone fails too, on one of sampling.py's own imports.
+    broken_import("k_diffusion.sampling", ImportError("no module named 'skimage'"))
+    broken_import("torchsde", ImportError("torchsde is broken"))
+    with pytest.warns(peers.PeerUnavailableWarning, match="k-diffusion is unavailable"):
+        assert not any(n.startswith("kdiff-") for n in peers.available_peers())
+    reason = peers.unavailable()["k-diffusion"]
+    assert reason.startswith("not installed (ImportError: torchsde is broken) loading sampling.py alone"), reason
+    assert "; before that, k_diffusion.sampling raised " in reason, reason
 
 
 def test_timestep_mapping_reproduces_the_discrete_alpha_bar():
