@@ -1,17 +1,29 @@
-"""Command line: ``scoresde bench`` (the main job), ``scoresde methods`` and ``scoresde train``."""
+"""Command line: ``scoresde bench`` (the main job), ``methods``, ``train``, ``sample`` and ``likelihood``.
+
+Bad input ends in one line on stderr naming the flag and what it accepts, exit status 2, before any work.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from . import __version__
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line: what is wrong with which flag, and where help is."""
+    """A subcommand's parser whose errors are one line: which flag, what it accepts, where help is.
+
+    The top-level parser keeps argparse's usage message (an unknown or missing subcommand).
+    """
 
     def error(self, message: str):
+        if " " not in self.prog:
+            super().error(message)
+        m = re.fullmatch(r"argument (\S+): invalid choice: (.+) \(choose from (.+)\)", message)
+        if m:
+            message = f"{m[1]} must be one of {m[3].replace(chr(39), '')}, got {m[2]}"
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -340,16 +352,20 @@ def main(argv: list[str] | None = None) -> int:
 
     b = sub.add_parser("bench", help="NFE vs sample quality of every method on the built-in exact problems")
     b.add_argument("--quick", action="store_true", help="small sizes (the README's main job; minutes on 2 cores)")
-    b.add_argument("--problems", type=_csv(str), help="comma-separated: ring, gmm16, gmm64")
+    b.add_argument(
+        "--problems",
+        type=_csv(str),
+        help="comma-separated: ring, gmm16, gmm64, learned:DIR (default: ring, gmm16, gmm64)",
+    )
     b.add_argument("--methods", type=_csv(str), help="comma-separated method names (default: all)")
     b.add_argument(
         "--peers", type=_csv(str), help="comma-separated peer names (default: every installed one; '' for none)"
     )
-    b.add_argument("--nfe", type=_csv(int), help="comma-separated NFE budgets")
-    b.add_argument("--tol", type=_csv(float), help="comma-separated rtol = atol of adaptive methods")
-    b.add_argument("--n", type=int, help="samples per run")
-    b.add_argument("--seed", type=int)
-    b.add_argument("--out", help="output folder (default results/)")
+    b.add_argument("--nfe", type=_csv(int), help="comma-separated NFE budgets >= 1 (default: 5,10,20,50,100,200)")
+    b.add_argument("--tol", type=_csv(float), help="comma-separated rtol = atol of adaptive methods (1e-2,1e-3,1e-4)")
+    b.add_argument("--n", type=int, help="samples per run, >= 2 (default: 20000; 4000 with --quick)")
+    b.add_argument("--seed", type=int, help="seed >= 0 (default: 0)")
+    b.add_argument("--out", help="output folder (default results/); a rerun there merges into its tables")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_bench)
 
@@ -419,7 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     lk.add_argument("--device", type=_device, default="cpu", help="default: %(default)s")
     lk.set_defaults(func=_likelihood)
 
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as stop:  # a usage error (2, its one line printed), --help or --version (0)
+        return stop.code if isinstance(stop.code, int) else 0
     return args.func(args)
 
 

@@ -17,10 +17,9 @@ def ckpt(tmp_path_factory):
 
 
 def _usage_error(capsys, argv, flag):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
+    rc = main(argv)
     err = capsys.readouterr().err.strip()
-    assert exc.value.code == 2 and "\n" not in err and flag in err and "Traceback" not in err, err
+    assert rc == 2 and "\n" not in err and flag in err and "Traceback" not in err, err
     return err
 
 
@@ -42,6 +41,11 @@ def _usage_error(capsys, argv, flag):
 )
 def test_bad_flags_are_one_line_exit_2(capsys, argv, flag):
     _usage_error(capsys, argv, flag)
+
+
+def test_an_invalid_choice_names_the_flag_and_the_accepted_values(capsys):
+    err = _usage_error(capsys, ["likelihood", "--problem", "ring", "--probe", "cauchy"], "--probe")
+    assert "--probe must be one of rademacher, gaussian, got 'cauchy'" in err
 
 
 def test_an_unavailable_device_says_what_is_available(capsys):

@@ -13,9 +13,13 @@ same size. Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive o
 peers (``pip install scoresde[peers]``) get the budget and report what they counted. Every run records the
 counted NFE, the wall time and the time spent inside the model.
 
-Each finished run is appended (and flushed) to ``<out>/bench_<tag>.partial.jsonl``; a rerun with the same
-configuration skips what is there, so an interrupted run resumes. The final CSV, JSON, Markdown table and
-PNG are written atomically.
+Each finished run is appended (and flushed) to ``<out>/bench_<tag>.partial.jsonl`` under a key that hashes
+everything that determines it (the problem's content, e.g. a checkpoint's files; the method, its options and
+grid; ``n``; ``seed``; the package version): a rerun skips the rows whose key is there, so an interrupted run
+resumes, and redoes any whose inputs changed. Every argument, the plan and the output folder are checked
+before any work. The final CSV, JSON and Markdown table merge with the rows already in ``<out>`` (a rerun
+with other methods or problems keeps the earlier rows) and are written atomically before the PNG, whose
+failure is a warning.
 
 Three parts:
 
@@ -28,7 +32,7 @@ Three parts:
 
 from .problems import FLOORED, METRICS, BenchProblem, ExactProblem, LearnedProblem, floors, make_problem, quality
 from .report import format_table, summary_table, write_results
-from .runner import BenchConfig, TimedModel, plan, run_bench
+from .runner import BenchConfig, TimedModel, plan, row_key, run_bench, validate
 
 __all__ = [
     "BenchConfig",
@@ -39,6 +43,8 @@ __all__ = [
     "make_problem",
     "plan",
     "run_bench",
+    "validate",
+    "row_key",
     "write_results",
     "format_table",
     "summary_table",
