@@ -108,17 +108,18 @@ def _bench(args) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
     print(f"scoresde bench ({cfg.tag}): problems {', '.join(cfg.problems)}, n = {cfg.n}, NFE budgets {cfg.budgets}")
-    for name, why in unavailable_peers().items():
-        print(f"  peer {name} not run: {why}")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
+            for name, why in unavailable_peers().items():  # named here, so their warnings are not repeated
+                print(f"  peer library {name} {why}: its peers are not run")
             rows = run_bench(cfg, progress=not args.no_progress)
     except ValueError as err:  # a bad argument, checked before any run or file
         print(f"scoresde bench: error: {err}", file=sys.stderr)
         return 2
     for w in caught:
-        print(f"scoresde bench: warning: {w.message}", file=sys.stderr)
+        if type(w.message).__name__ != "PeerUnavailableWarning":
+            print(f"scoresde bench: warning: {w.message}", file=sys.stderr)
     print(summary_table(rows, cfg.budgets))
     print(f"full table: {cfg.out}/bench_{cfg.tag}.md (earlier rows kept); data: .csv, .json; plot: .png")
     return 0
@@ -137,7 +138,7 @@ def _methods(args) -> int:
     names = peers.available_peers()
     print(f"\npeers (scoresde bench --peers): {', '.join(names) or 'none installed (pip install scoresde[peers])'}")
     for name, why in unavailable_peers().items():
-        print(f"  {name}: not available ({why})")
+        print(f"  peer library {name}: {why}")
     return 0
 
 

@@ -215,11 +215,13 @@ def test_a_damaged_result_file_is_refused_before_any_run(tmp_path, runs):
 def test_missing_peers_are_named_in_the_report_and_the_cli(tmp_path, monkeypatch, capsys):
     from scoresde import peers
 
-    monkeypatch.setattr(peers, "unavailable", lambda: {"kdiff-euler": "ImportError: no k_diffusion"}, raising=False)
+    monkeypatch.setattr(
+        peers, "unavailable", lambda: {"k-diffusion": "not installed (ImportError: no k_diffusion)"}, raising=False
+    )
     args = ["bench", "--problems", "ring", "--methods", "ddim", "--peers", "", "--nfe", "5", "--n", "200"]
     assert main([*args, "--no-progress", "--out", str(tmp_path)]) == 0
-    assert "kdiff-euler not run: ImportError: no k_diffusion" in capsys.readouterr().out
-    assert "kdiff-euler (ImportError: no k_diffusion)" in (tmp_path / "bench_full.md").read_text()
+    assert "peer library k-diffusion not installed (ImportError: no k_diffusion)" in capsys.readouterr().out
+    assert "k-diffusion (not installed (ImportError: no k_diffusion))" in (tmp_path / "bench_full.md").read_text()
 
 
 def test_peers_on_another_sde_are_refused_before_any_run(tmp_path, runs, monkeypatch):

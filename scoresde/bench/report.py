@@ -104,9 +104,7 @@ def write_results(rows: list[dict], cfg: BenchConfig) -> list[dict]:
     missing = unavailable_peers()
     note = ""
     if missing:
-        note = "\nPeers not run (their library failed to import): " + "; ".join(
-            f"{k} ({v})" for k, v in missing.items()
-        )
+        note = "\nPeer libraries whose samplers were not run: " + "; ".join(f"{k} ({v})" for k, v in missing.items())
         note += "\n"
     atomic_write_text(out / f"bench_{cfg.tag}.md", summary_table(shown, budgets) + note + "\n" + format_table(shown))
     from ..plot import plot_nfe_quality
