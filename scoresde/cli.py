@@ -170,6 +170,9 @@ def _train(args) -> int:
         if args.model and cfg.model.get("arch") != args.model:
             overrides["model"] = {"arch": args.model}
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+        problem = _unwritable(Path(cfg.out))
+        if problem:
+            raise ValueError(f"--out: cannot write the checkpoint to {cfg.out!r}: {problem}")
         res = train(cfg, resume=args.resume, progress=not args.no_progress)
     except ValueError as err:  # bad config, or a missing / corrupt / mismatched checkpoint
         print(f"scoresde train: error: {err}", file=sys.stderr)

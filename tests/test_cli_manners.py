@@ -94,3 +94,11 @@ def test_bench_through_a_subprocess_exits_2_without_traceback(tmp_path, args):
     err = res.stderr.strip()
     assert res.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith(f"scoresde bench: error: {args[0]}:") and not (tmp_path / "r").exists()
+
+
+def test_train_checks_out_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    args = ["train", "--data", "moons", "--steps", "2", "--no-progress", "--out", str(tmp_path / "file" / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scoresde train: error: --out: cannot write") and "\n" not in err
