@@ -235,3 +235,11 @@ def test_peers_on_another_sde_are_refused_before_any_run(tmp_path, runs, monkeyp
     with pytest.raises(ValueError, match="^--peers: peers run on the linear VP SDE only"):
         bench.run_bench(_cfg(tmp_path, peers=(peers.available_peers()[0],)), progress=False)
     assert runs == [] and not list(tmp_path.iterdir())
+
+
+def test_rows_of_two_sample_sizes_get_a_table_each(tmp_path):
+    bench.run_bench(_cfg(tmp_path, n=300), progress=False)
+    bench.run_bench(_cfg(tmp_path, n=200), progress=False)
+    md = (tmp_path / "bench_t.md").read_text()
+    assert "### ring [n = 300] (d = 2, n = 300)" in md and "### ring [n = 200] (d = 2, n = 200)" in md
+    assert sorted(r["n"] for r in _rows(tmp_path)) == [200, 300]

@@ -59,17 +59,22 @@ def _previous_rows(path: Path) -> list[dict]:
 
 
 def _labelled(rows: list[dict]) -> list[dict]:
-    """Rows for the tables and the plot: two problems of one name (e.g. two checkpoints called ``moons``) get
-    the first characters of their content hash after the name, so their rows never read as one problem's."""
+    """Rows for the tables and the plot: rows of one problem name that come from different problems (e.g. two
+    checkpoints called ``moons``: the first characters of their content hash) or sample sizes (``n = ...``) are
+    labelled apart, so each table has one floor and no row reads as another experiment's."""
     ids: dict[str, set] = {}
+    sizes: dict[str, set] = {}
     for r in rows:
         ids.setdefault(r["problem"], set()).add(r.get("problem_id"))
+        sizes.setdefault(r["problem"], set()).add(r.get("n"))
     out = []
     for r in rows:
-        if len(ids[r["problem"]]) > 1:
-            pid = str(r.get("problem_id") or "unknown").rpartition(":")[2][:8]
-            r = {**r, "problem": f"{r['problem']} [{pid}]"}
-        out.append(r)
+        name, tags = r["problem"], []
+        if len(ids[name]) > 1:
+            tags.append(str(r.get("problem_id") or "unknown").rpartition(":")[2][:8])
+        if len(sizes[name]) > 1:
+            tags.append(f"n = {r.get('n')}")
+        out.append({**r, "problem": f"{name} [{', '.join(tags)}]"} if tags else r)
     return out
 
 
