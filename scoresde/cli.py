@@ -28,7 +28,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _csv(kind):
-    return lambda s: tuple(kind(v) for v in s.split(",") if v)
+    def parse(text: str) -> tuple:
+        return tuple(kind(v) for v in text.split(",") if v)
+
+    parse.__name__ = f"comma-separated {kind.__name__}"  # argparse's message: "invalid comma-separated int value"
+    return parse
 
 
 def _device(text: str) -> str:

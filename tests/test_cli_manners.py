@@ -37,6 +37,7 @@ def _usage_error(capsys, argv, flag):
         (["likelihood", "--problem", "ring", "--trace", "foo"], "--trace"),
         (["likelihood", "--problem", "ring", "--sde", "foo"], "--sde"),
         (["likelihood", "--problem", "ring", "--device", "cuda:99"], "--device"),
+        (["bench", "--nfe", "abc"], "invalid comma-separated int value: 'abc'"),
     ],
 )
 def test_bad_flags_are_one_line_exit_2(capsys, argv, flag):
