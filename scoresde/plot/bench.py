@@ -1,4 +1,4 @@
-"""Plots: NFE against sample quality, per problem, with the two-sample floor as a band."""
+"""Benchmark and sample figures: NFE against sample quality (the floor as a band), image grids, point clouds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import math
 from pathlib import Path
 
-from .util import atomic_write_bytes
+from ..util import atomic_write_bytes
 
 __all__ = ["plot_nfe_quality", "save_image_grid", "save_points"]
 
