@@ -1,4 +1,4 @@
-"""Command line: ``scoresde bench`` (the main job), ``methods``, ``train``, ``sample`` and ``likelihood``.
+"""Command line: ``scoresde bench`` (the main job), ``methods``, ``train``, ``sample``, ``likelihood``, ``fields``.
 
 Bad input ends in one line on stderr naming the flag and what it accepts, exit status 2, before any work.
 """
@@ -72,6 +72,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _at_least_2(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {value}")
     return value
 
 
@@ -353,6 +363,89 @@ def _likelihood(args) -> int:
     return 0
 
 
+def _fields(args) -> int:
+    """``scoresde fields``: the score / drift field of a 2-D problem or model at several t (PNG, optional GIF)."""
+    from pathlib import Path
+
+    def fail(message: str) -> int:
+        print(f"scoresde fields: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.problem is not None and args.checkpoint is not None:
+        return fail("give at most one of --problem NAME and --checkpoint DIR")
+    if not args.t:
+        return fail("--t: give at least one time, e.g. --t 0.05,0.2,0.5,1.0")
+    if not args.lim > 0:
+        return fail(f"--lim must be > 0, got {args.lim:g}")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        return fail(f"--out must end in .png, .pdf or .svg, got {args.out!r}")
+    targets = [out]
+    if args.animate is not None:
+        if Path(args.animate).suffix.lower() != ".gif":
+            return fail(f"--animate must end in .gif, got {args.animate!r}")
+        targets.append(Path(args.animate))
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.force:
+        flag = "--out" if str(out) in existing else "--animate"
+        return fail(
+            f"{flag}: {', '.join(existing)} already exists; pass --force to overwrite it, or choose another name"
+        )
+    for target, flag in zip(targets, ("--out", "--animate"), strict=False):
+        problem = _unwritable(target.parent)
+        if problem:
+            return fail(f"{flag}: cannot write to {str(target.parent)!r}: {problem}")
+    try:
+        if args.checkpoint is not None:
+            from .train import load_score
+
+            from . import data as data_mod
+
+            try:
+                field, sde, cfg, _ = load_score(args.checkpoint, ema=not args.raw_weights)
+            except (ValueError, OSError) as err:
+                raise ValueError(f"--checkpoint: {err}") from None
+
+            if tuple(data_mod.dataset_info(cfg.data)["shape"]) != (2,):
+                raise ValueError(f"--checkpoint: fields need a 2-D model, {args.checkpoint} is trained on {cfg.data}")
+            label = f"{cfg.data} model"
+        else:
+            from .problems import get_problem
+
+            name = args.problem or "ring"
+            try:
+                field, sde, label = get_problem(name), _SDES[args.sde](), "exact"
+            except ValueError as err:
+                raise ValueError(f"--problem: {err}") from None
+            if field.dim != 2:
+                raise ValueError(f"--problem: fields need a 2-D problem (ring), {name} has d = {field.dim}")
+        bad = [t for t in args.t if not 0 < t <= sde.T]
+        if bad:
+            raise ValueError(f"--t: times must lie in (0, {sde.T:g}], got {', '.join(f'{t:g}' for t in bad)}")
+        from .plot import animate_fields, plot_fields, save_figure
+
+        kw = dict(lim=args.lim, n=args.grid_size)
+        fig = plot_fields({label: field}, sde, args.t, args.kind, style=args.style, **kw)
+        save_figure(fig, out, dpi=110)
+        print(f"{args.kind} field at t = {', '.join(f'{t:g}' for t in args.t)} -> {out}")
+        if args.animate is not None:
+            lo, hi = min(args.t), max(args.t)
+            frames = [hi * (lo / hi) ** (i / max(args.frames - 1, 1)) for i in range(args.frames)]
+            animate_fields(field, sde, frames, args.animate, args.kind, **kw)
+            print(f"animation, {args.frames} frames from t = {hi:g} to {lo:g} -> {args.animate}")
+    except ValueError as err:
+        return fail(str(err))
+    return 0
+
+
+_SDES = {
+    "vp": lambda: __import__("scoresde.sde", fromlist=["VPSDE"]).VPSDE(),
+    "vp-cosine": lambda: __import__("scoresde.sde", fromlist=["VPSDE"]).VPSDE(schedule="cosine"),
+    "subvp": lambda: __import__("scoresde.sde", fromlist=["SubVPSDE"]).SubVPSDE(),
+    "ve": lambda: __import__("scoresde.sde", fromlist=["VESDE"]).VESDE(),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="scoresde", description="Score-based diffusion models as SDEs and ODEs.")
     p.add_argument("--version", action="version", version=f"scoresde {__version__}")
@@ -442,6 +535,22 @@ def main(argv: list[str] | None = None) -> int:
     lk.add_argument("--raw-weights", action="store_true", help="checkpoint: the raw weights instead of the EMA")
     lk.add_argument("--device", type=_device, default="cpu", help="default: %(default)s")
     lk.set_defaults(func=_likelihood)
+
+    fl = sub.add_parser("fields", help="score, PF-ODE or reverse-SDE drift field of a 2-D problem or model (PNG, GIF)")
+    fl.add_argument("--problem", help="an exact 2-D problem (default: ring)")
+    fl.add_argument("--checkpoint", help="a trained 2-D model's checkpoint directory instead of --problem")
+    fl.add_argument("--t", type=_csv(float), default=(0.05, 0.2, 0.5, 1.0), help="comma-separated times in (0, T]")
+    fl.add_argument("--kind", default="score", choices=("score", "pf-drift", "sde-drift"), help="default: %(default)s")
+    fl.add_argument("--sde", default="vp", choices=tuple(_SDES), help="for --problem (default: %(default)s)")
+    fl.add_argument("--style", default="stream", choices=("stream", "quiver"), help="default: %(default)s")
+    fl.add_argument("--lim", type=float, default=4.5, help="plot [-lim, lim]^2 (default: %(default)s)")
+    fl.add_argument("--grid-size", type=_at_least_2, default=40, help="grid points a side (default: %(default)s)")
+    fl.add_argument("--out", default="fields.png", help="the figure: .png, .pdf or .svg (default: %(default)s)")
+    fl.add_argument("--animate", help="also write a GIF of the field over t (from max to min of --t)")
+    fl.add_argument("--frames", type=_at_least_2, default=24, help="animation frames (default: %(default)s)")
+    fl.add_argument("--force", action="store_true", help="overwrite existing --out / --animate files")
+    fl.add_argument("--raw-weights", action="store_true", help="checkpoint: the raw weights instead of the EMA")
+    fl.set_defaults(func=_fields)
 
     try:
         args = p.parse_args(argv)
