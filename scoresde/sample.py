@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .checks import check_int
 from .grids import FittedGrid, check_grid, fit_grid, time_grid
 from .noise import NoiseSource
 from .param import Score
@@ -15,6 +16,8 @@ from .solvers import Context, Evaluator, Solver, available_methods, get_solver
 from .solvers.base import Callback
 
 __all__ = ["Samples", "sample", "available_methods"]
+
+MAX_STEPS = 100_000  # a named grid of more steps is a typo: 10^8 allocated gigabytes before any check
 
 
 @dataclass
@@ -55,7 +58,7 @@ def noise_source(generator: torch.Generator | None, seed: int | None, sample_off
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     if seed is not None:
-        return NoiseSource(seed, sample_offset)
+        return NoiseSource(check_int("", "seed", seed, ge=0), sample_offset)
     return NoiseSource.from_generator(generator, sample_offset)
 
 
@@ -66,6 +69,8 @@ def resolve_grid(solver: Solver, score: Score, steps, grid, t_min, T, dims, dtyp
     sde = score.sde
     if grid is None:
         grid = solver.default_grid
+    if isinstance(grid, str):
+        check_int("", "steps", steps, ge=1, le=MAX_STEPS, hint="pass an explicit grid tensor for a finer grid")
     if isinstance(grid, str) and grid == "optimized":
         order = max(1, min(3, int(solver.order)))
         fitted = fit_grid(score, steps, tuple(dims), order, t_min=t_min, T=T, dtype=dtype, device=device)
@@ -145,6 +150,8 @@ def sample(
     sde = score.sde  # the same process; the solvers reach it through the score
     if generator is not None and seed is not None:  # before the solver's options are checked, as before
         raise ValueError("pass either generator or seed, not both")
+    if seed is not None:
+        check_int("sample", "seed", seed, ge=0)
     solver = get_solver(method).make(**options)
 
     if x_init is not None:

@@ -150,7 +150,7 @@ def test_config_round_trips_and_rejects_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         TrainConfig.from_file(tmp_path / "missing.json")
     for bad, match in [
-        (dict(steps=-1), "steps must be an int >= 0"),
+        (dict(steps=0), "steps must be an int >= 1"),
         (dict(lr=0.0), "lr must be a number > 0"),
         (dict(prediction="score"), "prediction must be one of"),
         (dict(data="mnist"), "data must be one of"),

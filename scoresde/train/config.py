@@ -92,7 +92,7 @@ class TrainConfig:
         for name, low in (
             ("n_train", 1),
             ("data_seed", 0),
-            ("steps", 0),
+            ("steps", 1),
             ("batch_size", 1),
             ("warmup", 0),
             ("seed", 0),
