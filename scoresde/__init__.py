@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from . import metrics, problems
 from .conditioning import inpaint
+from .fitted import FitError, FittedSolver, fit_solver, load_fitted
 from .grids import GRIDS, FittedGrid, fit_grid, optimized_grid, time_grid
 from .likelihood import Likelihood, log_likelihood
 from .noise import NoiseSource
@@ -50,6 +51,10 @@ __all__ = [
     "fit_grid",
     "FittedGrid",
     "StepInfo",
+    "fit_solver",
+    "load_fitted",
+    "FittedSolver",
+    "FitError",
     "GRIDS",
     "NoiseSource",
     "NonFiniteError",

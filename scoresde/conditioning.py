@@ -44,9 +44,9 @@ import torch
 from torch import Tensor
 
 from .param import Score
-from .sample import Samples, noise_source, resolve_grid
+from .sample import Samples, noise_source, resolve_grid, solver_for
 from .sde import SDE
-from .solvers import Context, Evaluator, get_solver, integrate
+from .solvers import Context, Evaluator, integrate
 
 __all__ = ["inpaint", "make_mask", "MASKS", "KNOWN_PATHS"]
 
@@ -159,7 +159,9 @@ def inpaint(
         raise ValueError(f"known_path must be one of {', '.join(map(repr, KNOWN_PATHS))}; got {known_path!r}")
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
-    solver = get_solver(method).make(**options)
+    solver = solver_for(method, options)
+    if getattr(solver, "check", None) is not None:  # a fitted solver: its own SDE, shape, grid and score
+        solver.check(score, tuple(x_known.shape), grid)
     if solver.adaptive:
         raise ValueError(f"inpainting replaces the known entries after every grid step; {method!r} is adaptive")
     sde: SDE = score.sde
@@ -179,7 +181,7 @@ def inpaint(
     def on_path(x: Tensor, c) -> Tensor:
         return torch.where(mask, c.alpha * y + c.sigma * z_now[0], x)
 
-    ev = Evaluator(score, method, len(ts) - 1, inputs=on_path)
+    ev = Evaluator(score, solver.name, len(ts) - 1, inputs=on_path)
     ctx = Context.build(ev, ts, noise, solver.draws_per_step)
     x = on_path(sde.prior_std() * draw(0), ctx.coefs[0])
 
@@ -208,4 +210,5 @@ def inpaint(
         traj[-1] = x
     if not math.isfinite(float(x.sum())):
         raise FloatingPointError("inpainting produced non-finite samples")
-    return Samples(x=x, nfe=ev.nfe, times=ts, trajectory=traj, method=method)
+    name = method if isinstance(method, str) else solver.name
+    return Samples(x=x, nfe=ev.nfe, times=ts, trajectory=traj, method=name)

@@ -86,6 +86,15 @@ def resolve_grid(solver: Solver, score: Score, steps, grid, t_min, T, dims, dtyp
     return check_grid(sde, grid), 0
 
 
+def solver_for(method, options: dict) -> Solver:
+    """A registered method by name (with its options), or a solver object such as a fitted one (no options)."""
+    if isinstance(method, Solver):
+        if options:
+            raise TypeError(f"a solver object takes no options; got {', '.join(options)}")
+        return method
+    return get_solver(method).make(**options)
+
+
 def sample(
     score: Score,
     sde: SDE | None = None,
@@ -152,7 +161,7 @@ def sample(
         raise ValueError("pass either generator or seed, not both")
     if seed is not None:
         check_int("sample", "seed", seed, ge=0)
-    solver = get_solver(method).make(**options)
+    solver = solver_for(method, options)
 
     if x_init is not None:
         if shape is not None and tuple(shape) != tuple(x_init.shape):
@@ -164,6 +173,11 @@ def sample(
     shape = _check_shape(shape)
     dtype = dtype or torch.get_default_dtype()
 
+    check = getattr(solver, "check", None)
+    if check is not None:  # a fitted solver: its own SDE, sample shape, grid and score
+        check(score, shape, grid)
+        if t_min is not None or T is not None:
+            raise ValueError("a fitted solver runs on its own grid; do not pass t_min or T")
     ts, fit_nfe = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
     if noise is None:
         noise = noise_source(generator, seed, sample_offset)
@@ -176,7 +190,7 @@ def sample(
         if not torch.isfinite(x).all():
             raise ValueError("x_init contains non-finite values")
 
-    ev = Evaluator(score, method, None if solver.adaptive else len(ts) - 1)
+    ev = Evaluator(score, method if isinstance(method, str) else solver.name, None if solver.adaptive else len(ts) - 1)
     ctx = Context.build(ev, ts, noise, solver.draws_per_step)
     with torch.no_grad():
         res = solver.solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
@@ -184,4 +198,5 @@ def sample(
         if denoise:
             ev.step = None
             x = ev.x0(x, ctx.coefs[-1])
-    return Samples(x=x, nfe=ev.nfe, times=res.times, trajectory=res.trajectory, method=method, fit_nfe=fit_nfe)
+    name = method if isinstance(method, str) else solver.name
+    return Samples(x=x, nfe=ev.nfe, times=res.times, trajectory=res.trajectory, method=name, fit_nfe=fit_nfe)

@@ -1,0 +1,427 @@
+"""Fitted few-step solvers: a time grid and per-step multistep coefficients fitted once to a teacher, kept as a value.
+
+**The family.** A multistep exponential integrator in data prediction (the form of :mod:`scoresde.solvers.dpm`):
+step ``k`` from ``t_k`` to ``t_{k+1}`` makes one model call ``m_k = x0(x_k, t_k)`` and updates
+
+    x_{k+1} = (sigma_{k+1} / sigma_k) x_k + alpha_{k+1} sum_{j=0}^{q-1} c_{k,j} m_{k-j},
+
+the linear part exact and the ``q <= 3`` coefficients of each step free. DPM-Solver++ (2M/3M) is one point of
+this family (``c`` from polynomial interpolation in ``lambda``); the fit starts there. Every step keeps
+``sum_j c_{k,j} = g_0(h_k) = 1 - e^{-h_k}``, so a constant data prediction is still integrated exactly (the
+consistency condition of any such solver), and the free parameters are the weights of the differences
+``m_{k-j} - m_k``. This is the coefficient part of S4S (2025) and of DPM-Solver-v3's empirical statistics (Zheng
+et al. 2023) in its simplest form: per-step scalars, no per-dimension statistics, so a fit needs few samples.
+
+**Why this family and how it is fitted.** At 3-6 steps the error of a multistep method is dominated by how it
+weighs the few model calls it has, and the final state is linear in those weights: with ``lambda = log(alpha /
+sigma)``, the update above unrolls to
+
+    x_N = (sigma_N / sigma_0) x_0 + sigma_N sum_k e^{lambda_{k+1}} sum_j c_{k,j} m_{k-j}.
+
+So for fixed model calls the best weights are a linear least-squares problem against the teacher's end states.
+The calls depend on the weights through the states, so the fit alternates: run the student on the fitting batch
+(``steps`` model calls), solve the least squares (ridge towards the DPM-Solver++ weights), repeat; a few rounds
+suffice. No gradient through the model is taken, so any score works (exact, a network, a guided one) and the
+cost is model calls only, all counted in ``fit_nfe``. The grid is chosen among named candidates (``"logsnr"``,
+``"karras"``, ``"quadratic"``, ...) by the fitted loss on the fitting batch.
+
+**Teacher.** ``unipc`` (third order) at ``teacher_steps`` steps on the log-SNR grid from the same prior draws,
+on a fitting batch whose noise (``fit_seed``) is disjoint from any sampling seed. The default budget (40,000
+sample-evaluations, teacher included) is 2 model calls per sample amortised over 20,000 samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .grids import check_grid, time_grid
+from .noise import NoiseSource
+from .param import Score
+from .solvers.base import Context, Evaluator, Solver, State, integrate
+from .solvers.exponential import interp_weights, phi
+from .solvers.registry import get_solver
+
+__all__ = ["FittedSolver", "fit_solver", "load_fitted", "fingerprint", "FitError"]
+
+FORMAT = "scoresde.fitted/1"
+_PROBE_SEED, _PROBE_T, _PROBE_N = 7_000_001, 0.5, 8
+GRID_CANDIDATES = ("logsnr", "karras", "uniform", "power:1.5", "power:2", "power:2.5", "power:3")
+
+
+class FitError(ValueError):
+    """A fitted solver was used where it does not apply, or its file is damaged."""
+
+
+def fingerprint(score: Score, dims: tuple[int, ...]) -> Tensor:
+    """What the score returns on a fixed probe (``x0`` of 8 fixed points at ``t = 0.5 T``), float64, one model call.
+
+    Stored with a fitted solver: :meth:`FittedSolver.check` compares it with the score it is used with, so a
+    model changed after the fit (retrained, other weights, another problem) is told apart from the same model on
+    another device or dtype (the comparison allows float32 rounding).
+    """
+    sde = score.sde
+    x = sde.prior_std() * NoiseSource(_PROBE_SEED).randn((_PROBE_N, *dims), stream=0, dtype=torch.float64)
+    t = _PROBE_T * sde.T
+    with torch.no_grad():
+        p = next((p for p in getattr(score.model, "parameters", lambda: iter(()))()), None)
+        x = x.to(dtype=p.dtype, device=p.device) if p is not None and p.is_floating_point() else x
+        return score.x0(x, t).double().cpu().flatten(1)
+
+
+def _dpm_coefficients(grid_coefs, q_max: int, lower_order_final: bool) -> Tensor:
+    """DPM-Solver++ (q_max M) weights ``c[k, j]`` of ``m_{k-j}`` on the grid: the fit's starting point."""
+    n = len(grid_coefs) - 1
+    c = torch.zeros(n, q_max, dtype=torch.float64)
+    for k in range(n):
+        ct, cs = grid_coefs[k], grid_coefs[k + 1]
+        q = min(q_max, k + 1, n - k if lower_order_final else q_max)
+        h = cs.lam - ct.lam
+        g = [phi(i, h) for i in range(q)]
+        rs = [(grid_coefs[k - j].lam - ct.lam) / h for j in range(1, q)]
+        w = interp_weights(rs, g)
+        c[k, 0] = g[0] - sum(w)
+        for j, wj in enumerate(w, start=1):
+            c[k, j] = wj
+    return c
+
+
+@dataclass
+class FittedSolver(Solver):
+    """A grid and per-step multistep coefficients fitted to a score (:func:`fit_solver`); pass it as ``method``.
+
+    Attributes:
+        grid: the times, float64, decreasing from ``T`` to ``t_min``.
+        coefs: ``(steps, q)`` weights ``c[k, j]`` of ``m_{k-j}`` (zero where a step has fewer past calls).
+        meta: what it was fitted for and what the fit cost: ``sde``, ``dims``, ``fit_nfe`` (model calls per
+            fitting sample, teacher included), ``fit_evals`` (sample-evaluations in total), the losses, the
+            teacher and the score's fingerprint.
+    """
+
+    grid: Tensor = None
+    coefs: Tensor = None
+    meta: dict = field(default_factory=dict)
+    probe: Tensor | None = None
+    corrector: Tensor | None = None
+
+    name = "fitted"
+    kind = "ode"
+    order = 2
+    nfe_per_step = 1
+
+    def __post_init__(self):
+        self.grid = check_grid_tensor(self.grid)
+        self.coefs = torch.as_tensor(self.coefs, dtype=torch.float64).cpu()
+        if self.coefs.ndim != 2 or self.coefs.shape[0] != self.steps or not torch.isfinite(self.coefs).all():
+            raise FitError(f"coefficients must be finite, of shape ({self.steps}, q); got {tuple(self.coefs.shape)}")
+        self._c = self.coefs.tolist()
+        self._d = None
+        if self.corrector is not None:
+            self.corrector = torch.as_tensor(self.corrector, dtype=torch.float64).cpu()
+            q = self.coefs.shape[1]
+            if self.corrector.shape != (max(self.steps - 1, 0), q + 1) or not torch.isfinite(self.corrector).all():
+                raise FitError(f"corrector weights must be finite, of shape ({self.steps - 1}, {q + 1})")
+            self._d = self.corrector.tolist()
+
+    @property
+    def steps(self) -> int:
+        return self.grid.numel() - 1
+
+    @property
+    def fit_nfe(self) -> int:
+        """Model calls of the fit per fitting sample (teacher included); ``fit_evals`` is the total."""
+        return int(self.meta.get("fit_nfe", 0))
+
+    @property
+    def fit_evals(self) -> int:
+        return int(self.meta.get("fit_evals", 0))
+
+    @property
+    def default_grid(self):  # noqa: D102 - sample() takes the fitted grid
+        return self.grid
+
+    def __repr__(self) -> str:
+        return f"FittedSolver(steps={self.steps}, q={self.coefs.shape[1]}, sde={self.meta.get('sde')})"
+
+    # --- the solver --------------------------------------------------------------------------------
+    def step(self, ctx, k, x, state):
+        ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
+        m0 = ctx.ev.x0(x, ct)
+        q = self.coefs.shape[1]
+        if state.pending is not None:  # the corrector of step k - 1, with this call at its predicted point
+            x_prev, c_prev = state.pending
+            x = _combine((ct.sigma / c_prev.sigma) * x_prev, ct.alpha, self._d[k - 1], (m0, *state.history))
+            x = ctx.ev.check(x, ct.t, "the corrector")
+        hist = (m0, *state.history)[:q]  # most recent first
+        out = _combine((cs.sigma / ct.sigma) * x, cs.alpha, self._c[k], hist)
+        pending = (x, ct) if self._d is not None and k < self.steps - 1 else None
+        return out, State(denoised=m0, history=hist, pending=pending)
+
+    # --- what it applies to --------------------------------------------------------------------------
+    def check(self, score: Score, shape: tuple[int, ...] | None = None, grid: Tensor | None = None) -> None:
+        """Refuse a score on another SDE, a sample shape or grid it was not fitted for, or a changed model."""
+        if repr(score.sde) != self.meta.get("sde"):
+            raise FitError(f"this solver was fitted for {self.meta.get('sde')}, not for {score.sde!r}")
+        dims = tuple(self.meta.get("dims", ()))
+        if shape is not None and tuple(shape[1:]) != dims:
+            raise FitError(
+                f"this solver was fitted for samples of shape (batch, {', '.join(map(str, dims))}), not {tuple(shape)}"
+            )
+        if grid is not None and not torch.equal(torch.as_tensor(grid, dtype=torch.float64).cpu(), self.grid):
+            raise FitError("a fitted solver runs on its own grid; do not pass grid, t_min or T")
+        if self.probe is not None:
+            now = fingerprint(score, dims)
+            if now.shape != self.probe.shape or not torch.allclose(now, self.probe, rtol=1e-4, atol=1e-5):
+                diff = float((now - self.probe).abs().max()) if now.shape == self.probe.shape else math.inf
+                raise FitError(
+                    f"the score differs from the one this solver was fitted to (fingerprint {self.meta.get('score')};"
+                    f" max difference on the probe {diff:.3g}): refit with sd.fit_solver"
+                )
+
+    # --- files -----------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/fitted.safetensors`` and ``path/fitted.json`` (atomically); returns the folder."""
+        from safetensors.torch import save as st_save
+
+        from .util import atomic_write_bytes, atomic_write_text
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {"grid": self.grid.contiguous(), "coefs": self.coefs.contiguous()}
+        if self.probe is not None:
+            tensors["probe"] = self.probe.contiguous()
+        if self.corrector is not None:
+            tensors["corrector"] = self.corrector.contiguous()
+        blob = st_save(tensors)
+        meta = {"format": FORMAT, "tensors_sha256": hashlib.sha256(blob).hexdigest(), **self.meta}
+        atomic_write_bytes(path / "fitted.safetensors", blob)
+        atomic_write_text(path / "fitted.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        return path
+
+
+def _combine(base: Tensor, alpha: float, weights: list[float], ms) -> Tensor:
+    for w, m in zip(weights, ms, strict=False):
+        if w != 0.0:
+            base = base + (alpha * w) * m
+    return base
+
+
+def check_grid_tensor(grid) -> Tensor:
+    grid = torch.as_tensor(grid, dtype=torch.float64).cpu()
+    if grid.ndim != 1 or grid.numel() < 2 or not (grid[1:] < grid[:-1]).all():
+        raise FitError("a fitted grid must be 1-D, strictly decreasing, with at least 2 points")
+    return grid
+
+
+def load_fitted(path: str | Path) -> FittedSolver:
+    """Read a :class:`FittedSolver` written by :meth:`FittedSolver.save` (checked against its recorded hash)."""
+    from safetensors.torch import load as st_load
+
+    path = Path(path)
+    try:
+        meta = json.loads((path / "fitted.json").read_text())
+        blob = (path / "fitted.safetensors").read_bytes()
+    except FileNotFoundError as e:
+        raise FitError(f"no fitted solver at {path}: {e.filename} is missing") from None
+    except json.JSONDecodeError as e:
+        raise FitError(f"{path / 'fitted.json'} is not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise FitError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
+    if hashlib.sha256(blob).hexdigest() != meta.get("tensors_sha256"):
+        raise FitError(f"{path / 'fitted.safetensors'} does not match the hash in fitted.json (damaged or replaced)")
+    tensors = st_load(blob)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "tensors_sha256")}
+    return FittedSolver(tensors["grid"], tensors["coefs"], meta, tensors.get("probe"), tensors.get("corrector"))
+
+
+# --- the fit -----------------------------------------------------------------------------------------------
+def _run(score, solver, grid, x, record=None):
+    ev = Evaluator(score, "fit", len(grid) - 1)
+    ctx = Context.build(ev, grid, noise=None)
+    ms = []
+
+    def cb(info):
+        ms.append(info.denoised)
+
+    with torch.no_grad():
+        out = integrate(solver, ctx, x, callback=cb).x
+    return out, ms, ctx.coefs
+
+
+def _lstsq(target: Tensor, feats: list[Tensor], prior: Tensor, ridge: float) -> Tensor:
+    """``argmin_c ||target - sum_i c_i feats_i||^2 + ridge ||F|| ||c - prior||^2`` (float64 normal equations)."""
+    f = torch.stack([v.flatten() for v in feats], 1)  # (n_equations, n_params)
+    a = f.T @ f
+    scale = float(a.diagonal().mean()) if a.numel() else 1.0
+    a = a + ridge * scale * torch.eye(a.shape[0], dtype=torch.float64)
+    b = f.T @ target.flatten() + ridge * scale * prior
+    return torch.linalg.solve(a, b)
+
+
+def candidate_grid(sde, steps: int, name: str) -> Tensor:
+    """A named grid of :func:`scoresde.time_grid`, or ``"power:P"``: ``t_i = t_min + (T - t_min) (1 - i / N)^P``
+    (``P = 2`` is the quadratic grid; larger ``P`` puts more steps near the data)."""
+    if name.startswith("power:"):
+        p = float(name[6:])
+        if not (math.isfinite(p) and p > 0):
+            raise ValueError(f"grid {name!r}: the power must be a finite number > 0")
+        u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+        grid = sde.t_min + (sde.T - sde.t_min) * (1 - u) ** p
+        grid[0], grid[-1] = sde.T, sde.t_min
+        return check_grid(sde, grid)
+    return time_grid(sde, steps, name)
+
+
+def _teacher_grid(sde, candidates: list[Tensor], steps: int) -> Tensor:
+    """The union of the candidate grids' times, refined to about ``steps`` intervals equal in log-SNR."""
+    times = torch.unique(torch.cat(candidates)).flip(0)  # decreasing
+    lam = 0.5 * sde.log_snr(times)
+    out = [times[:1]]
+    span = float(lam[-1] - lam[0])
+    for a, b, tb in zip(lam[:-1], lam[1:], times[1:], strict=True):
+        sub = max(1, math.ceil(steps * float(b - a) / span))
+        inner = sde.t_from_log_snr(2 * (a + (b - a) * torch.arange(1, sub, dtype=torch.float64) / sub))
+        out += [inner, tb[None]]
+    grid = torch.cat(out)
+    grid[0], grid[-1] = times[0], times[-1]
+    return check_grid(sde, grid)
+
+
+def _local_fit(states, forced, tab, q, c_dpm, ridge) -> Tensor:
+    """Per-step weights that best reproduce each teacher step ``x_k -> x_{k+1}`` from the teacher-forced calls."""
+    c = c_dpm.clone()
+    for k in range(len(forced)):
+        ct, cs = tab[k], tab[k + 1]
+        g0 = phi(0, cs.lam - ct.lam)
+        resid = states[cs.t].double() - (cs.sigma / ct.sigma) * states[ct.t].double() - (cs.alpha * g0) * forced[k]
+        js = range(1, min(q, k + 1))
+        if not js:
+            continue
+        feats = [cs.alpha * (forced[k - j] - forced[k]) for j in js]
+        prior = torch.tensor([float(c_dpm[k, j]) for j in js], dtype=torch.float64)
+        sol = _lstsq(resid, feats, prior, ridge).tolist()
+        for j, v in zip(js, sol, strict=True):
+            c[k, j] = v
+        c[k, 0] = g0 - float(c[k, 1:].sum())
+    return c
+
+
+def _corrector_fit(states, forced, tab, q, ridge) -> Tensor:
+    """Per-step corrector weights of ``m_{k+1}, m_k, ..., m_{k-q+1}`` that best reproduce each teacher step."""
+    n = len(forced)
+    d = torch.zeros(max(n - 1, 0), q + 1, dtype=torch.float64)
+    for k in range(n - 1):
+        ct, cs = tab[k], tab[k + 1]
+        g0 = phi(0, cs.lam - ct.lam)
+        resid = states[cs.t].double() - (cs.sigma / ct.sigma) * states[ct.t].double() - (cs.alpha * g0) * forced[k]
+        others = [forced[k + 1]] + [forced[k - j] for j in range(1, min(q, k + 1))]  # slots 0 and 2..
+        feats = [cs.alpha * (m - forced[k]) for m in others]
+        sol = _lstsq(resid, feats, torch.zeros(len(feats), dtype=torch.float64), ridge).tolist()
+        d[k, 0] = sol[0]  # m_{k+1}
+        for j, v in enumerate(sol[1:], start=2):  # m_{k-j+1}
+            d[k, j] = v
+        d[k, 1] = g0 - float(d[k, 0] + d[k, 2:].sum())  # m_k: the weights sum to g_0
+    return d
+
+
+def fit_solver(
+    score: Score,
+    steps: int,
+    dims: tuple[int, ...],
+    *,
+    order: int = 3,
+    corrector: bool = True,
+    grids: tuple[str, ...] = GRID_CANDIDATES,
+    budget: int = 40_000,
+    ridge: float = 1e-3,
+    teacher_steps: int = 60,
+    fit_seed: int = 2**61 + 12_345,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> FittedSolver:
+    """Fit a :class:`FittedSolver` of ``steps`` model calls to ``score`` (see the module docstring).
+
+    Args:
+        score: the score to sample; its ``sde`` is recorded and checked at use.
+        steps: model calls per sample of the fitted solver (one per step).
+        dims: the per-sample shape.
+        order: history length ``q`` (1 to 3) of the multistep family.
+        grids: the candidate grids (names of :func:`scoresde.time_grid` or ``"power:P"``, see
+            :func:`candidate_grid`); the one whose fitted solver ends closest to the teacher is kept.
+        budget: model calls times samples the whole fit may spend, teacher included; it sets the fitting batch.
+        ridge: pull towards the DPM-Solver++ weights, relative to the mean curvature of each least squares.
+        teacher_steps: about how many steps the third-order ``unipc`` teacher takes (its grid holds every
+            candidate grid's times, so its states there are read off, not interpolated).
+        fit_seed: the fitting batch's noise (kept apart from sampling seeds).
+
+    Returns:
+        the fitted solver; ``fit_nfe`` (per fitting sample) and ``fit_evals`` (total) count every model call.
+    """
+    sde = score.sde
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise ValueError(f"fit_solver: steps must be an int in [1, 1000], got {steps!r}")
+    if order not in (1, 2, 3):
+        raise ValueError(f"fit_solver: order must be 1, 2 or 3, got {order!r}")
+    if not grids:
+        raise ValueError("fit_solver: give at least one candidate grid")
+    dims = tuple(int(d) for d in dims)
+    candidates = [candidate_grid(sde, steps, name) for name in grids]
+    t_grid = _teacher_grid(sde, candidates, teacher_steps)
+    per_sample = (t_grid.numel() - 1) + len(grids) * 2 * steps
+    batch = budget // per_sample
+    if batch < 16:
+        raise ValueError(
+            f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< 16) for "
+            f"{len(grids)} candidate grid(s) of {steps} steps and a {t_grid.numel() - 1}-step teacher; raise it"
+        )
+    nfe0 = score.nfe
+    x_T = sde.prior_std() * NoiseSource(fit_seed).randn((batch, *dims), stream=0, dtype=dtype, device=device)
+    states = {float(t_grid[0]): x_T}
+
+    def keep(info):
+        states[info.s] = info.x
+
+    ev = Evaluator(score, "fit_solver (teacher)", t_grid.numel() - 1)
+    with torch.no_grad():
+        x_teach = integrate(get_solver("unipc").make(), Context.build(ev, t_grid, None), x_T, callback=keep).x
+    x_teach = x_teach.double()
+
+    best, report = None, {}
+    for name, grid in zip(grids, candidates, strict=True):
+        ev = Evaluator(score, "fit_solver (teacher-forced)", steps)
+        tab = Context.build(ev, grid, None).coefs
+        with torch.no_grad():  # the data prediction at the teacher's states at this grid's times
+            forced = [ev.x0(states[c.t], c).double() for c in tab[:-1]]
+        c_dpm = _dpm_coefficients(tab, order, lower_order_final=steps < 15)
+        c = _local_fit(states, forced, tab, order, c_dpm, ridge)
+        d = _corrector_fit(states, forced, tab, order, ridge) if corrector else None
+        x_end, _, _ = _run(score, FittedSolver(grid, c, {}, None, d), grid, x_T)
+        loss = float((x_end.double() - x_teach).pow(2).mean())
+        report[name] = loss
+        if best is None or loss < best[0]:
+            best = (loss, name, grid, c, d)
+    fit_nfe = score.nfe - nfe0
+    probe = fingerprint(score, dims)
+    loss, name, grid, c, d = best
+    meta = {
+        "sde": repr(sde),
+        "dims": list(dims),
+        "steps": steps,
+        "order": order,
+        "corrector": corrector,
+        "grid_name": name,
+        "fit_nfe": fit_nfe,
+        "fit_evals": fit_nfe * batch + _PROBE_N,  # every call on the fitting batch, one on the probe's 8 rows
+        "fit_batch": batch,
+        "fit_seed": fit_seed,
+        "teacher": f"unipc, {t_grid.numel() - 1} steps",
+        "fit_mse": report,
+        "score": hashlib.sha256(probe.numpy().tobytes()).hexdigest()[:16],
+    }
+    return FittedSolver(grid, c, meta, probe, d)
