@@ -4,13 +4,13 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install test lint format bench bench-full bench-overhead clean
+.PHONY: install test lint format bench bench-full bench-overhead docs clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,peers]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,peers,docs]"
 	# k-diffusion's declared dependencies include torchvision, which does not install beside the pinned CPU
 	# torch; its samplers need none of them (scoresde.peers loads k_diffusion.sampling on its own).
 	$(PY) -m pip install --quiet --no-deps k-diffusion==0.1.1.post1
@@ -36,5 +36,8 @@ bench-full: install
 bench-overhead: install
 	$(PY) benchmarks/overhead.py
 
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build site *.egg-info
