@@ -42,9 +42,12 @@ class Score:
 
     # --- the model call ---------------------------------------------------------------------------
     def _times(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """``t`` as a ``(batch,)`` tensor on ``x``'s device, in ``x``'s dtype, but at least float32: bfloat16 would
+        round ``t = 0.999`` to 1 (timestep 1000 of a 1000-step chain), float16 keeps only 11 bits."""
         if x.ndim < 1:
             raise ValueError("x must have a leading batch dimension")
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        t = torch.as_tensor(t, dtype=dtype, device=x.device)
         if t.ndim == 0:
             return t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
@@ -52,6 +55,8 @@ class Score:
         return t
 
     def _call(self, x: Tensor, t: Tensor) -> Tensor:
+        """One model call, counted; the output must have ``x``'s shape and is returned in ``x``'s dtype (a float64
+        model on a float32 state would otherwise turn the samples into float64 one step at a time)."""
         out = self.model(x, t)
         self.nfe += 1
         if not isinstance(out, Tensor) or out.shape != x.shape:
@@ -59,7 +64,7 @@ class Score:
             raise ValueError(
                 f"{type(self).__name__}: model output has shape {got}, expected x's shape {tuple(x.shape)}"
             )
-        return out
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
     def _coefs(self, x: Tensor, t: float | Tensor, coefs: Coefs | None) -> tuple[Tensor | float, Tensor | float]:
         """``alpha, sigma`` at ``t``: Python floats (float64 arithmetic) for one shared time, else per sample.

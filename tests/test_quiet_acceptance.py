@@ -51,3 +51,21 @@ def test_an_explicit_grid_is_not_capped_by_steps():
     grid = torch.linspace(1.0, 1e-3, 4, dtype=torch.float64)
     out = sd.sample(RING.score(VP), VP, (4, 2), method="ddim", steps=10**8, grid=grid, seed=0)
     assert out.nfe == 3
+
+
+def test_the_state_dtype_rules_the_samples_and_time_keeps_float32_precision():
+    """A float64 model on a float32 state gives float32 samples (it promoted them); a bfloat16 state still hands
+    the model t in float32, so t = 0.999 T is not rounded to T (bfloat16 has 8 bits of mantissa)."""
+    vp = sd.VPSDE()
+    exact = sd.get_problem("ring").eps_model(vp)
+    out = sd.sample(sd.EpsilonScore(lambda x, t: exact(x, t).double(), vp), vp, (8, 2), steps=3, seed=0)
+    assert out.x.dtype == torch.float32
+    seen = []
+
+    def model(x, t):
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    score = sd.EpsilonScore(model, vp)
+    score.eps(torch.zeros(2, 2, dtype=torch.bfloat16), 0.999)
+    assert seen[0].dtype == torch.float32 and float(seen[0][0]) == pytest.approx(0.999, abs=1e-7)

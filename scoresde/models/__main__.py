@@ -4,6 +4,7 @@ digit classifier's accuracy, training time and Frechet-distance floor."""
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -28,11 +29,20 @@ def throughput(model: torch.nn.Module, x: torch.Tensor, reps: int, repeats: int 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scoresde.models", description=__doc__)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: $OMP_NUM_THREADS if set, else torch's own choice)",
+    )
     parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     parser.add_argument("--fresh-classifier", action="store_true", help="train the classifier in a temporary cache")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    threads = args.threads if args.threads is not None else int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
+    if threads < 0:
+        parser.error(f"--threads must be >= 1, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     for name, model, x, reps in (
         ("MLP()", MLP(), torch.randn(args.batch, 2, generator=g), 30),
