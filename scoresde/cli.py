@@ -397,9 +397,8 @@ def _fields(args) -> int:
             return fail(f"{flag}: cannot write to {str(target.parent)!r}: {problem}")
     try:
         if args.checkpoint is not None:
-            from .train import load_score
-
             from . import data as data_mod
+            from .train import load_score
 
             try:
                 field, sde, cfg, _ = load_score(args.checkpoint, ema=not args.raw_weights)
