@@ -121,7 +121,7 @@ def _panel(ax, xs, ys, v: Tensor, n: int, travel: bool, kind: str, style: str, b
         step = max(1, n // 20)
         sl = (slice(None, None, step), slice(None, None, step))
         XX, YY = np.meshgrid(X, Y)
-        ax.quiver(XX[sl], YY[sl], (u / norm)[sl], (w / norm)[sl], speed[sl], cmap="viridis", scale=30, width=0.004)
+        ax.quiver(XX[sl], YY[sl], (u / norm)[sl], (w / norm)[sl], speed[sl], cmap="viridis", scale=20, width=0.006)
     else:
         ax.streamplot(X, Y, u, w, color=speed, cmap="viridis", density=1.1, linewidth=0.8, arrowsize=0.8)
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
