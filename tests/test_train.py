@@ -31,7 +31,7 @@ def tiny(tmp_path, name="run", **kw):
 def test_loss_decreases_on_moons(tmp_path):
     """The output layer starts at zero, so the first losses are E|eps|^2 / d = 1 up to sampling noise. Measured
     over seeds 0-5 (150 steps): the mean of the last 20 losses is 0.33-0.39 of the first 20's; require < 0.55."""
-    res = train(tiny(tmp_path, steps=150), progress=False)
+    res = train(tiny(tmp_path, steps=150, prediction="eps"), progress=False)
     first, last = sum(res.losses[:20]) / 20, sum(res.losses[-20:]) / 20
     assert len(res.losses) == 150 and res.step == 150 and res.steps_run == 150
     assert abs(res.losses[0] - 1.0) < 0.3
@@ -206,7 +206,7 @@ def test_trained_network_beats_the_best_affine_predictor(tmp_path):
     learned the data must have a lower held-out loss. Paired on the same (t, eps) draws; measured over seeds
     0-3 (400 steps): the EMA network is lower by 15-19 standard errors of the paired difference; require 5."""
     cfg = tiny(tmp_path, n_train=4096, model={**TINY_MLP, "width": 64}, steps=400, batch_size=128, warmup=20)
-    res = train(cfg.replace(ema_power=3.0), progress=False)
+    res = train(cfg.replace(ema_power=3.0, prediction="eps"), progress=False)
     sde = sd.VPSDE()
     x0 = sd.data.toy_2d("moons", 20_000, seed=77).double()
     m, C = x0.mean(0), torch.cov(x0.T)
@@ -224,3 +224,8 @@ def test_trained_network_beats_the_best_affine_predictor(tmp_path):
     ]
     diff = losses[0] - losses[1]
     assert float(diff.mean()) < -5 * float(diff.std() / diff.numel() ** 0.5), float(diff.mean())
+
+
+def test_default_prediction_is_v():
+    """v prediction is the default: it is the parameterisation every sampler works with (see TrainConfig)."""
+    assert TrainConfig(data="moons").prediction == "v"
