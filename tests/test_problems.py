@@ -332,3 +332,18 @@ def test_ring_geometry():
 def test_unknown_problem_lists_names():
     with pytest.raises(ValueError, match="unknown problem 'moons'.*ring.*gmm16.*gmm64"):
         sd.get_problem("moons")
+
+
+def test_the_random_family_is_reproducible_and_has_what_it_promises():
+    """gmm-family members: fixed by (d, k, seed), eigenvalues within a decade [0.05, 0.5], uneven weights, and
+    distinct members for distinct seeds; bad specs are refused with the expected form."""
+    a = sd.get_problem("gmm-family:d=8,k=3,seed=2")
+    assert torch.equal(a.means, sd.get_problem("gmm-family:seed=2,k=3,d=8").means)
+    assert not torch.equal(a.means, sd.get_problem("gmm-family:d=8,k=3,seed=3").means)
+    ev = torch.linalg.eigvalsh(a.covs)
+    assert float(ev.min()) >= 0.05 - 1e-12 and float(ev.max()) <= 0.5 + 1e-12
+    assert a.dim == 8 and a.weights.numel() == 3 and float(a.weights.max() / a.weights.min()) > 1.0
+    assert sd.get_problem("gmm-family").dim == 16
+    for bad in ("gmm-family:d=x", "gmm-family:q=3", "gmm-family:d=0"):
+        with pytest.raises(ValueError, match="gmm-family"):
+            sd.get_problem(bad)

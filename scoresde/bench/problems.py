@@ -189,7 +189,8 @@ def checkpoint_digest(directory: str | Path) -> str:
 
 
 def make_problem(name: str) -> BenchProblem:
-    """``"ring"``, ``"gmm16"``, ``"gmm64"``: an :class:`ExactProblem`; ``"learned:DIR"``: a :class:`LearnedProblem`.
+    """``"ring"``, ``"gmm16"``, ``"gmm64"``, ``"gmm-family:d=D,k=K,seed=S"``: an :class:`ExactProblem`;
+    ``"learned:DIR"``: a :class:`LearnedProblem`.
 
     Raises ``ValueError`` naming the accepted values for an unknown name or a folder without a checkpoint.
     """
@@ -202,8 +203,16 @@ def make_problem(name: str) -> BenchProblem:
         if not directory or not has_checkpoint(directory):
             raise ValueError(f"--problems: {name!r} names no checkpoint (learned:DIR needs a `scoresde train` folder)")
         return LearnedProblem(directory)
+    if name.startswith("gmm-family"):
+        try:
+            return ExactProblem(name)
+        except ValueError as e:
+            raise ValueError(f"--problems: {e}") from None
     if name not in PROBLEMS:
-        raise ValueError(f"--problems: unknown problem {name!r}; accepted: {', '.join(PROBLEMS)}, learned:DIR")
+        raise ValueError(
+            f"--problems: unknown problem {name!r}; accepted: {', '.join(PROBLEMS)}, gmm-family:d=D,k=K,seed=S, "
+            "learned:DIR"
+        )
     return ExactProblem(name)
 
 
