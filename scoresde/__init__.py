@@ -10,6 +10,7 @@ from . import metrics, problems
 from .conditioning import inpaint
 from .fitted import FitError, FittedSolver, fit_solver, load_fitted
 from .grids import GRIDS, FittedGrid, fit_grid, optimized_grid, time_grid
+from .interop import diffusers_sde, from_diffusers
 from .likelihood import Likelihood, log_likelihood
 from .noise import NoiseSource
 from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore, discrete_time_model
@@ -32,6 +33,8 @@ __all__ = [
     "VESDE",
     "DiscreteVPSDE",
     "discrete_time_model",
+    "from_diffusers",
+    "diffusers_sde",
     "Score",
     "EpsilonScore",
     "DataScore",

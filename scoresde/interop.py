@@ -1,0 +1,137 @@
+"""Models trained elsewhere as scores on our SDEs: a diffusers model with its scheduler.
+
+A diffusers DDPM-family scheduler describes a discrete chain ``alpha_bar_i = prod_{j<=i} (1 - beta_j)``,
+``i = 0..n-1``; :class:`~scoresde.sde.DiscreteVPSDE` is that chain in continuous time, with timestep ``i`` at
+``t = (i + 1) / n`` (:meth:`~scoresde.sde.SDE.timestep_to_t`). The model is called at the timestep index
+``t n - 1`` (fractional between knots, as in DPM-Solver's treatment of discrete-time models), and its
+``prediction_type`` picks the conversion: ``"epsilon"`` -> :class:`~scoresde.param.EpsilonScore`,
+``"v_prediction"`` -> :class:`~scoresde.param.VScore`, ``"sample"`` -> :class:`~scoresde.param.DataScore`.
+
+diffusers itself is never imported here unless a scheduler is given only as a config without betas (then its
+``DDPMScheduler`` computes them); a model and a scheduler are used through their attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .param import DataScore, EpsilonScore, Score, VScore
+from .sde import DiscreteVPSDE
+
+__all__ = ["from_diffusers", "diffusers_sde"]
+
+_PARAM = {"epsilon": EpsilonScore, "v_prediction": VScore, "sample": DataScore}
+_SNAP = 1e-6  # a timestep index this close to an integer is passed as that integer (float rounding of t n - 1)
+
+
+def _config(scheduler: Any) -> Mapping:
+    config = getattr(scheduler, "config", scheduler)
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"from_diffusers: scheduler must be a diffusers scheduler or its config (a mapping), got "
+            f"{type(scheduler).__name__}"
+        )
+    return config
+
+
+def _alphas_cumprod(scheduler: Any, config: Mapping) -> Tensor:
+    """The chain's ``alpha_bar``, float64, from the scheduler's own tensors (what its loop uses), else its config."""
+    ac = getattr(scheduler, "alphas_cumprod", None)
+    if ac is None and getattr(scheduler, "betas", None) is not None:
+        ac = torch.cumprod(1 - torch.as_tensor(scheduler.betas, dtype=torch.float64), 0)
+    if ac is None and config.get("trained_betas") is not None:
+        ac = torch.cumprod(1 - torch.as_tensor(config["trained_betas"], dtype=torch.float64), 0)
+    if ac is None and "beta_schedule" in config:
+        try:
+            from diffusers import DDPMScheduler
+        except ImportError as err:
+            raise ImportError(
+                "from_diffusers: this scheduler config names a beta_schedule but has no betas; computing them "
+                "needs diffusers (pip install 'scoresde[peers]'), or pass the scheduler object"
+            ) from err
+        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "rescale_betas_zero_snr")
+        ac = DDPMScheduler(**{k: config[k] for k in keys if k in config}).alphas_cumprod
+    if ac is None:
+        raise ValueError(
+            f"from_diffusers: {type(scheduler).__name__} has no betas or alphas_cumprod (nor a beta_schedule in its "
+            "config): it does not describe a discrete variance-preserving (DDPM) chain, so it has no DiscreteVPSDE"
+        )
+    return torch.as_tensor(ac, dtype=torch.float64).detach().cpu().flatten()
+
+
+def diffusers_sde(scheduler: Any) -> DiscreteVPSDE:
+    """The :class:`~scoresde.sde.DiscreteVPSDE` of a diffusers scheduler's training chain.
+
+    The betas are recovered from the scheduler's ``alphas_cumprod`` (``beta_i = 1 - abar_i / abar_{i-1}``) so that
+    at every timestep our ``alpha_bar`` equals the one its own loop uses, up to float64 rounding.
+    """
+    config = _config(scheduler)
+    ac = _alphas_cumprod(scheduler, config)
+    betas = 1 - ac / torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+    if not ((betas > 0) & (betas < 1)).all():
+        raise ValueError(
+            "from_diffusers: the scheduler's betas must lie in (0, 1); a zero-terminal-SNR chain "
+            "(rescale_betas_zero_snr=True, alpha_bar = 0 at the last timestep) has an infinite log-SNR there and "
+            "is not supported"
+        )
+    return DiscreteVPSDE(betas)
+
+
+def from_diffusers(model: Callable, scheduler: Any, *, ignore_clip_sample: bool = False) -> Score:
+    """A diffusers model and its scheduler as a :class:`~scoresde.param.Score` on a ``DiscreteVPSDE``.
+
+    Args:
+        model: e.g. a ``diffusers.UNet2DModel``, or any callable ``model(sample, timestep)`` returning a tensor
+            or an object with ``.sample`` (a tuple's first element is taken too). A model that also predicts
+            the variance (``variance_type`` ``"learned"``/``"learned_range"``, twice the channels) has its
+            first half used.
+        scheduler: the scheduler it was trained with (any DDPM-family scheduler: DDPM, DDIM, DPMSolverMultistep,
+            Euler, ...), or its config; its betas give the SDE and ``prediction_type`` the parameterisation.
+        ignore_clip_sample: diffusers' DDPM/DDIM loops clip the data prediction to ``[-clip_sample_range,
+            clip_sample_range]`` at every step when ``clip_sample=True`` (or threshold it when
+            ``thresholding=True``); our solvers integrate the unclipped model, so such a config is refused
+            unless you accept the difference with ``True``. For data in ``[-1, 1]`` the difference is small
+            once the model is good; for other data, clipping was wrong anyway.
+
+    Returns:
+        The score; its SDE is ``score.sde``. The scheduler's timestep ``i`` is at time
+        ``score.sde.timestep_to_t(i, score.sde.n) = (i + 1) / n``, so its inference grid is
+        ``score.sde.timestep_to_t(scheduler.timesteps, score.sde.n)``.
+    """
+    config = _config(scheduler)
+    pred = config.get("prediction_type", "epsilon")
+    if pred not in _PARAM:
+        raise ValueError(
+            f"from_diffusers: prediction_type {pred!r} cannot be mapped; known: {', '.join(sorted(_PARAM))}"
+        )
+    for key, what in (("clip_sample", "clips"), ("thresholding", "thresholds")):
+        if config.get(key) and not ignore_clip_sample:
+            raise ValueError(
+                f"from_diffusers: the scheduler has {key}=True: diffusers {what} the predicted x0 at every step, "
+                "which a continuous-time solver does not do; pass ignore_clip_sample=True to sample without it, "
+                f"or a scheduler with {key}=False"
+            )
+    if not callable(model):
+        raise TypeError(f"from_diffusers: model must be callable as model(sample, t), got {type(model).__name__}")
+    sde = diffusers_sde(scheduler)
+    n = sde.n
+    learned = config.get("variance_type") in ("learned", "learned_range")
+
+    def continuous(x: Tensor, t: Tensor) -> Tensor:
+        idx = t * n - 1  # timestep_to_t's inverse, t_to_timestep
+        near = idx.round()
+        idx = torch.where((idx - near).abs() < _SNAP, near, idx)
+        dtype = getattr(model, "dtype", None)  # a diffusers ModelMixin's parameter dtype: the input follows it
+        out = model(x if not isinstance(dtype, torch.dtype) else x.to(dtype), idx)
+        out = getattr(out, "sample", out)
+        if isinstance(out, tuple):
+            out = out[0]
+        if learned and out.ndim > 1 and out.shape[1] == 2 * x.shape[1]:
+            out = out[:, : x.shape[1]]
+        return out.to(x.dtype)
+
+    return _PARAM[pred](continuous, sde)
