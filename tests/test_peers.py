@@ -135,7 +135,10 @@ def test_sigma_space_round_trip():
 def test_diffusers_grids_start_at_the_noisiest_timestep_and_never_repeat(name):
     diffusers = pytest.importorskip("diffusers")
     spec = peers._DIFFUSERS[name]
-    for steps in (1, 2, 5, 10, 50, 200, 999):
+    karras = spec.config.get("use_karras_sigmas", False)
+    # Karras sigmas are rounded to integer timesteps, which repeat once the grid is finer than the chain near
+    # t = 0 (measured: from some step count between 50 and 200); a known diffusers pitfall, so only up to 50 here.
+    for steps in (1, 2, 5, 10, 50) if karras else (1, 2, 5, 10, 50, 200, 999):
         sched = getattr(diffusers, spec.cls)(
             beta_schedule="linear", beta_start=1e-4, beta_end=0.02, timestep_spacing="trailing", **spec.config
         )
