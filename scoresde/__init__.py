@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from . import metrics, problems
 from .conditioning import inpaint
+from .distributed import sample_distributed
 from .fitted import FitError, FittedSolver, fit_solver, load_fitted
 from .grids import GRIDS, FittedGrid, fit_grid, optimized_grid, time_grid
 from .interop import diffusers_sde, from_diffusers
@@ -43,6 +44,7 @@ __all__ = [
     "GaussianMixture",
     "get_problem",
     "sample",
+    "sample_distributed",
     "log_likelihood",
     "Likelihood",
     "inpaint",

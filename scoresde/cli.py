@@ -214,41 +214,65 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def _sample(args) -> int:
+    """``scoresde sample``; under ``torchrun`` each process samples its shard and rank 0 gathers and writes."""
+    import torch
+
+    from .distributed import init_from_env
+
+    started = init_from_env()
+    try:
+        return _sample_run(args)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _sample_run(args) -> int:
+    import os
     from pathlib import Path
 
     import torch
 
     from . import data as data_mod
     from .conditioning import inpaint, make_mask
+    from .distributed import gather_samples, shard, world
     from .plot import save_image_grid, save_points
     from .sample import sample
     from .train import load_score
     from .util import save_tensors
 
+    rank, size = world()
+    say = print if rank == 0 else (lambda *a, **k: None)  # one process speaks and writes
     stem = Path(args.out)
     targets = [stem.with_suffix(".png"), *(stem.with_suffix(x) for x in args.save)]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not args.force:
-        print(
+        say(
             f"scoresde sample: error: --out: {', '.join(existing)} already exists; pass --force to overwrite it, "
             "or choose another --out",
             file=sys.stderr,
         )
         return 2
-    problem = _unwritable(stem.parent)
+    problem = _unwritable(stem.parent) if rank == 0 else None
     if problem:
         print(f"scoresde sample: error: --out: cannot write to {str(stem.parent)!r}: {problem}", file=sys.stderr)
+    if _any_rank(bool(problem), size):
         return 2
+    device = args.device
+    if size > 1 and device == "cuda":  # one GPU per process, as torchrun numbers them
+        device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
+    n = args.n
+    start, stop = shard(n, rank, size)  # this process's samples [start, stop), drawn with sample_offset=start
+    out, error = None, None
     try:
-        n = args.n
         y = None
         if args.label is not None:
             y = torch.arange(n) % 10 if args.label == "all" else torch.full((n,), int(args.label))
+        y_part = y if y is None or stop == start else y[start:stop]
         score, sde, cfg, _ = load_score(
-            args.checkpoint, ema=not args.raw_weights, y=y, guidance=args.guidance, device=args.device
+            args.checkpoint, ema=not args.raw_weights, y=y_part, guidance=args.guidance, device=device
         )
         info = data_mod.dataset_info(cfg.data)
-        shape = (n, *info["shape"])
         common = dict(method=args.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
         if args.grid:
             common["grid"] = args.grid
@@ -256,14 +280,20 @@ def _sample(args) -> int:
             x_test, _ = data_mod.get_dataset(cfg.data, "test", n=n, seed=cfg.data_seed)
             if x_test.shape[0] < n:
                 raise ValueError(f"--inpaint needs n <= {x_test.shape[0]} test examples, got {n}")
-            x_known = x_test[:n].to(args.device)
-            mask = make_mask(args.inpaint, info["shape"], seed=args.seed).to(args.device)
-            out = inpaint(score, x_known, mask, resample=args.resample, **common)
-        else:
-            out = sample(score, sde, shape, device=args.device, **common)
+            x_known = x_test[:n].to(device)
+            mask = make_mask(args.inpaint, info["shape"], seed=args.seed).to(device)
+            if stop > start:
+                out = inpaint(score, x_known[start:stop], mask, resample=args.resample, sample_offset=start, **common)
+        elif stop > start:
+            out = sample(score, sde, (stop - start, *info["shape"]), device=device, sample_offset=start, **common)
     except (ValueError, TypeError) as err:
+        error = str(err)
         print(f"scoresde sample: error: {err}", file=sys.stderr)
+    if _any_rank(error is not None, size):
         return 2
+    out = gather_samples(out)
+    if rank != 0:
+        return 0
     x = out.x.cpu()
     if x.ndim == 4:
         images = torch.cat([x_known.cpu().where(mask.cpu(), torch.tensor(-1.0)), x]) if args.inpaint else x
@@ -274,8 +304,20 @@ def _sample(args) -> int:
     tensors = {"x": x} | ({"y": y} if y is not None else {})
     for suffix in args.save:
         save_tensors(stem.with_suffix(suffix), tensors, metadata={"method": args.method, "nfe": str(out.nfe)})
-    print(f"{n} samples with {args.method} in {out.nfe} NFE -> {stem.with_suffix('.png')}")
+    procs = f" on {size} processes" if size > 1 else ""
+    print(f"{n} samples with {args.method} in {out.nfe} NFE{procs} -> {stem.with_suffix('.png')}")
     return 0
+
+
+def _any_rank(flag: bool, size: int) -> bool:
+    """Whether ``flag`` is true on any process (all processes must call it); ``flag`` itself on one process."""
+    if size == 1:
+        return flag
+    import torch
+
+    t = torch.tensor([int(flag)])
+    torch.distributed.all_reduce(t)
+    return bool(t.item())
 
 
 def _unwritable(folder) -> str | None:
@@ -495,7 +537,14 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--method", default="ddim", help="a name from `scoresde methods`")
     sp.add_argument("--steps", type=_positive, default=50, help="solver steps (default: %(default)s)")
     sp.add_argument("--grid", help="uniform, quadratic, logsnr, ... (default: the method's own)")
-    sp.add_argument("--n", type=_positive, default=100, help="number of samples (default: %(default)s)")
+    sp.add_argument(
+        "--n",
+        "--num-samples",
+        dest="n",
+        type=_positive,
+        default=100,
+        help="number of samples (default: %(default)s); under torchrun write --num-samples (torchrun reads --n)",
+    )
     sp.add_argument("--seed", type=_seed, default=0, help="seed (default: %(default)s)")
     sp.add_argument("--label", help="class label 0-9, or 'all' to cycle through the classes (class-conditional)")
     sp.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w >= 0")
