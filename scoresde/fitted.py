@@ -32,9 +32,12 @@ pilot-fitted ``"optimized"`` grid 9.6x), at 10 NFE 1.32x (1.61x, 1.17x); ring at
 optimized grid on ring; at 20 steps the fits on this budget (47 fitting samples) were unstable, so ``steps`` is
 limited to 10 (:data:`MAX_STEPS`).
 
-**Teacher.** ``unipc`` (third order) at ``teacher_steps`` steps on the log-SNR grid from the same prior draws,
-on a fitting batch whose noise (``fit_seed``) is disjoint from any sampling seed. The default budget (40,000
-sample-evaluations, teacher included) is 2 model calls per sample amortised over 20,000 samples.
+**Teacher.** ``dpm++3m`` (third order) at ``teacher_steps`` equal steps in log-SNR from the same prior draws, on
+a fitting batch whose noise (``fit_seed``) is disjoint from any sampling seed; its state at a candidate grid's
+times is read off its steps (exponential-integrator form, linear data prediction in between). Its data
+predictions also give the ``"optimized:p"`` candidates (the error-equidistributing grid of :func:`scoresde.fit_grid`)
+at no extra cost. The default budget (40,000 sample-evaluations, teacher included) is 2 model calls per sample
+amortised over 20,000 samples.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .grids import check_grid, time_grid
+from .grids import check_grid, equidistributed_grid, time_grid
 from .noise import NoiseSource
 from .param import Score
 from .solvers.base import Context, Evaluator, Solver, State, integrate
@@ -60,8 +63,23 @@ __all__ = ["FittedSolver", "fit_solver", "load_fitted", "fingerprint", "FitError
 FORMAT = "scoresde.fitted/1"
 _PROBE_SEED, _PROBE_T, _PROBE_N = 7_000_001, 0.5, 8
 MAX_STEPS = 10
+# The fit is judged by this quantile of the per-sample squared distance to the teacher: the mean is ruled by the
+# few samples that change mode, the median ignores the spread within modes that the quality metric sees.
+# Measured on ring and gmm16 at 5 steps (9 grids each): the 0.75 quantile picked the best or a grid within 5%
+# of the best mode-SWD ratio on both; the median picked one 1.6x worse on ring, the mean one 2.0x worse on gmm16.
+QUANTILE = 0.75
 ROBUST = False  # Cauchy reweighting: no measured gain, and it degenerates when most residuals vanish
-GRID_CANDIDATES = ("logsnr", "karras", "uniform", "power:1.5", "power:2", "power:2.5", "power:3")
+GRID_CANDIDATES = (
+    "logsnr",
+    "karras",
+    "uniform",
+    "power:1.5",
+    "power:2",
+    "power:2.5",
+    "power:3",
+    "optimized:2",
+    "optimized:3",
+)
 
 
 class FitError(ValueError):
@@ -300,19 +318,41 @@ def candidate_grid(sde, steps: int, name: str) -> Tensor:
     return time_grid(sde, steps, name)
 
 
-def _teacher_grid(sde, candidates: list[Tensor], steps: int) -> Tensor:
-    """The union of the candidate grids' times, refined to about ``steps`` intervals equal in log-SNR."""
-    times = torch.unique(torch.cat(candidates)).flip(0)  # decreasing
-    lam = 0.5 * sde.log_snr(times)
-    out = [times[:1]]
-    span = float(lam[-1] - lam[0])
-    for a, b, tb in zip(lam[:-1], lam[1:], times[1:], strict=True):
-        sub = max(1, math.ceil(steps * float(b - a) / span))
-        inner = sde.t_from_log_snr(2 * (a + (b - a) * torch.arange(1, sub, dtype=torch.float64) / sub))
-        out += [inner, tb[None]]
-    grid = torch.cat(out)
-    grid[0], grid[-1] = times[0], times[-1]
-    return check_grid(sde, grid)
+class _Teacher:
+    """A third-order solve on ``steps`` equal steps in log-SNR (``dpm++3m``), its states and data predictions kept,
+    with the state at any time in between from the exponential-integrator form and linear ``x0`` (second order in
+    the teacher's step)."""
+
+    def __init__(self, score, x_T, steps: int):
+        sde = score.sde
+        grid = time_grid(sde, steps, "logsnr")
+        ev = Evaluator(score, "fit_solver (teacher)", steps)
+        ctx = Context.build(ev, grid, None)
+        xs, ms = [x_T], []
+
+        def keep(info):
+            xs.append(info.x)
+            ms.append(info.denoised.double())
+
+        solver = get_solver("dpm++3m").make(lower_order_final=False)
+        with torch.no_grad():
+            x_end = integrate(solver, ctx, x_T, callback=keep).x
+            ev.step = None
+            ms.append(ev.x0(x_end, ctx.coefs[-1]).double())
+        self.tab, self.xs, self.ms = ctx.coefs, [x.double() for x in xs], ms
+        self.lam = torch.tensor([c.lam for c in ctx.coefs], dtype=torch.float64)
+        self.end = self.xs[-1]
+
+    def state(self, c) -> Tensor:
+        """The teacher's state at the time of coefficients ``c``."""
+        i = int(torch.searchsorted(self.lam, torch.tensor(c.lam, dtype=torch.float64), right=True)) - 1
+        i = min(max(i, 0), len(self.tab) - 2)
+        ci = self.tab[i]
+        h = c.lam - ci.lam
+        if h == 0.0:
+            return self.xs[i]
+        slope = (self.ms[i + 1] - self.ms[i]) / (self.tab[i + 1].lam - ci.lam)
+        return (c.sigma / ci.sigma) * self.xs[i] + c.alpha * (phi(0, h) * self.ms[i] + (phi(1, h) * h) * slope)
 
 
 def _bounded(new: list[float], prior: list[float]) -> bool:
@@ -372,7 +412,7 @@ def fit_solver(
     grids: tuple[str, ...] = GRID_CANDIDATES,
     budget: int = 40_000,
     ridge: float = 1e-3,
-    teacher_steps: int = 60,
+    teacher_steps: int = 64,
     fit_seed: int = 2**61 + 12_345,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
@@ -386,12 +426,12 @@ def fit_solver(
         order: history length ``q`` (1 to 3) of the multistep family.
         corrector: fit UniPC-style corrector weights too (``True``), not (``False``), or both and keep the better
             (``None``, the default).
-        grids: the candidate grids (names of :func:`scoresde.time_grid` or ``"power:P"``, see
-            :func:`candidate_grid`); the one whose fitted solver ends closest to the teacher is kept.
+        grids: the candidate grids (names of :func:`scoresde.time_grid`, ``"power:P"`` (see :func:`candidate_grid`)
+            or ``"optimized:p"``, fitted from the teacher's calls); the one whose fitted solver ends closest to the
+            teacher (the 0.75 quantile of the squared distance over the fitting batch) is kept.
         budget: model calls times samples the whole fit may spend, teacher included; it sets the fitting batch.
         ridge: pull towards the DPM-Solver++ weights, relative to the mean curvature of each least squares.
-        teacher_steps: about how many steps the third-order ``unipc`` teacher takes (its grid holds every
-            candidate grid's times, so its states there are read off, not interpolated).
+        teacher_steps: steps of the third-order ``dpm++3m`` teacher, equal in log-SNR.
         fit_seed: the fitting batch's noise (kept apart from sampling seeds).
 
     Returns:
@@ -409,56 +449,52 @@ def fit_solver(
     if not grids:
         raise ValueError("fit_solver: give at least one candidate grid")
     dims = tuple(int(d) for d in dims)
-    candidates = [candidate_grid(sde, steps, name) for name in grids]
-    t_grid = _teacher_grid(sde, candidates, teacher_steps)
+    named = [g for g in grids if not g.startswith("optimized:")]
+    orders = [int(g.split(":", 1)[1]) for g in grids if g.startswith("optimized:")]
+    if any(p not in (1, 2, 3) for p in orders):
+        raise ValueError(f"fit_solver: optimized candidates are 'optimized:1' to 'optimized:3', got {grids}")
+    candidates = {name: candidate_grid(sde, steps, name) for name in named}
     variants = (False, True) if corrector is None else (bool(corrector),)
-    per_sample = (t_grid.numel() - 1) + len(grids) * (1 + 2 * len(variants)) * steps
+    per_sample = teacher_steps + 1 + len(grids) * (1 + len(variants)) * steps
     batch = budget // per_sample
     if batch < 16:
         raise ValueError(
             f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< 16) for "
-            f"{len(grids)} candidate grid(s) of {steps} steps and a {t_grid.numel() - 1}-step teacher; raise it"
+            f"{len(grids)} candidate grid(s) of {steps} steps and a {teacher_steps}-step teacher; raise it"
         )
     nfe0 = score.nfe
     x_T = sde.prior_std() * NoiseSource(fit_seed).randn((batch, *dims), stream=0, dtype=dtype, device=device)
-    states = {float(t_grid[0]): x_T}
-
-    def keep(info):
-        states[info.s] = info.x
-
-    ev = Evaluator(score, "fit_solver (teacher)", t_grid.numel() - 1)
-    with torch.no_grad():
-        x_teach = integrate(get_solver("unipc").make(), Context.build(ev, t_grid, None), x_T, callback=keep).x
-    x_teach = x_teach.double()
+    teacher = _Teacher(score, x_T, teacher_steps)
+    for p in orders:  # the error-equidistributing grid of :func:`scoresde.fit_grid`, from the teacher's calls
+        grid = equidistributed_grid(
+            sde, teacher.lam, [m.flatten(1) for m in teacher.ms], p, steps, 0.1, sde.T, sde.t_min
+        )
+        candidates[f"optimized:{p}"] = check_grid(sde, grid)
+    x_teach = teacher.end
 
     best, report = None, {}
-    for name, grid in zip(grids, candidates, strict=True):
+    for name, grid in candidates.items():
         ev = Evaluator(score, "fit_solver (teacher-forced)", steps)
         tab = Context.build(ev, grid, None).coefs
+        states = {c.t: teacher.state(c) for c in tab}
         with torch.no_grad():  # the data prediction at the teacher's states at this grid's times
-            forced = [ev.x0(states[c.t], c).double() for c in tab[:-1]]
+            forced = [ev.x0(states[c.t].to(x_T.dtype), c).double() for c in tab[:-1]]
         c_dpm = _dpm_coefficients(tab, order, lower_order_final=steps < 15)
         c = _local_fit(states, forced, tab, order, c_dpm, ridge)
         d = _corrector_fit(states, forced, tab, order, ridge)
         for with_corrector in variants:
             dd = d if with_corrector else None
-            sol = FittedSolver(grid, c, {}, None, dd)
-            x_end, _, _ = _run(score, sol, grid, x_T)
+            x_end, _, _ = _run(score, FittedSolver(grid, c, {}, None, dd), grid, x_T)
             err = (x_end.double() - x_teach).flatten(1).pow(2).sum(1)
-            # weights that cancel large terms amplify rounding: the same run in float32 must agree with float64
-            x32, _, _ = _run(score, sol, grid, x_T.float())
-            drift = float((x32.double() - x_end.double()).flatten(1).pow(2).sum(1).max())
-            loss = float(err.median())
-            if not (math.isfinite(loss) and drift <= 1e-4 * (1.0 + float(x_teach.pow(2).sum(1).max()))):
-                loss = math.inf
-            report[f"{name}{'+corrector' if with_corrector else ''}"] = loss
-            if best is None or loss < best[0]:
+            loss = float(err.quantile(QUANTILE))
+            report[f"{name}{'+corrector' if with_corrector else ''}"] = loss if math.isfinite(loss) else None
+            if math.isfinite(loss) and (best is None or loss < best[0]):
                 best = (loss, name, grid, c, dd)
+    if best is None:
+        raise FitError(f"fit_solver: no candidate grid gave a finite fitted solver of {steps} steps: {report}")
     fit_nfe = score.nfe - nfe0
     probe = fingerprint(score, dims)
     loss, name, grid, c, d = best
-    if not math.isfinite(loss):
-        raise FitError(f"fit_solver: no candidate grid gave a stable fitted solver of {steps} steps: {report}")
     meta = {
         "sde": repr(sde),
         "dims": list(dims),
@@ -470,8 +506,8 @@ def fit_solver(
         "fit_evals": fit_nfe * batch + _PROBE_N,  # every call on the fitting batch, one on the probe's 8 rows
         "fit_batch": batch,
         "fit_seed": fit_seed,
-        "teacher": f"unipc, {t_grid.numel() - 1} steps",
-        "fit_median_sq_err": report,
+        "teacher": f"dpm++3m, {teacher_steps} steps on the logsnr grid",
+        "fit_q75_sq_err": report,
         "score": hashlib.sha256(probe.numpy().tobytes()).hexdigest()[:16],
     }
     return FittedSolver(grid, c, meta, probe, d)

@@ -132,6 +132,33 @@ class FittedGrid:
         return self.grid.numel() - 1
 
 
+def equidistributed_grid(
+    sde: SDE, lam_t: Tensor, ms: list[Tensor], order: int, steps: int, mix: float, T: float, t_min: float
+) -> Tensor:
+    """The grid of ``steps`` steps equidistributing ``(e^lambda |x0^{(order)}|)^{1/(order+1)}`` (see the module
+    docstring), from data predictions ``ms`` (each ``(n, dim)``, float64) recorded at equally spaced ``lam_t``
+    (``lambda = log(alpha / sigma)``, increasing) between ``T`` and ``t_min``. Used by :func:`fit_grid` and by
+    :func:`scoresde.fit_solver`."""
+    dl = lam_t[1:] - lam_t[:-1]  # equal up to rounding: the pilot grid is uniform in lambda
+    diff = torch.stack(ms)  # (pilot_steps + 1, n_pilot, dim)
+    for _ in range(order):
+        diff = diff[1:] - diff[:-1]
+    deriv = diff.pow(2).sum(-1).mean(-1).sqrt() / float(dl.mean()) ** order  # RMS |x0^{(p)}| per stencil
+    centre = 0.5 * (lam_t[:-order] + lam_t[order:])
+    density = (centre.exp() * deriv).clamp_min(0).pow(1.0 / (order + 1))
+    density = density + mix * density.mean()
+    # Piecewise-constant density on [lambda_0, lambda_K]: extend the stencil values to the end points.
+    edges = torch.cat([lam_t[:1], 0.5 * (centre[1:] + centre[:-1]), lam_t[-1:]])
+    mass = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(density * (edges[1:] - edges[:-1]), 0)])
+    levels = torch.linspace(0, float(mass[-1]), steps + 1, dtype=torch.float64)
+    idx = torch.searchsorted(mass, levels, right=True).clamp(1, len(mass) - 1) - 1
+    frac = (levels - mass[idx]) / (mass[idx + 1] - mass[idx])
+    lam_grid = edges[idx] + frac * (edges[idx + 1] - edges[idx])
+    grid = sde.t_from_log_snr(2 * lam_grid)
+    grid[0], grid[-1] = T, t_min
+    return grid
+
+
 def optimized_grid(score, steps: int, dims: tuple[int, ...], order: int = 2, **kw) -> Tensor:
     """The grid of :func:`fit_grid` as a tensor (the pilot runs on every call; keep it, or the :class:`FittedGrid`)."""
     return fit_grid(score, steps, dims, order, **kw).grid
@@ -198,22 +225,6 @@ def fit_grid(
         ev.step = None
         ms.append(ev.x0(x, ctx.coefs[-1]).double().flatten(1))
     lam_t = torch.tensor([c.lam for c in ctx.coefs], dtype=torch.float64)
-    dl = lam_t[1:] - lam_t[:-1]  # equal up to rounding: the pilot grid is uniform in lambda
-    diff = torch.stack(ms)  # (pilot_steps + 1, n_pilot, dim)
-    for _ in range(order):
-        diff = diff[1:] - diff[:-1]
-    deriv = diff.pow(2).sum(-1).mean(-1).sqrt() / float(dl.mean()) ** order  # RMS |x0^{(p)}| per stencil
-    centre = 0.5 * (lam_t[:-order] + lam_t[order:])
-    density = (centre.exp() * deriv).clamp_min(0).pow(1.0 / (order + 1))
-    density = density + mix * density.mean()
-    # Piecewise-constant density on [lambda_0, lambda_K]: extend the stencil values to the end points.
-    edges = torch.cat([lam_t[:1], 0.5 * (centre[1:] + centre[:-1]), lam_t[-1:]])
-    mass = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(density * (edges[1:] - edges[:-1]), 0)])
-    levels = torch.linspace(0, float(mass[-1]), steps + 1, dtype=torch.float64)
-    idx = torch.searchsorted(mass, levels, right=True).clamp(1, len(mass) - 1) - 1
-    frac = (levels - mass[idx]) / (mass[idx + 1] - mass[idx])
-    lam_grid = edges[idx] + frac * (edges[idx + 1] - edges[idx])
-    grid = sde.t_from_log_snr(2 * lam_grid)
-    grid[0], grid[-1] = T, t_min
+    grid = equidistributed_grid(sde, lam_t, ms, order, steps, mix, T, t_min)
     options = dict(dims=dims, n_pilot=n_pilot, pilot_steps=pilot_steps, mix=mix, seed=seed, sde=repr(sde))
     return FittedGrid(check_grid(sde, grid), order, ev.nfe, options)
