@@ -25,12 +25,15 @@ suffice. No gradient through the model is taken, so any score works (exact, a ne
 cost is model calls only, all counted in ``fit_nfe``. The grid is chosen among named candidates (``"logsnr"``,
 ``"karras"``, ``"quadratic"``, ...) by the fitted loss on the fitting batch.
 
-**Measured** (``python benchmarks/fitted.py``; mode-conditional SWD over its two-sample floor, n = 20,000, one
-fit each, 40,000 sample-evaluations per fit, teacher included): gmm16 at 5 NFE 4.1x (UniPC 12.4x, UniPC on the
-pilot-fitted ``"optimized"`` grid 9.6x), at 10 NFE 1.32x (1.61x, 1.17x); ring at 5 NFE 9.2x (21.1x, 6.5x), at
-10 NFE 2.3x (3.0x, 1.0x). It beats the unfitted solvers at 5-10 steps everywhere measured, but not the
-optimized grid on ring; at 20 steps the fits on this budget (47 fitting samples) were unstable, so ``steps`` is
-limited to 10 (:data:`MAX_STEPS`).
+**Measured** (``python benchmarks/fitted.py gmm16,ring,gmm64 5,10`` and ``python benchmarks/fitted.py family
+5,10 20000 100-107``; mode-conditional SWD over its two-sample floor, n = 20,000, 40,000 sample-evaluations per
+fit, teacher included; in brackets UniPC, and UniPC on the pilot-fitted ``"optimized"`` grid whose pilot is not
+counted): gmm16 4.49x (12.4x, 9.58x) at 5 NFE and 1.31x (1.61x, 1.17x) at 10; ring 5.73x (21.1x, 6.49x) and
+1.64x (3.00x, 1.00x); gmm64 3.11x (6.25x, 3.85x) and 1.06x (1.18x, 1.11x); on eight held-out members of
+``gmm-family:d=16,k=4`` (seeds 100-107, never used for a choice) median / worst 2.55x / 3.16x (3.78x / 4.51x,
+1.89x / 2.92x) at 5 NFE and 1.09x / 1.11x (1.76x / 1.96x, 1.40x / 1.66x) at 10. The choices (candidates, the
+0.75-quantile criterion) were made on ring and gmm16. At 20 steps the fits on this budget (47 fitting samples)
+were unstable, so ``steps`` is limited to 10 (:data:`MAX_STEPS`).
 
 **Teacher.** ``dpm++3m`` (third order) at ``teacher_steps`` equal steps in log-SNR from the same prior draws, on
 a fitting batch whose noise (``fit_seed``) is disjoint from any sampling seed; its state at a candidate grid's

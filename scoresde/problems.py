@@ -218,9 +218,7 @@ def _parse_family(name: str) -> GaussianMixture:
     for part in filter(None, body.split(",")):
         key, _, value = part.partition("=")
         if key not in opts or not value.strip().lstrip("-").isdigit():
-            raise ValueError(
-                f"problem {name!r}: expected gmm-family:d=D,k=K,seed=S with integer values, got {part!r}"
-            )
+            raise ValueError(f"problem {name!r}: expected gmm-family:d=D,k=K,seed=S with integer values, got {part!r}")
         opts[key] = int(value)
     return family_member(opts["d"], opts["k"], opts["seed"])
 
