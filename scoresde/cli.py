@@ -276,6 +276,15 @@ def _sample_run(args) -> int:
         common = dict(method=args.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
         if args.grid:
             common["grid"] = args.grid
+        if args.fitted:
+            from .fitted import load_fitted
+
+            if args.grid or args.option:
+                raise ValueError("--fitted runs on its own grid and weights: drop --grid and --option")
+            common["method"] = load_fitted(args.fitted)
+        bar = _progress_bar(common["method"], args.steps, rank == 0 and not args.no_progress and not args.inpaint)
+        if bar is not None:
+            common["callback"] = lambda info: bar.update(1)
         if args.inpaint:
             x_test, _ = data_mod.get_dataset(cfg.data, "test", n=n, seed=cfg.data_seed)
             if x_test.shape[0] < n:
@@ -286,6 +295,8 @@ def _sample_run(args) -> int:
                 out = inpaint(score, x_known[start:stop], mask, resample=args.resample, sample_offset=start, **common)
         elif stop > start:
             out = sample(score, sde, (stop - start, *info["shape"]), device=device, sample_offset=start, **common)
+        if bar is not None:
+            bar.close()
     except (ValueError, TypeError) as err:
         error = str(err)
         print(f"scoresde sample: error: {err}", file=sys.stderr)
@@ -303,9 +314,10 @@ def _sample_run(args) -> int:
         save_points(x, stem.with_suffix(".png"), reference=ref, title=f"{args.method}, {out.nfe} NFE")
     tensors = {"x": x} | ({"y": y} if y is not None else {})
     for suffix in args.save:
-        save_tensors(stem.with_suffix(suffix), tensors, metadata={"method": args.method, "nfe": str(out.nfe)})
+        save_tensors(stem.with_suffix(suffix), tensors, metadata={"method": out.method, "nfe": str(out.nfe)})
     procs = f" on {size} processes" if size > 1 else ""
-    print(f"{n} samples with {args.method} in {out.nfe} NFE{procs} -> {stem.with_suffix('.png')}")
+    what = f"the fitted solver in {args.fitted}" if args.fitted else args.method
+    print(f"{n} samples with {what} in {out.nfe} NFE{procs} -> {stem.with_suffix('.png')}")
     return 0
 
 
@@ -318,6 +330,68 @@ def _any_rank(flag: bool, size: int) -> bool:
     t = torch.tensor([int(flag)])
     torch.distributed.all_reduce(t)
     return bool(t.item())
+
+
+def _progress_bar(method, steps: int, show: bool):
+    """A tqdm bar moved by the per-step callback, for methods on the stepping loop; engine-based methods would step
+    differently (by the last bits) when given a callback, and adaptive ones take none: they get no bar."""
+    if not show:
+        return None
+    from .solvers import Solver, get_solver
+
+    cls, total = (type(method), method.steps) if isinstance(method, Solver) else (get_solver(method), steps)
+    if cls.adaptive or cls.solve is not Solver.solve:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sampling", unit="step", file=sys.stderr)
+
+
+def _fit(args) -> int:
+    """``scoresde fit``: a few-step solver fitted to a checkpoint or an exact problem, written to --out."""
+    from pathlib import Path
+
+    from .fitted import FitError, fit_solver
+
+    out = Path(args.out)
+    if (out / "fitted.json").exists() and not args.force:
+        print(
+            f"scoresde fit: error: --out: {out} already holds a fitted solver; pass --force to replace it",
+            file=sys.stderr,
+        )
+        return 2
+    problem = _unwritable(out.parent if not out.exists() else out)
+    if problem:
+        print(f"scoresde fit: error: --out: cannot write to {str(out)!r}: {problem}", file=sys.stderr)
+        return 2
+    if (args.checkpoint is None) == (args.problem is None):
+        print("scoresde fit: error: give exactly one of --checkpoint DIR or --problem NAME", file=sys.stderr)
+        return 2
+    try:
+        if args.checkpoint is not None:
+            from . import data as data_mod
+            from .train import load_score
+
+            score, _, cfg, _ = load_score(args.checkpoint, ema=not args.raw_weights, device=args.device)
+            dims = tuple(data_mod.dataset_info(cfg.data)["shape"])
+        else:
+            from .problems import get_problem
+            from .sde import VPSDE
+
+            gmm = get_problem(args.problem)
+            score, dims = gmm.score(VPSDE()), (gmm.dim,)
+        fitted = fit_solver(score, args.steps, dims, budget=args.budget)
+    except (ValueError, FitError) as err:
+        print(f"scoresde fit: error: {err}", file=sys.stderr)
+        return 2
+    fitted.save(out)
+    m = fitted.meta
+    print(
+        f"fitted {args.steps} steps on grid {m['grid_name']} ({'with' if fitted.corrector is not None else 'no'} "
+        f"corrector): {m['fit_nfe']} model calls on {m['fit_batch']} samples = {m['fit_evals']} sample-evaluations; "
+        f"written to {out}"
+    )
+    return 0
 
 
 def _unwritable(folder) -> str | None:
@@ -558,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         "--save", action="append", default=[], type=_suffix, help="tensor formats: safetensors, npz (repeatable)"
     )
     sp.add_argument("--force", action="store_true", help="overwrite an existing <out>.png and --save files")
+    sp.add_argument("--fitted", help="a folder written by `scoresde fit` (replaces --method, --steps, --grid)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--device", type=_device, default="cpu", help="default: %(default)s")
     sp.set_defaults(func=_sample)
 
@@ -599,6 +675,17 @@ def main(argv: list[str] | None = None) -> int:
     fl.add_argument("--force", action="store_true", help="overwrite existing --out / --animate files")
     fl.add_argument("--raw-weights", action="store_true", help="checkpoint: the raw weights instead of the EMA")
     fl.set_defaults(func=_fields)
+
+    ft = sub.add_parser("fit", help="fit a few-step solver (grid and weights) to a checkpoint or an exact problem")
+    ft.add_argument("--checkpoint", help="a `scoresde train` folder")
+    ft.add_argument("--problem", help="an exact problem instead: ring, gmm16, gmm64, gmm-family:d=D,k=K,seed=S")
+    ft.add_argument("--steps", type=_positive, default=5, help="model calls per sample, 2 to 10 (%(default)s)")
+    ft.add_argument("--budget", type=_positive, default=40_000, help="sample-evaluations of the fit (%(default)s)")
+    ft.add_argument("--out", required=True, help="the folder to write fitted.json and fitted.safetensors to")
+    ft.add_argument("--force", action="store_true", help="replace a fitted solver already in --out")
+    ft.add_argument("--device", type=_device, default="cpu", help="default: %(default)s")
+    ft.add_argument("--raw-weights", action="store_true", help="checkpoint: the raw weights instead of the EMA")
+    ft.set_defaults(func=_fit)
 
     try:
         args = p.parse_args(argv)

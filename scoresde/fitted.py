@@ -417,7 +417,7 @@ def fit_solver(
     ridge: float = 1e-3,
     teacher_steps: int = 64,
     fit_seed: int = 2**61 + 12_345,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> FittedSolver:
     """Fit a :class:`FittedSolver` of ``steps`` model calls to ``score`` (see the module docstring).
@@ -436,6 +436,7 @@ def fit_solver(
         ridge: pull towards the DPM-Solver++ weights, relative to the mean curvature of each least squares.
         teacher_steps: steps of the third-order ``dpm++3m`` teacher, equal in log-SNR.
         fit_seed: the fitting batch's noise (kept apart from sampling seeds).
+        dtype, device: of the fitting batch (default: those of the model's parameters, else float64 on the CPU).
 
     Returns:
         the fitted solver; ``fit_nfe`` (per fitting sample) and ``fit_evals`` (total) count every model call.
@@ -465,6 +466,11 @@ def fit_solver(
             f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< 16) for "
             f"{len(grids)} candidate grid(s) of {steps} steps and a {teacher_steps}-step teacher; raise it"
         )
+    param = next((p for p in getattr(score.model, "parameters", lambda: iter(()))()), None)
+    if dtype is None:
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float64
+    if device is None and param is not None:
+        device = param.device
     nfe0 = score.nfe
     x_T = sde.prior_std() * NoiseSource(fit_seed).randn((batch, *dims), stream=0, dtype=dtype, device=device)
     teacher = _Teacher(score, x_T, teacher_steps)

@@ -111,3 +111,21 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="power"):
         fit_solver(RING.score(VP), 5, (2,), grids=("power:-1",))
     assert get_solver("unipc").name == "unipc"
+
+
+def test_the_command_line_fits_samples_and_refuses(tmp_path):
+    """scoresde fit writes a fitted solver for a checkpoint, refuses to replace it without --force, and
+    scoresde sample --fitted uses it (5 NFE); --grid with --fitted and 20 steps are refused in one line."""
+    from scoresde.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", "moons", "--steps", "30", "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "fitted-4"
+    assert main(["fit", "--checkpoint", str(run), "--steps", "4", "--budget", "20000", "--out", str(out)]) == 0
+    assert load_fitted(out).steps == 4
+    assert main(["fit", "--checkpoint", str(run), "--steps", "4", "--out", str(out)]) == 2
+    assert main(["fit", "--problem", "ring", "--steps", "20", "--out", str(tmp_path / "f20")]) == 2
+    stem = tmp_path / "s"
+    args = ["sample", "--checkpoint", str(run), "--fitted", str(out), "--n", "16", "--out", str(stem)]
+    assert main([*args, "--no-progress"]) == 0 and stem.with_suffix(".png").exists()
+    assert main([*args, "--grid", "logsnr", "--force"]) == 2
