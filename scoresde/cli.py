@@ -10,6 +10,7 @@ import re
 import sys
 
 from . import __version__
+from .util import unwritable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,34 +66,22 @@ def _devices() -> str:
     return ", ".join(names)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _int_at_least(low: int):
+    """An argparse type: an integer ``>= low``, or one line saying what was expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
 
 
-def _at_least_2(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_positive, _at_least_2, _seed = _int_at_least(1), _int_at_least(2), _int_at_least(0)
 
 
 def _suffix(text: str) -> str:
@@ -184,7 +173,7 @@ def _train(args) -> int:
         if args.model and cfg.model.get("arch") != args.model:
             overrides["model"] = {"arch": args.model}
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-        problem = _unwritable(Path(cfg.out))
+        problem = unwritable(Path(cfg.out))
         if problem:
             raise ValueError(f"--out: cannot write the checkpoint to {cfg.out!r}: {problem}")
         res = train(cfg, resume=args.resume, progress=not args.no_progress)
@@ -253,7 +242,7 @@ def _sample_run(args) -> int:
             file=sys.stderr,
         )
         return 2
-    problem = _unwritable(stem.parent) if rank == 0 else None
+    problem = unwritable(stem.parent) if rank == 0 else None
     if problem:
         print(f"scoresde sample: error: --out: cannot write to {str(stem.parent)!r}: {problem}", file=sys.stderr)
     if _any_rank(bool(problem), size):
@@ -360,7 +349,7 @@ def _fit(args) -> int:
             file=sys.stderr,
         )
         return 2
-    problem = _unwritable(out.parent if not out.exists() else out)
+    problem = unwritable(out.parent if not out.exists() else out)
     if problem:
         print(f"scoresde fit: error: --out: cannot write to {str(out)!r}: {problem}", file=sys.stderr)
         return 2
@@ -392,21 +381,6 @@ def _fit(args) -> int:
         f"written to {out}"
     )
     return 0
-
-
-def _unwritable(folder) -> str | None:
-    """Why no file can be written in ``folder`` (created if missing), or ``None`` when one can."""
-    import os
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        return err.strerror or str(err)
-    return None
 
 
 def _likelihood(args) -> int:
@@ -508,7 +482,7 @@ def _fields(args) -> int:
             f"{flag}: {', '.join(existing)} already exists; pass --force to overwrite it, or choose another name"
         )
     for target, flag in zip(targets, ("--out", "--animate"), strict=False):
-        problem = _unwritable(target.parent)
+        problem = unwritable(target.parent)
         if problem:
             return fail(f"{flag}: cannot write to {str(target.parent)!r}: {problem}")
     try:

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "save_tensors"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "save_tensors", "unwritable"]
 
 
 def _umask() -> int:
@@ -14,6 +14,20 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def unwritable(folder: str | Path) -> str | None:
+    """Why no file can be written in ``folder`` (created if missing), or ``None`` when one can: checked by writing
+    and removing a probe file, before any work whose results would have nowhere to go."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from .. import peers
 from ..sample import available_methods, sample
 from ..sde import VPSDE
 from ..solvers import NonFiniteError, method_info
+from ..util import unwritable
 from .problems import BenchProblem, make_problem
 from .report import _previous_rows, write_results
 
@@ -172,13 +171,9 @@ def _check_peers(cfg: BenchConfig) -> None:
 
 def _check_out(out: Path) -> None:
     """Create ``out`` and prove a file can be written there (before any run, not after the last)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        _fail("--out", f"cannot write results to {str(out)!r}: {err.strerror or err}")
+    problem = unwritable(out)
+    if problem:
+        _fail("--out", f"cannot write results to {str(out)!r}: {problem}")
 
 
 def validate(cfg: BenchConfig) -> None:
