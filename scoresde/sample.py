@@ -13,7 +13,7 @@ from .noise import NoiseSource
 from .param import Score
 from .sde import SDE
 from .solvers import Context, Evaluator, Solver, available_methods, get_solver
-from .solvers.base import Callback
+from .solvers.base import CHECKS, Callback
 
 __all__ = ["Samples", "sample", "available_methods"]
 
@@ -115,6 +115,7 @@ def sample(
     return_trajectory: bool = False,
     noise: NoiseSource | None = None,
     callback: Callback | None = None,
+    check: str = "step",
     **options,
 ) -> Samples:
     """Draw samples by integrating from the prior at ``T`` down to ``t_min``.
@@ -146,6 +147,10 @@ def sample(
             :class:`~scoresde.solvers.StepInfo` (step ``k``, times ``t -> s``, the new state ``x``, the solver's
             ``denoised`` estimate where it has one); it may return a tensor to replace the state (k-diffusion's
             convention). Adaptive methods refuse it.
+        check: how often values are tested for NaN/inf (each test is one host synchronisation on a GPU):
+            ``"step"`` (default) tests the state once after every step of a fixed-grid method (engine-driven and
+            adaptive methods test every model call); ``"call"`` tests every model output and inner stage too (the
+            error names the first bad model call); ``"end"`` tests only the samples, once.
         **options: the method's own options, e.g. ``eta`` for ``"ddim"``, ``rtol``/``atol`` for adaptive ODEs.
 
     Returns:
@@ -162,6 +167,8 @@ def sample(
     if seed is not None:
         check_int("sample", "seed", seed, ge=0)
     solver = solver_for(method, options)
+    if check not in CHECKS:
+        raise ValueError(f"check must be one of {', '.join(map(repr, CHECKS))}, got {check!r}")
 
     if x_init is not None:
         if shape is not None and tuple(shape) != tuple(x_init.shape):
@@ -173,9 +180,9 @@ def sample(
     shape = _check_shape(shape)
     dtype = dtype or torch.get_default_dtype()
 
-    check = getattr(solver, "check", None)
-    if check is not None:  # a fitted solver: its own SDE, sample shape, grid and score
-        check(score, shape, grid)
+    fitted_check = getattr(solver, "check", None)
+    if fitted_check is not None:  # a fitted solver: its own SDE, sample shape, grid and score
+        fitted_check(score, shape, grid)
         if t_min is not None or T is not None:
             raise ValueError("a fitted solver runs on its own grid; do not pass t_min or T")
     ts, fit_nfe = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
@@ -190,7 +197,8 @@ def sample(
         if not torch.isfinite(x).all():
             raise ValueError("x_init contains non-finite values")
 
-    ev = Evaluator(score, method if isinstance(method, str) else solver.name, None if solver.adaptive else len(ts) - 1)
+    name = method if isinstance(method, str) else solver.name
+    ev = Evaluator(score, name, None if solver.adaptive else len(ts) - 1, check=check)
     ctx = Context.build(ev, ts, noise, solver.draws_per_step)
     with torch.no_grad():
         res = solver.solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
@@ -198,5 +206,7 @@ def sample(
         if denoise:
             ev.step = None
             x = ev.x0(x, ctx.coefs[-1])
-    name = method if isinstance(method, str) else solver.name
+    if check == "end":
+        ev.step = None
+        x = ev.check(x, ctx.times[-1], what="the sampler", always=True)
     return Samples(x=x, nfe=ev.nfe, times=res.times, trajectory=res.trajectory, method=name, fit_nfe=fit_nfe)

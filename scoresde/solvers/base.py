@@ -49,18 +49,41 @@ class NonFiniteError(FloatingPointError):
     """The score (or the state) became NaN or infinite during sampling; the message names the step and time."""
 
 
+CHECKS = ("step", "call", "end")
+
+
 class Evaluator:
     """The only door from a solver to the score: one model call per method call, counted and checked.
 
     ``step`` is set by the stepping loop (0-based) so that a non-finite value is reported with its step and time.
     ``inputs(x, c)``, if given, maps every state before the model sees it (inpainting puts the known entries on
     their path at the evaluation's time, so that stages inside a step see them too).
+
+    ``check`` says how often values are tested for NaN/inf; each test is one host synchronisation (the device
+    waits for the host to read a flag), so on a GPU it is a cost per test, not per element:
+
+    - ``"step"`` (default): the stepping loop tests the state once after each step (at most one synchronisation per
+      step); model outputs and a step's inner stages are not tested one by one. Solvers that run on an engine
+      (torchdiffeq, torchsde) or choose their own steps have no step boundary of ours and test every model call.
+    - ``"call"``: every model output, every inner stage and the state after every step (the most precise report:
+      the first model call that went wrong).
+    - ``"end"``: only the samples at the end (:func:`~scoresde.sample` tests them); no synchronisation in the loop.
     """
 
     def __init__(
-        self, score: Score, method: str, n_steps: int | None, inputs: Callable[[Tensor, Coefs], Tensor] | None = None
+        self,
+        score: Score,
+        method: str,
+        n_steps: int | None,
+        inputs: Callable[[Tensor, Coefs], Tensor] | None = None,
+        check: str = "step",
     ):
+        if check not in CHECKS:
+            raise ValueError(f"check must be one of {', '.join(map(repr, CHECKS))}, got {check!r}")
         self.score, self.method, self.n_steps, self.inputs = score, method, n_steps, inputs
+        self.check_mode = check
+        # whether model outputs and inner stages are tested; the stepping loop narrows it for "step"
+        self.check_calls = check != "end"
         self.step: int | None = None
         self._nfe0 = score.nfe
 
@@ -81,7 +104,11 @@ class Evaluator:
         )
         return f"{step}t = {t:.6g}, model evaluation {self.nfe}"
 
-    def check(self, value: Tensor, t: float, what: str = "the score") -> Tensor:
+    def check(self, value: Tensor, t: float, what: str = "the score", *, always: bool = False) -> Tensor:
+        """``value`` itself; raises :class:`NonFiniteError` if it holds NaN/inf and is tested (``check_calls``, or
+        ``always``)."""
+        if not (always or self.check_calls):
+            return value
         # One reduction instead of an elementwise mask: NaN and inf propagate into the sum; a sum that
         # overflows from finite values is told apart by the exact check.
         if not torch.isfinite(value.sum()) and not torch.isfinite(value).all():
@@ -205,7 +232,14 @@ def _replacement(out, x: Tensor, ev: Evaluator, t: float) -> Tensor:
     if not isinstance(out, Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"{ev.method}: callback must return None or a tensor of shape {tuple(x.shape)}, got {got}")
-    return ev.check(out.to(dtype=x.dtype, device=x.device), t, what="the callback")
+    y = out.to(dtype=x.dtype, device=x.device)
+    if ev.check_mode == "end":
+        return y
+    try:
+        return ev.check(y, t, what="the callback", always=True)
+    except NonFiniteError:
+        ev.check(x, t, what="the solver state", always=True)  # name the solver if the state it handed over was bad
+        raise
 
 
 def integrate(
@@ -219,33 +253,45 @@ def integrate(
 ) -> SolverResult:
     """Run a fixed-grid solver over ``ctx.grid`` from ``x`` (the state at ``grid[0]``).
 
-    After each step the state is checked (a non-finite value names the method, step and time), then
-    ``callback(info)`` may replace it. With ``repeats = R > 1`` every step is taken ``R`` times: after a pass
-    that is not the last, the callback must return the state at the step's start to take it again from, with
-    the solver's state from before the step and fresh noise (RePaint's resampling).
+    After each step the state is tested for NaN/inf (a non-finite value names the method, step and time; how often
+    is the evaluator's ``check``: once per step by default, one host synchronisation), then ``callback(info)`` may
+    replace it (the replacement is tested instead). With ``repeats = R > 1`` every step is taken ``R`` times: after
+    a pass that is not the last, the callback must return the state at the step's start to take it again from,
+    with the solver's state from before the step and fresh noise (RePaint's resampling).
     """
     ev, ts, n = ctx.ev, ctx.times, ctx.n_steps
-    state = solver.init(ctx, x)
-    traj = [x] if return_trajectory else None
-    for k in range(n):
-        ev.step = k
-        for r in range(repeats):
-            c = ctx if r == 0 else replace(ctx, repeat=r)
-            x_new, new_state = solver.step(c, k, x, state)
-            x_new = ev.check(x_new, ts[k + 1], what="the solver state")
-            if callback is not None:
-                info = StepInfo(k, n, ts[k], ts[k + 1], x_new, new_state.denoised, new_state, r, repeats)
-                out = callback(info)
-                if out is not None:
-                    x_new = _replacement(out, x_new, ev, ts[k + 1])
-                elif r + 1 < repeats:
-                    raise ValueError(f"{ev.method}: a repeated step needs the callback to return the state to redo it")
-            if r + 1 < repeats:
-                x = x_new
-            else:
-                x, state = x_new, new_state
-        if traj is not None:
-            traj.append(x)
+    mode = ev.check_mode
+    calls, ev.check_calls = ev.check_calls, mode == "call"  # in "step" mode the state after the step stands for all
+    try:
+        state = solver.init(ctx, x)
+        traj = [x] if return_trajectory else None
+        for k in range(n):
+            ev.step = k
+            for r in range(repeats):
+                c = ctx if r == 0 else replace(ctx, repeat=r)
+                x_new, new_state = solver.step(c, k, x, state)
+                if mode == "call":
+                    x_new = ev.check(x_new, ts[k + 1], what="the solver state")
+                out = None
+                if callback is not None:
+                    info = StepInfo(k, n, ts[k], ts[k + 1], x_new, new_state.denoised, new_state, r, repeats)
+                    out = callback(info)
+                    if out is not None:
+                        x_new = _replacement(out, x_new, ev, ts[k + 1])
+                    elif r + 1 < repeats:
+                        raise ValueError(
+                            f"{ev.method}: a repeated step needs the callback to return the state to redo it"
+                        )
+                if mode == "step" and out is None:
+                    ev.check(x_new, ts[k + 1], what="the solver state", always=True)
+                if r + 1 < repeats:
+                    x = x_new
+                else:
+                    x, state = x_new, new_state
+            if traj is not None:
+                traj.append(x)
+    finally:
+        ev.check_calls = calls
     return SolverResult(x, ctx.grid, torch.stack(traj) if traj is not None else None)
 
 
