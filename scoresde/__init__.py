@@ -18,6 +18,7 @@ from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore, discre
 from .problems import GaussianMixture, get_problem
 from .sample import Samples, available_methods, sample
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from .shards import load_shards, sample_shards
 from .solvers import NonFiniteError, StepInfo, method_info
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and editors
@@ -45,6 +46,8 @@ __all__ = [
     "get_problem",
     "sample",
     "sample_distributed",
+    "sample_shards",
+    "load_shards",
     "log_likelihood",
     "Likelihood",
     "inpaint",

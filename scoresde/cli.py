@@ -210,6 +210,10 @@ def _sample(args) -> int:
 
     started = init_from_env()
     try:
+        if args.shard_size:
+            from .cli_sample import sample_to_shards
+
+            return sample_to_shards(args, _rank_device(args.device))
         return _sample_run(args)
     finally:
         if started:
@@ -217,12 +221,12 @@ def _sample(args) -> int:
 
 
 def _sample_run(args) -> int:
-    import os
     from pathlib import Path
 
     import torch
 
     from . import data as data_mod
+    from .cli_sample import check_dtype_device, network_precision, state_dtype
     from .conditioning import inpaint, make_mask
     from .distributed import gather_samples, shard, world
     from .plot import save_image_grid, save_points
@@ -247,9 +251,7 @@ def _sample_run(args) -> int:
         print(f"scoresde sample: error: --out: cannot write to {str(stem.parent)!r}: {problem}", file=sys.stderr)
     if _any_rank(bool(problem), size):
         return 2
-    device = args.device
-    if size > 1 and device == "cuda":  # one GPU per process, as torchrun numbers them
-        device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
+    device = _rank_device(args.device)
     n = args.n
     start, stop = shard(n, rank, size)  # this process's samples [start, stop), drawn with sample_offset=start
     out, error = None, None
@@ -262,7 +264,9 @@ def _sample_run(args) -> int:
             args.checkpoint, ema=not args.raw_weights, y=y_part, guidance=args.guidance, device=device
         )
         info = data_mod.dataset_info(cfg.data)
+        check_dtype_device(args.dtype, device)
         common = dict(method=args.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
+        common["dtype"] = state_dtype(args.dtype)
         if args.grid:
             common["grid"] = args.grid
         if args.fitted:
@@ -273,7 +277,7 @@ def _sample_run(args) -> int:
             common["method"] = load_fitted(args.fitted)
         bar = _progress_bar(common["method"], args.steps, rank == 0 and not args.no_progress and not args.inpaint)
         if bar is not None:
-            common["callback"] = lambda info: bar.update(1)
+            common["callback"] = lambda info: bar.update(1) and None  # tqdm returns True when it redraws
         if args.inpaint:
             x_test, _ = data_mod.get_dataset(cfg.data, "test", n=n, seed=cfg.data_seed)
             if x_test.shape[0] < n:
@@ -281,9 +285,13 @@ def _sample_run(args) -> int:
             x_known = x_test[:n].to(device)
             mask = make_mask(args.inpaint, info["shape"], seed=args.seed).to(device)
             if stop > start:
-                out = inpaint(score, x_known[start:stop], mask, resample=args.resample, sample_offset=start, **common)
+                with network_precision(args.dtype, device):
+                    out = inpaint(
+                        score, x_known[start:stop], mask, resample=args.resample, sample_offset=start, **common
+                    )
         elif stop > start:
-            out = sample(score, sde, (stop - start, *info["shape"]), device=device, sample_offset=start, **common)
+            with network_precision(args.dtype, device):
+                out = sample(score, sde, (stop - start, *info["shape"]), device=device, sample_offset=start, **common)
         if bar is not None:
             bar.close()
     except (ValueError, TypeError) as err:
@@ -308,6 +316,18 @@ def _sample_run(args) -> int:
     what = f"the fitted solver in {args.fitted}" if args.fitted else args.method
     print(f"{n} samples with {what} in {out.nfe} NFE{procs} -> {stem.with_suffix('.png')}")
     return 0
+
+
+def _rank_device(device: str) -> str:
+    """``--device cuda`` under torchrun: one GPU per process, as torchrun numbers them (``LOCAL_RANK``)."""
+    import os
+
+    from .distributed import world
+
+    rank, size = world()
+    if size > 1 and device == "cuda":
+        return f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
+    return device
 
 
 def _any_rank(flag: bool, size: int) -> bool:
@@ -609,6 +629,18 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--fitted", help="a folder written by `scoresde fit` (replaces --method, --steps, --grid)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--device", type=_device, default="cpu", help="default: %(default)s")
+    sp.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "bfloat16"),
+        default="float32",
+        help="state and noise dtype; bfloat16: float32 state, the network under bfloat16 autocast (%(default)s)",
+    )
+    sp.add_argument(
+        "--shard-size",
+        type=_positive,
+        help="write --out as a folder of shards of this many samples with a manifest; a rerun completes it",
+    )
+    sp.add_argument("--batch-size", type=_positive, help="samples per model batch with --shard-size (default: a shard)")
     sp.set_defaults(func=_sample)
 
     lk = sub.add_parser("likelihood", help="log-likelihood and bits/dim through the probability-flow ODE")

@@ -1,0 +1,152 @@
+"""``scoresde sample``'s precision and device settings and its sharded, resumable mode (``--shard-size``).
+
+``--dtype float32`` (default) or ``float64`` is the dtype of the state, the noise and the network's inputs;
+``bfloat16`` keeps the state in float32 and runs the network under ``torch.autocast`` in bfloat16 (its outputs are
+cast back to the state's dtype by the score). ``--device`` is where the network, the state and the noise live; a
+CPU run never touches CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+
+DTYPES = ("float32", "float64", "bfloat16")
+
+
+def state_dtype(name: str) -> torch.dtype:
+    """The dtype of the state for ``--dtype name`` (bfloat16 autocasts the network; the state stays float32)."""
+    return torch.float64 if name == "float64" else torch.float32
+
+
+def network_precision(name: str, device: str | torch.device):
+    """The context the network runs in: ``torch.autocast(device type, bfloat16)`` for ``--dtype bfloat16``.
+
+    Autocast lowers only the matrix products and convolutions; the solvers' elementwise arithmetic stays in the
+    state's dtype, so wrapping the whole sampling call lowers the network alone.
+    """
+    if name != "bfloat16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def check_dtype_device(name: str, device: str) -> None:
+    if name == "float64" and torch.device(device).type == "mps":
+        raise ValueError("--dtype float64: Apple MPS has no float64; use float32 (the default)")
+
+
+def _files_sha256(folder: str | Path) -> str:
+    folder, h = Path(folder), hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(folder)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def sample_to_shards(args, device: str) -> int:
+    """``scoresde sample --shard-size S --out DIR``: the samples as a resumable shard folder (see
+    :mod:`scoresde.shards`); every process of a ``torchrun`` job calls it. Returns the exit status."""
+    from . import data as data_mod
+    from .distributed import world
+    from .sample import sample
+    from .shards import ShardMismatchError, open_everywhere, pending_everywhere, run_shards, share, weights_sha256
+    from .train.pretrained import load_score, make_score
+
+    rank, size = world()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    if args.inpaint or args.save or args.force:
+        which = "--inpaint" if args.inpaint else "--save" if args.save else "--force"
+        say(
+            f"scoresde sample: error: {which} does not go with --shard-size (the shards are the output)",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    error = None
+    try:
+        check_dtype_device(args.dtype, device)
+        score, sde, cfg, model = load_score(args.checkpoint, ema=not args.raw_weights, device=device)
+        dims = tuple(data_mod.dataset_info(cfg.data)["shape"])
+        method = args.method
+        if args.fitted:
+            from .fitted import load_fitted
+
+            if args.grid or args.option:
+                raise ValueError("--fitted runs on its own grid and weights: drop --grid and --option")
+            method = load_fitted(args.fitted)
+        key = {
+            "score": weights_sha256(model),
+            "weights": "raw" if args.raw_weights else "ema",
+            "prediction": cfg.prediction,
+            "sde": repr(sde),
+            "dims": list(dims),
+            "method": args.method if not args.fitted else f"fitted:{_files_sha256(args.fitted)}",
+            "options": {k: v for k, v in sorted(dict(args.option).items())},
+            "steps": args.steps,
+            "grid": args.grid,
+            "seed": args.seed,
+            "denoise": args.denoise,
+            "label": args.label,
+            "guidance": args.guidance,
+            "dtype": args.dtype,
+            "noise_device": torch.device(device).type,
+        }
+        run = open_everywhere(out, key, args.n, args.shard_size)
+    except (ValueError, TypeError, OSError) as err:
+        error = err
+    if _any(error is not None, size):
+        if error is not None and (rank == 0 or not isinstance(error, ShardMismatchError)):
+            print(f"scoresde sample: error: {error}", file=sys.stderr)
+        return 2
+
+    batch = args.batch_size or args.shard_size
+    common = dict(steps=args.steps, seed=args.seed, denoise=args.denoise, dtype=state_dtype(args.dtype))
+    common |= dict(args.option) | ({"grid": args.grid} if args.grid else {})
+
+    def labels(start: int, stop: int):
+        if args.label is None:
+            return None
+        idx = torch.arange(start, stop)
+        return idx % 10 if args.label == "all" else torch.full((stop - start,), int(args.label))
+
+    def draw(start: int, stop: int) -> dict:
+        xs = []
+        for b in range(start, stop, batch):
+            e = min(stop, b + batch)
+            y = labels(b, e)
+            s = score if y is None else make_score(model, sde, cfg.prediction, y.to(device), args.guidance)
+            with network_precision(args.dtype, device):
+                xs.append(sample(s, sde, (e - b, *dims), method=method, device=device, sample_offset=b, **common).x)
+        y = labels(start, stop)
+        return {"x": torch.cat(xs).cpu()} | ({} if y is None else {"y": y})
+
+    tag = f"[rank {rank}] " if size > 1 else ""
+    pending = pending_everywhere(run, rank, size)
+    already = run.num_shards - len(pending)
+    mine = share(pending, rank, size)
+    try:
+        run_shards(run, draw, mine, say=lambda line: print(tag + line, flush=True))
+    except (ValueError, TypeError) as err:
+        error = err
+        print(f"scoresde sample: error: {err}", file=sys.stderr)
+    if _any(error is not None, size):
+        return 2
+    missing = run.pending() if rank == 0 else []
+    if missing:  # cannot happen unless a file was removed while the run went on
+        say(f"scoresde sample: error: {len(missing)} shards are still missing in {out}", file=sys.stderr)
+        return 2
+    procs = f" on {size} processes" if size > 1 else ""
+    skipped = f", {already} of them already there" if already else ""
+    say(f"{args.n} samples in {run.num_shards} shards of {args.shard_size}{skipped}{procs} -> {out}")
+    return 0
+
+
+def _any(flag: bool, size: int) -> bool:
+    if size == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    torch.distributed.all_reduce(t)
+    return bool(t.item())
