@@ -260,11 +260,12 @@ def _sample_run(args) -> int:
         if args.label is not None:
             y = torch.arange(n) % 10 if args.label == "all" else torch.full((n,), int(args.label))
         y_part = y if y is None or stop == start else y[start:stop]
-        score, sde, cfg, _ = load_score(
+        check_dtype_device(args.dtype, device)
+        score, sde, cfg, net = load_score(
             args.checkpoint, ema=not args.raw_weights, y=y_part, guidance=args.guidance, device=device
         )
+        net.to(state_dtype(args.dtype))  # float64 weights for a float64 run; bfloat16 autocasts a float32 network
         info = data_mod.dataset_info(cfg.data)
-        check_dtype_device(args.dtype, device)
         common = dict(method=args.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
         common["dtype"] = state_dtype(args.dtype)
         if args.grid:

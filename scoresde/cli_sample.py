@@ -69,6 +69,8 @@ def sample_to_shards(args, device: str) -> int:
     try:
         check_dtype_device(args.dtype, device)
         score, sde, cfg, model = load_score(args.checkpoint, ema=not args.raw_weights, device=device)
+        identity = weights_sha256(model)
+        model.to(state_dtype(args.dtype))
         dims = tuple(data_mod.dataset_info(cfg.data)["shape"])
         method = args.method
         if args.fitted:
@@ -78,7 +80,7 @@ def sample_to_shards(args, device: str) -> int:
                 raise ValueError("--fitted runs on its own grid and weights: drop --grid and --option")
             method = load_fitted(args.fitted)
         key = {
-            "score": weights_sha256(model),
+            "score": identity,
             "weights": "raw" if args.raw_weights else "ema",
             "prediction": cfg.prediction,
             "sde": repr(sde),

@@ -212,18 +212,19 @@ def fit_grid(
     pilot = time_grid(sde, pilot_steps, "logsnr", t_min=t_min, T=T)
     T, t_min = float(pilot[0]), float(pilot[-1])
     dtype = dtype or torch.get_default_dtype()
-    x = sde.prior_std() * NoiseSource(seed).randn((n_pilot, *dims), stream=0, dtype=dtype, device=device)
+    # the pilot's noise is drawn on the CPU and moved: the fitted grid does not depend on the device's generator
+    x = (sde.prior_std() * NoiseSource(seed).randn((n_pilot, *dims), stream=0, dtype=dtype)).to(device)
     ev = Evaluator(score, "optimized grid (pilot)", pilot_steps)
     ctx = Context.build(ev, pilot, noise=None)
     ms = []
 
     def record(info):  # the data prediction at the start of every pilot step
-        ms.append(info.denoised.double().flatten(1))
+        ms.append(info.denoised.cpu().double().flatten(1))  # float64 on the host: the fit's arithmetic
 
     with torch.no_grad():
         x = integrate(get_solver("dpm++2m").make(lower_order_final=False), ctx, x, callback=record).x
         ev.step = None
-        ms.append(ev.x0(x, ctx.coefs[-1]).double().flatten(1))
+        ms.append(ev.x0(x, ctx.coefs[-1]).cpu().double().flatten(1))
     lam_t = torch.tensor([c.lam for c in ctx.coefs], dtype=torch.float64)
     grid = equidistributed_grid(sde, lam_t, ms, order, steps, mix, T, t_min)
     options = dict(dims=dims, n_pilot=n_pilot, pilot_steps=pilot_steps, mix=mix, seed=seed, sde=repr(sde))

@@ -57,7 +57,8 @@ _DEQUANT_STREAM = 0  # NoiseSource stream of the dequantisation noise; probe j u
 
 @dataclass
 class Likelihood:
-    """The result of :func:`log_likelihood`; per-sample tensors have shape ``(batch,)``, float64.
+    """The result of :func:`log_likelihood`; per-sample tensors have shape ``(batch,)``, float64 on the CPU (whatever
+    device the model ran on; ``x_T`` stays on it).
 
     Attributes:
         nats: ``log p(x)`` in nats: ``prior_logp + delta_logp + log_bin_volume``. Without dequantisation this
@@ -108,7 +109,8 @@ def _dequantise(x: Tensor, bins: int, data_range, noise: NoiseSource) -> tuple[T
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"data_range must be finite with low < high, got {data_range!r}")
     delta = (hi - lo) / (bins - 1)
-    level = (x.double() - lo) / delta
+    wide = _wide_dtype(x)
+    level = (x.to(wide) - lo) / delta
     off_grid = (level - level.round()).abs().max()
     if float(off_grid) > 1e-3 or float(level.min()) < -1e-3 or float(level.max()) > bins - 1 + 1e-3:
         raise ValueError(
@@ -116,8 +118,18 @@ def _dequantise(x: Tensor, bins: int, data_range, noise: NoiseSource) -> tuple[T
             f"x lies in [{float(x.min()):g}, {float(x.max()):g}] and is up to {float(off_grid):.3g} levels off the grid"
         )
     # u = Phi(z) is uniform on (0, 1) for z standard normal; the normals come per sample from ``noise``.
-    u = torch.special.ndtr(noise.randn(x.shape, stream=_DEQUANT_STREAM, dtype=torch.float64, device=x.device))
-    return (x.double() + delta * (u - 0.5)).to(x.dtype), math.log(delta)
+    u = torch.special.ndtr(noise.randn(x.shape, stream=_DEQUANT_STREAM, dtype=wide, device=x.device))
+    return (x.to(wide) + delta * (u - 0.5)).to(x.dtype), math.log(delta)
+
+
+def _wide_dtype(x: Tensor) -> torch.dtype:
+    """float64 for arithmetic on CPU tensors; on a device the state's own dtype (Apple MPS has no float64)."""
+    return torch.float64 if x.device.type == "cpu" else x.dtype
+
+
+def _host64(t: Tensor) -> Tensor:
+    """A per-sample result as a float64 CPU tensor (float64 stays on the host; one copy at the end of a run)."""
+    return t.detach().cpu().double()
 
 
 class _Divergence:
@@ -289,13 +301,15 @@ def log_likelihood(
         return torch.cat([dx, ddelta], 1) * dt_du
 
     state0 = torch.cat([x.reshape(B, d), torch.zeros(B, P, dtype=x.dtype, device=x.device)], 1)
-    ts = torch.tensor([u0, u1], dtype=torch.float64, device=x.device)
+    ts = torch.tensor([u0, u1], dtype=_wide_dtype(x), device=x.device)
     options = {
         "norm": _per_sample_max_rms,
         "step_t": ts[1:],  # land on T exactly: never evaluate the score beyond it
         "first_step": 1e-2 * abs(u1 - u0),  # skip the initial-step heuristic, which probes outside [t_min, T]
         "max_num_steps": int(max_steps),
     }
+    if x.device.type != "cpu":
+        options["dtype"] = x.dtype  # torchdiffeq keeps its times in float64 on x's device unless told
     try:
         with torch.no_grad():
             out = torchdiffeq.odeint(rhs, state0, ts, method=method, rtol=rtol, atol=atol, options=options)[-1]
@@ -303,15 +317,15 @@ def log_likelihood(
         raise NonFiniteError(f"log_likelihood: torchdiffeq failed ({e}) after {score.nfe - nfe0} model calls") from e
 
     x_T = out[:, :d].reshape(shape)
-    per_probe = out[:, d:].double()  # (B, P): int div F dt for each probe
+    per_probe = _host64(out[:, d:])  # (B, P): int div F dt for each probe
     delta = per_probe.mean(1)
     if trace == "exact":
-        std_err = torch.zeros(B, dtype=torch.float64, device=x.device)
+        std_err = torch.zeros(B, dtype=torch.float64)
     elif P == 1:
-        std_err = torch.full((B,), math.nan, dtype=torch.float64, device=x.device)
+        std_err = torch.full((B,), math.nan, dtype=torch.float64)
     else:
         std_err = per_probe.std(1) / math.sqrt(P)
-    prior = torch.as_tensor(prior_logp(x_T)).double()
+    prior = _host64(torch.as_tensor(prior_logp(x_T)))
     if prior.shape != (B,):
         raise ValueError(f"prior_logp must return shape (batch,) = ({B},), got {tuple(prior.shape)}")
     nats = prior + delta + log_volume

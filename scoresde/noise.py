@@ -8,11 +8,16 @@ cut into fixed blocks of ``B`` rows (``B`` depends only on the per-sample size);
 2014) of ``(seed, b, k)``. A batch draws the blocks it overlaps and keeps its rows, so row ``i`` depends
 only on ``(seed, offset + i, stream)``; the cost is native ``randn`` plus at most two partly used blocks.
 
-Draws are made on the CPU in float32 (four times cheaper than float64 there) and then cast and moved, so
-the noise is the same on every device and in every dtype; a float64 run gets float32-rounded normals,
-which changes nothing statistically. ``stream`` numbers separate the prior draw from the noise of each
-step; ``offset`` is the global index of the batch's first sample (a process of a distributed run passes
-its shard's start).
+Draws are made in float32 (four times cheaper than float64 on a CPU) and then cast, so a float64 run gets
+float32-rounded normals, which changes nothing statistically. They are made on the device the noise is asked for:
+on the CPU with CPU generators (the reference; the golden outputs pin it), on a GPU with that device's generator
+(CUDA's Philox, seeded per block in the same way), so nothing is drawn on the host and copied at every step. The
+per-sample identity holds on every device (sample ``i`` is the same in any batch and on any number of processes of
+that device type), but a CUDA or MPS generator gives other normals than the CPU's from the same seed, as PyTorch
+documents: a run's device type is part of what determines its samples.
+
+``stream`` numbers separate the prior draw from the noise of each step; ``offset`` is the global index of the
+batch's first sample (a process of a distributed run passes its shard's start).
 """
 
 from __future__ import annotations
@@ -75,11 +80,13 @@ class NoiseSource:
         batch, per = shape[0], math.prod(shape[1:])
         rows = block_rows(per)
         first, last = self.offset // rows, (self.offset + batch - 1) // rows
+        device = torch.device("cpu" if device is None else device)
+        on = None if device.type == "cpu" else device  # CPU draws keep their original (golden) code path
+        g = torch.Generator() if on is None else torch.Generator(device=on)  # reseeded for every block
         parts = []
-        g = torch.Generator()
         for b in range(first, last + 1):
             g.manual_seed(self._block_seed(b, stream))
-            parts.append(torch.randn(rows, per, generator=g, dtype=torch.float32))
+            parts.append(torch.randn(rows, per, generator=g, dtype=torch.float32, device=on))
         z = torch.cat(parts) if len(parts) > 1 else parts[0]
         start = self.offset - first * rows
         return z[start : start + batch].reshape(shape).to(dtype=dtype, device=device)

@@ -66,3 +66,28 @@ def test_errors_are_reported(moons_ckpt, tmp_path, capsys):
     assert main([*base, "--label", "3"]) == 2  # labels for an unconditional model
     assert "unconditional" in capsys.readouterr().err
     assert main(["sample", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_dtype_and_device(moons_ckpt, tmp_path, monkeypatch):
+    """``--dtype float64`` samples in float64; ``bfloat16`` keeps a float32 state and runs the network under
+    bfloat16 autocast (close to float32, not equal); a CPU run never initialises CUDA (every door to it is watched)."""
+    touched = []
+
+    def watch(owner, name):
+        real = getattr(owner, name, None)
+        if real is not None:
+            monkeypatch.setattr(owner, name, lambda *a, **k: touched.append(name) or real(*a, **k))
+
+    watch(torch.cuda, "_lazy_init")
+    watch(torch.cuda.random, "_lazy_init")
+    watch(torch._C, "_cuda_init")
+    base = ["sample", "--checkpoint", str(moons_ckpt), "--n", "64", "--steps", "4", "--device", "cpu", "--save"]
+    x = {}
+    for dtype in ("float32", "float64", "bfloat16"):
+        assert main([*base, ".safetensors", "--dtype", dtype, "--out", str(tmp_path / dtype)]) == 0
+        x[dtype] = load_file(str(tmp_path / f"{dtype}.safetensors"))["x"]
+    assert x["float32"].dtype == x["bfloat16"].dtype == torch.float32 and x["float64"].dtype == torch.float64
+    assert torch.allclose(x["float64"].float(), x["float32"], atol=1e-4)
+    diff = (x["bfloat16"] - x["float32"]).abs().max()
+    assert 0 < diff < 0.1, diff
+    assert not touched and not torch.cuda.is_initialized()

@@ -235,3 +235,35 @@ def test_many_streams_chi_square_of_first_elements():
     """The first element of streams 0..199 for one sample (what a 200-step sampler draws for it) is N(0,1)."""
     vals = np.array([float(src(77).randn((1, 1), stream=s, dtype=F64)) for s in range(200)])
     assert stats.kstest(vals, "norm").pvalue > 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# Drawn on the device
+# --------------------------------------------------------------------------------------------------
+DEVICES = (["cuda"] if torch.cuda.is_available() else []) + (
+    ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else []
+)
+
+
+@pytest.mark.skipif(not DEVICES, reason="no CUDA or MPS device here: the device-side draws run where there is one")
+@pytest.mark.parametrize("device", DEVICES or ["none"])
+def test_device_draws_keep_the_per_sample_identity(device):
+    """On a GPU the normals are drawn there (no host draw and copy per step), still one stream per sample: any batch
+    split gives the same rows; they are other normals than the CPU's (another generator), with the right moments."""
+    whole = src(3).randn((3000, 3, 4), stream=2, device=device)
+    assert whole.device.type == device and whole.dtype == torch.float32
+    parts = [src(3, o).randn((n, 3, 4), stream=2, device=device) for o, n in ((0, 7), (7, 1100), (1107, 1893))]
+    assert torch.equal(torch.cat(parts), whole)
+    assert not torch.equal(whole.cpu(), src(3).randn((3000, 3, 4), stream=2))
+    z = whole.double().cpu().flatten()
+    assert abs(float(z.mean())) < 4 / math.sqrt(z.numel()) and abs(float(z.var()) - 1) < 6 * math.sqrt(2 / z.numel())
+
+
+def test_cpu_draws_are_made_on_the_cpu_generator():
+    """The CPU path is the reference the golden outputs pin: block ``b`` of stream ``k`` is ``torch.randn`` from a CPU
+    generator seeded with the block's hash, whatever ``device`` spelling asks for the CPU."""
+    s = src(11, offset=5)
+    g = torch.Generator().manual_seed(s._block_seed(0, 4))
+    block = torch.randn(sd.noise.block_rows(6), 6, generator=g)
+    for device in (None, "cpu", torch.device("cpu")):
+        assert torch.equal(s.randn((3, 2, 3), stream=4, device=device), block[5:8].reshape(3, 2, 3))

@@ -27,9 +27,14 @@ def _pf_ode(ctx, locate_step: bool):
     ev, grid = ctx.ev, ctx.grid
     desc = grid.flip(0)  # increasing, for searchsorted
     n = grid.numel()
+    snap: dict[float, float] = {}  # a grid time rounded to a device's float32 -> the float64 time of the table
 
     def rhs(t, x):
         tf = float(t)
+        if t.dtype != torch.float64:
+            if not snap:
+                snap.update((float(torch.tensor(v, dtype=t.dtype)), v) for v in ctx.times)
+            tf = snap.get(tf, tf)
         if locate_step and ev.n_steps is not None:
             # Step k covers [grid[k+1], grid[k]]; an evaluation at a grid point counts towards the step it starts.
             ev.step = min(max(n - 1 - int(torch.searchsorted(desc, tf, right=False)), 0), n - 2)
@@ -51,8 +56,12 @@ class ProbabilityFlowODE(Solver):
 
     def _odeint(self, ctx, x, ts, locate_step: bool):
         kw = self._odeint_kwargs(ctx.grid)
+        if x.device.type != "cpu":  # times on a device follow the state's dtype (Apple MPS has no float64)
+            ts = ts.to(device=x.device, dtype=x.dtype)
+            if "options" in kw:
+                kw["options"]["dtype"] = x.dtype
         try:
-            return torchdiffeq.odeint(_pf_ode(ctx, locate_step), x, ts.to(x.device), method=self.method, **kw)
+            return torchdiffeq.odeint(_pf_ode(ctx, locate_step), x, ts, method=self.method, **kw)
         except AssertionError as e:  # torchdiffeq reports step-size underflow with assert
             raise NonFiniteError(f"{self.name}: torchdiffeq failed ({e}) at {ctx.ev.where(float('nan'))}") from e
 

@@ -209,7 +209,8 @@ class AdaptiveSDE(Solver):
             x2 = 0.5 * (x + x1 - h * cs.reverse_drift(x1, ev.eps(x1, cs)) + (cs.g * math.sqrt(h)) * z)
             x2 = ev.check(x2, s, "the solver state")
             delta = torch.maximum(x1.abs(), x_prev.abs()).mul(self.rtol).clamp_min(self.atol)
-            err = float(((x1 - x2) / delta).double().pow(2).mean().sqrt())
+            r = (x1 - x2) / delta
+            err = float((r.double() if r.device.type == "cpu" else r).pow(2).mean().sqrt())  # no float64 on MPS
             if err <= 1:
                 x, x_prev, t = x2, x1, s
             h = min(t - t_min, self.safety * h * max(err, 1e-10) ** -self.exponent)
