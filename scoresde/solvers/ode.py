@@ -27,11 +27,14 @@ def _pf_ode(ctx, locate_step: bool):
     ev, grid = ctx.ev, ctx.grid
     desc = grid.flip(0)  # increasing, for searchsorted
     n = grid.numel()
-    snap: dict[float, float] = {}  # a grid time rounded to a device's float32 -> the float64 time of the table
+    # torchdiffeq hands rhs its time in the state's dtype; on a device (where the grid itself is in that dtype) a
+    # rounded grid time is mapped back to the float64 time of the coefficient table. On the CPU the times are left
+    # as they come (a float32 state there always met float32-rounded times; its samples stay as they were).
+    snap: dict[float, float] = {}
 
     def rhs(t, x):
         tf = float(t)
-        if t.dtype != torch.float64:
+        if t.dtype != torch.float64 and x.device.type != "cpu":
             if not snap:
                 snap.update((float(torch.tensor(v, dtype=t.dtype)), v) for v in ctx.times)
             tf = snap.get(tf, tf)
