@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from . import metrics, problems
 from .conditioning import inpaint
 from .distributed import sample_distributed
+from .export import export_pretrained, load_pretrained
 from .fitted import FitError, FittedSolver, fit_solver, load_fitted
 from .grids import GRIDS, FittedGrid, fit_grid, optimized_grid, time_grid
 from .interop import diffusers_sde, from_diffusers
@@ -48,6 +49,8 @@ __all__ = [
     "sample_distributed",
     "sample_shards",
     "load_shards",
+    "export_pretrained",
+    "load_pretrained",
     "log_likelihood",
     "Likelihood",
     "inpaint",
