@@ -4,8 +4,9 @@
 in ``shard-<i>.safetensors``, written atomically (a reader sees the whole file or none), so a file that exists is
 finished. ``manifest.json``, written once when the folder is created, records the run's *key*: everything that
 determines the samples (the score's identity, SDE, method and options, steps, grid, seed, dtype, the device type
-the noise is drawn on, the number of samples and the shard size). A restart with the same key skips the shards that
-exist; one with another key is refused, naming what differs, instead of mixing two runs in one folder.
+the noise is drawn on, the number of samples, the shard size and the batch size). A restart with the same key
+skips the shards that exist; one with another key is refused, naming what differs, instead of mixing two runs in
+one folder.
 
 Sample ``i`` draws its noise from its own streams (:class:`~scoresde.noise.NoiseSource` with ``sample_offset``),
 so its value depends neither on the shard size, the batch size nor the number of processes. Under ``torchrun``
@@ -248,8 +249,9 @@ def sample_shards(
     ``identity`` names the score in the manifest's key; by default the SHA-256 of ``score.model``'s weights when it
     is a ``torch.nn.Module`` (else pass one: a callable's code cannot be hashed). ``kwargs`` (``method``,
     ``steps``, ``grid``, ``dtype``, method options...) go to :func:`scoresde.sample` and into the key; they must be
-    JSON-representable or have a stable ``repr``. ``batch_size`` (default: a whole shard) does not change the
-    samples. Returns the :class:`ShardedRun`; :func:`load_shards` reads the result.
+    JSON-representable or have a stable ``repr``. ``batch_size`` (default: a whole shard) is in the key too: the
+    noise does not depend on it, but a network's kernels may round differently at another batch size. Returns the
+    :class:`ShardedRun`; :func:`load_shards` reads the result.
     """
     from .distributed import world
     from .sample import sample
@@ -273,6 +275,7 @@ def sample_shards(
         "dims": list(dims),
         "seed": int(seed),
         "noise_device": device.type,
+        "batch_size": int(batch_size or shard_size),
         "sample": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v) for k, v in kwargs.items()},
     }
     rank, size = world()

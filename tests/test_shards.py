@@ -149,3 +149,27 @@ def test_sample_shards_from_python(tmp_path):
     assert run.num_shards == 3
     ref = sd.sample(ring.score(vp), vp, (9, 2), seed=2, **kw).x
     assert torch.equal(sd.load_shards(tmp_path / "r")["x"], ref)
+
+
+def test_class_labels_and_batch_size(tmp_path, capsys):
+    """``--label all`` in shards: sample ``i`` gets label ``i % 10`` whatever shard it is in, and the samples are the
+    plain run's (to the U-Net's batch-size rounding, 1e-9); another ``--batch-size`` on the same folder is refused."""
+    from safetensors.torch import load_file
+
+    unet = {"arch": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4}
+    ckpt = tmp_path / "digits"
+    cfg = TrainConfig(
+        data="digits", model=unet, class_conditional=True, steps=2, batch_size=8, ckpt_every=2, out=str(ckpt)
+    )
+    train(cfg, progress=False)
+    args = ["sample", "--checkpoint", str(ckpt), "--num-samples", "13", "--steps", "3", "--label", "all"]
+    args += ["--guidance", "1.5"]
+    sharded = [*args, "--shard-size", "5", "--batch-size", "3", "--out", str(tmp_path / "s")]
+    assert main(sharded) == 0
+    assert main([*args, "--out", str(tmp_path / "plain"), "--save", ".safetensors", "--no-progress"]) == 0
+    got, want = load_shards(tmp_path / "s"), load_file(str(tmp_path / "plain.safetensors"))
+    assert torch.equal(got["y"], torch.arange(13) % 10) and torch.equal(got["y"], want["y"])
+    assert torch.allclose(got["x"], want["x"], rtol=0, atol=1e-6)
+    capsys.readouterr()
+    assert main([*sharded[:-4], "--batch-size", "5", "--out", str(tmp_path / "s")]) == 2
+    assert "batch_size: 3 there, 5 now" in capsys.readouterr().err
