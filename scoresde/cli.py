@@ -267,7 +267,6 @@ def _sample_run(args) -> int:
         net.to(state_dtype(args.dtype))  # float64 weights for a float64 run; bfloat16 autocasts a float32 network
         info = data_mod.dataset_info(cfg.data)
         common = dict(method=args.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
-        common["dtype"] = state_dtype(args.dtype)
         if args.grid:
             common["grid"] = args.grid
         if args.fitted:
@@ -283,7 +282,7 @@ def _sample_run(args) -> int:
             x_test, _ = data_mod.get_dataset(cfg.data, "test", n=n, seed=cfg.data_seed)
             if x_test.shape[0] < n:
                 raise ValueError(f"--inpaint needs n <= {x_test.shape[0]} test examples, got {n}")
-            x_known = x_test[:n].to(device)
+            x_known = x_test[:n].to(device=device, dtype=state_dtype(args.dtype))  # inpaint follows its dtype
             mask = make_mask(args.inpaint, info["shape"], seed=args.seed).to(device)
             if stop > start:
                 with network_precision(args.dtype, device):
@@ -292,7 +291,10 @@ def _sample_run(args) -> int:
                     )
         elif stop > start:
             with network_precision(args.dtype, device):
-                out = sample(score, sde, (stop - start, *info["shape"]), device=device, sample_offset=start, **common)
+                shape = (stop - start, *info["shape"])
+                out = sample(
+                    score, sde, shape, device=device, dtype=state_dtype(args.dtype), sample_offset=start, **common
+                )
         if bar is not None:
             bar.close()
     except (ValueError, TypeError) as err:
