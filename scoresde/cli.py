@@ -292,8 +292,9 @@ def _sample_run(args) -> int:
         elif stop > start:
             with network_precision(args.dtype, device):
                 shape = (stop - start, *info["shape"])
+                dtype = state_dtype(args.dtype)
                 out = sample(
-                    score, sde, shape, device=device, dtype=state_dtype(args.dtype), sample_offset=start, **common
+                    score, sde, shape, device=device, dtype=dtype, sample_offset=start, check=args.check, **common
                 )
         if bar is not None:
             bar.close()
@@ -644,6 +645,12 @@ def main(argv: list[str] | None = None) -> int:
         help="write --out as a folder of shards of this many samples with a manifest; a rerun completes it",
     )
     sp.add_argument("--batch-size", type=_positive, help="samples per model batch with --shard-size (default: a shard)")
+    sp.add_argument(
+        "--check",
+        choices=("step", "call", "end"),
+        default="step",
+        help="test for NaN/inf after every step, every model call, or at the end (%(default)s; one host sync each)",
+    )
     sp.set_defaults(func=_sample)
 
     lk = sub.add_parser("likelihood", help="log-likelihood and bits/dim through the probability-flow ODE")

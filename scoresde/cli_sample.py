@@ -107,7 +107,9 @@ def sample_to_shards(args, device: str) -> int:
         return 2
 
     batch = args.batch_size or args.shard_size
-    common = dict(steps=args.steps, seed=args.seed, denoise=args.denoise, dtype=state_dtype(args.dtype))
+    common = dict(
+        steps=args.steps, seed=args.seed, denoise=args.denoise, dtype=state_dtype(args.dtype), check=args.check
+    )
     common |= dict(args.option) | ({"grid": args.grid} if args.grid else {})
 
     def labels(start: int, stop: int):

@@ -91,3 +91,11 @@ def test_dtype_and_device(moons_ckpt, tmp_path, monkeypatch):
     diff = (x["bfloat16"] - x["float32"]).abs().max()
     assert 0 < diff < 0.1, diff
     assert not touched and not torch.cuda.is_initialized()
+
+
+def test_check_frequency_does_not_change_the_samples(moons_ckpt, tmp_path):
+    base = ["sample", "--checkpoint", str(moons_ckpt), "--n", "16", "--steps", "3", "--save", ".safetensors"]
+    for check in ("step", "call", "end"):
+        assert main([*base, "--check", check, "--no-progress", "--out", str(tmp_path / check)]) == 0
+    xs = [load_file(str(tmp_path / f"{c}.safetensors"))["x"] for c in ("step", "call", "end")]
+    assert torch.equal(xs[0], xs[1]) and torch.equal(xs[0], xs[2])
