@@ -1,4 +1,4 @@
-"""Denoising training losses: eps-MSE (Ho et al. 2020) and its x0 and v variants, with three samplers for t.
+"""Denoising training losses: eps-MSE (Ho et al. 2020) and its x0 and v variants, with four samplers for t.
 
 With ``x_t = alpha(t) x_0 + sigma(t) eps`` drawn by :meth:`scoresde.sde.SDE.perturb`, every loss here is a
 Monte Carlo estimate of one objective::
@@ -17,9 +17,15 @@ The weight ``w(t)``:
 - ``"likelihood"``: ``w = g(t)^2 / sigma(t)^2 = -d lambda / dt`` (``lambda`` = log-SNR). For an eps model,
   ``1/2 (T - t_eps) L`` is then the diffusion term of the negative ELBO of Kingma et al. 2021 (VDM, continuous time),
   equivalently Song et al. 2021's likelihood weighting ``g^2`` of the score-matching loss (Song, Durkan,
-  Murray & Ermon 2021, Theorem 1), since ``|s - grad log p|^2 = |eps_hat - eps|^2 / sigma^2``.
+  Murray & Ermon 2021, Theorem 1), since ``|s - grad log p|^2 = |eps_hat - eps|^2 / sigma^2``;
+- ``"min-snr"``: the min-SNR-gamma weighting of Hang et al. 2023: the error of the implied data prediction
+  ``x0_hat`` weighted by ``min(SNR, gamma)``, ``SNR = alpha^2 / sigma^2``, written for the target at hand:
+  ``w = min(SNR, gamma) (d x0 / d target)^2``, i.e. ``min(SNR, gamma) / SNR`` for eps,
+  ``min(SNR, gamma)`` for x0 and ``min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2`` for v
+  (``min(SNR, gamma) / (SNR + 1)`` on a VP SDE). It caps the weight of the nearly clean, easy levels.
 
-How ``t`` is drawn changes only the variance of the estimate, never the objective (all three are unbiased):
+The first three ways to draw ``t`` change only the variance of the estimate, never the objective (they are
+unbiased); the fourth is a choice of objective:
 
 - ``"uniform"``: ``t = t_eps + (T - t_eps) u``, ``u ~ U(0, 1)`` i.i.d.;
 - ``"stratified"``: the low-discrepancy sampler of Kingma et al. 2021 (VDM):
@@ -29,7 +35,14 @@ How ``t`` is drawn changes only the variance of the estimate, never the objectiv
 - ``"importance"``: ``t`` with density ``q(t) = (g^2 / sigma^2) / (lambda(t_eps) - lambda(T))``, i.e.
   ``lambda(t)`` uniform, drawn exactly as ``t = t_from_log_snr(lambda)`` (the importance distribution of
   Song, Durkan, Murray & Ermon 2021), and each term weighted by ``1 / ((T - t_eps) q(t))``.
-  With ``weighting="likelihood"`` that weight cancels ``w(t)`` exactly: every ``t`` counts the same.
+  With ``weighting="likelihood"`` that weight cancels ``w(t)`` exactly: every ``t`` counts the same;
+- ``"lognormal"``: the noise levels of EDM (Karras et al. 2022, table 1): ``sigma / alpha = exp(P_mean + P_std
+  z)``, ``z ~ N(0, 1)``, i.e. ``lambda = -2 (P_mean + P_std z)``, ``t = t_from_log_snr(lambda)`` clamped to
+  ``[t_eps, T]``, with no importance weight: the level density becomes part of the weighting, so this changes
+  the objective (towards the middle noise levels where the data's structure is decided). With ``prediction="v"``
+  and unit weighting on a VP SDE and data of unit variance this is EDM's training exactly: EDM's
+  preconditioning with ``sigma_data = 1`` gives ``c_in x_hat = x``, ``D = alpha x - sigma F`` (``F = v``) and
+  its loss weight ``1 / c_out^2`` turns ``|D - x_0|^2`` into ``|F - v|^2``.
 
 The identity ``d lambda / dt = -g^2 / sigma^2`` holds for every SDE with linear drift here: ``lambda = log
 alpha^2 - log sigma^2`` and ``d sigma^2 / dt = 2 f sigma^2 + g^2`` (Song et al. 2021, appendix B) give
@@ -60,12 +73,17 @@ __all__ = [
     "x0_mse",
     "v_mse",
     "target",
+    "min_snr_weight",
+    "DEFAULT_LOGNORMAL",
+    "DEFAULT_SNR_GAMMA",
 ]
 
 PREDICTIONS = ("eps", "x0", "v")
-T_SAMPLERS = ("uniform", "stratified", "importance")
-WEIGHTINGS = ("unit", "likelihood")
+T_SAMPLERS = ("uniform", "stratified", "importance", "lognormal")
+WEIGHTINGS = ("unit", "likelihood", "min-snr")
 DEFAULT_T_EPS = 1e-5
+DEFAULT_LOGNORMAL = (-1.2, 1.2)  # EDM's (P_mean, P_std) of log(sigma / alpha)
+DEFAULT_SNR_GAMMA = 5.0  # Hang et al. 2023
 
 
 def sample_t(
@@ -77,12 +95,13 @@ def sample_t(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    lognormal: tuple[float, float] = DEFAULT_LOGNORMAL,
 ) -> tuple[Tensor, Tensor]:
     """Draw ``batch`` times in ``[t_eps, T]`` and their importance weights ``1 / ((T - t_eps) q(t))``.
 
-    Returns ``(t, iw)``, both ``(batch,)`` of ``dtype`` on ``device``; ``iw`` is all ones for the uniform and
-    stratified samplers (see the module docstring). The uniforms are drawn in float64 on the generator's
-    device, then cast and moved.
+    Returns ``(t, iw)``, both ``(batch,)`` of ``dtype`` on ``device``; ``iw`` is all ones for the uniform,
+    stratified and lognormal samplers (see the module docstring). ``lognormal`` is ``(P_mean, P_std)`` of
+    the lognormal sampler. The draws are made in float64 on the generator's device, then cast and moved.
     """
     check_choice("", "t_sampler", t_sampler, T_SAMPLERS)
     check_number("", "t_eps", t_eps, gt=0, lt=sde.T, hint="the SDE's (0, T)")
@@ -90,6 +109,12 @@ def sample_t(
     gdev = generator.device if generator is not None else "cpu"
     f64 = torch.float64
     T = float(sde.T)
+    if t_sampler == "lognormal":
+        p_mean, p_std = (float(v) for v in lognormal)
+        check_number("", "lognormal P_std", p_std, gt=0)
+        z = torch.randn(batch, generator=generator, dtype=f64, device=gdev)
+        t = sde.t_from_log_snr(-2.0 * (p_mean + p_std * z)).clamp(t_eps, T)
+        return t.to(dtype=dtype, device=device), torch.ones(batch, dtype=dtype, device=device)
     if t_sampler == "stratified":
         u0 = torch.rand((), generator=generator, dtype=f64, device=gdev)
         u = torch.remainder(u0 + torch.arange(batch, dtype=f64, device=gdev) / batch, 1.0)
@@ -129,6 +154,8 @@ def denoising_loss(
     t_eps: float = DEFAULT_T_EPS,
     weighting: str = "unit",
     reduction: str = "mean",
+    lognormal: tuple[float, float] = DEFAULT_LOGNORMAL,
+    snr_gamma: float = DEFAULT_SNR_GAMMA,
 ) -> Tensor:
     """The denoising loss of the module docstring for ``prediction`` in ``("eps", "x0", "v")``.
 
@@ -140,6 +167,8 @@ def denoising_loss(
         t: fixed times ``(batch,)`` (or a scalar) in ``[0, T]``; then ``t_sampler`` is not used and the
             importance weight is 1.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample weighted losses, ``(batch,)``).
+        lognormal: ``(P_mean, P_std)`` of the ``"lognormal"`` sampler.
+        snr_gamma: ``gamma`` of the ``"min-snr"`` weighting.
     """
     check_choice("", "prediction", prediction, PREDICTIONS)
     check_choice("", "weighting", weighting, WEIGHTINGS)
@@ -150,7 +179,14 @@ def denoising_loss(
     batch = x0.shape[0]
     if t is None:
         t, iw = sample_t(
-            batch, sde, t_sampler=t_sampler, t_eps=t_eps, generator=generator, dtype=x0.dtype, device=x0.device
+            batch,
+            sde,
+            t_sampler=t_sampler,
+            t_eps=t_eps,
+            generator=generator,
+            dtype=x0.dtype,
+            device=x0.device,
+            lognormal=lognormal,
         )
     else:
         t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
@@ -172,8 +208,25 @@ def denoising_loss(
     w = iw
     if weighting == "likelihood":
         w = w * (sde.diffusion(t64) ** 2 / sde.marginal_std(t64) ** 2).to(err)
+    elif weighting == "min-snr":
+        w = w * min_snr_weight(sde, t64, prediction, snr_gamma).to(err)
     per_sample = w * err
     return per_sample.mean() if reduction == "mean" else per_sample
+
+
+def min_snr_weight(sde: SDE, t: Tensor, prediction: str, gamma: float = DEFAULT_SNR_GAMMA) -> Tensor:
+    """The min-SNR-gamma weight (Hang et al. 2023) of ``prediction``'s squared error at times ``t``: the weight
+    ``min(SNR, gamma)`` of the implied x0 error times ``(d x0 / d target)^2`` (module docstring)."""
+    check_choice("", "prediction", prediction, PREDICTIONS)
+    check_number("", "snr_gamma", gamma, gt=0)
+    a2, s2 = sde.alpha(t) ** 2, sde.marginal_std(t) ** 2
+    snr = a2 / s2
+    capped = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return capped / snr
+    if prediction == "x0":
+        return capped
+    return capped * s2 / (a2 + s2) ** 2
 
 
 def eps_mse(model, sde: SDE, x0: Tensor, **kw) -> Tensor:

@@ -199,6 +199,7 @@ def test_gradients_reach_every_parameter(arch):
     "net",
     [
         lambda: MLP(dim=3, width=32, num_blocks=2, num_classes=4),
+        lambda: MLP(dim=3, width=32, num_blocks=2, fourier_features=8, fourier_scale=2.0),
         lambda: UNet(in_channels=3, num_classes=10, **SMALL_UNET),
         lambda: UNet(**SMALL_UNET),
     ],
@@ -227,6 +228,8 @@ def test_build_model_round_trip(net):
         {"arch": "unet", "dropout": 1.0},
         {"arch": "mlp", "num_classes": 0},
         {"arch": "mlp", "width": 0},
+        {"arch": "mlp", "fourier_features": -1},
+        {"arch": "mlp", "fourier_features": 4, "fourier_scale": 0.0},
     ],
 )
 def test_bad_configs(config):
@@ -371,3 +374,19 @@ def test_digit_fd_floor_and_discrimination(classifier):
         clf_mod.digit_fd(torch.zeros(4, 1, 7, 7), "test", classifier)
     with pytest.raises(ValueError):
         clf_mod.digit_fd(x_test, "valid", classifier)
+
+
+def test_fourier_features_are_sin_cos_of_fixed_random_projections():
+    """The input layer sees [x, sin(2 pi x B), cos(2 pi x B)] (Tancik et al. 2020), B ~ N(0, scale^2) a saved buffer."""
+    torch.manual_seed(0)
+    net = MLP(dim=2, width=16, num_blocks=1, fourier_features=256, fourier_scale=3.0)
+    B = net.fourier
+    assert B.shape == (2, 256) and "fourier" in net.state_dict() and not B.requires_grad
+    assert abs(float(B.std()) - 3.0) < 0.4
+    seen = {}
+    net.inp.register_forward_pre_hook(lambda mod, inp: seen.update(h=inp[0]))
+    x = torch.randn(5, 2, generator=gen(1))
+    net(x, torch.rand(5, generator=gen(2)))
+    phase = 2 * math.pi * x @ B
+    torch.testing.assert_close(seen["h"], torch.cat([x, phase.sin(), phase.cos()], dim=1))
+    assert "fourier" not in MLP(dim=2, width=16).state_dict()  # off by default: old checkpoints still load

@@ -9,7 +9,15 @@ import torch
 import scoresde as sd
 from scoresde import checkpoint as ck
 from scoresde.cli import main
-from scoresde.train import ConditionalModel, TrainConfig, ema_decay_at, load_score, make_score, train
+from scoresde.train import (
+    ConditionalModel,
+    TrainConfig,
+    ema_decay_at,
+    learning_rate,
+    load_score,
+    make_score,
+    train,
+)
 
 TINY_MLP = {"arch": "mlp", "width": 32, "num_blocks": 2}
 TINY_UNET = {
@@ -229,3 +237,15 @@ def test_trained_network_beats_the_best_affine_predictor(tmp_path):
 def test_default_prediction_is_v():
     """v prediction is the default: it is the parameterisation every sampler works with (see TrainConfig)."""
     assert TrainConfig(data="moons").prediction == "v"
+
+
+def test_learning_rate_warmup_then_cosine():
+    cfg = TrainConfig(lr=1e-3, warmup=10, steps=111, lr_schedule="cosine", lr_min=0.1)
+    lrs = [learning_rate(cfg, k) for k in range(111)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3) and lrs[10] == pytest.approx(1e-3)
+    assert lrs[60] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5)) and lrs[110] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    const = cfg.replace(lr_schedule="constant")
+    assert [learning_rate(const, k) for k in range(10, 111)] == [1e-3] * 101
+    with pytest.raises(ValueError, match="lr_schedule"):
+        cfg.replace(lr_schedule="step")

@@ -16,14 +16,15 @@ from pathlib import Path
 
 from .. import data as data_mod
 from ..checks import check_bool, check_choice, check_int, check_number
-from ..loss import DEFAULT_T_EPS, PREDICTIONS, T_SAMPLERS, WEIGHTINGS
+from ..loss import DEFAULT_LOGNORMAL, DEFAULT_SNR_GAMMA, DEFAULT_T_EPS, PREDICTIONS, T_SAMPLERS, WEIGHTINGS
 from ..sde import SDE, VESDE, VPSDE, SubVPSDE
 from ..util import atomic_write_text
 
-__all__ = ["TrainConfig", "build_sde", "SDES", "EMA_SCHEDULES"]
+__all__ = ["TrainConfig", "build_sde", "SDES", "EMA_SCHEDULES", "LR_SCHEDULES"]
 
 SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 EMA_SCHEDULES = ("power", "fixed")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def build_sde(config: dict) -> SDE:
@@ -53,12 +54,16 @@ class TrainConfig:
             samplers fling those samples out (to |x| ~ 100 after 6000 steps, measured); with v,
             eps = alpha v + sigma x tends to x at T whatever the network says.
         sde: ``{"name": "vp" | "subvp" | "ve", **kwargs}``; default the linear VP SDE (beta 0.1 to 20).
-        t_sampler, t_eps, weighting: see :mod:`scoresde.loss`.
+        t_sampler, t_eps, weighting: see :mod:`scoresde.loss`; ``p_mean``, ``p_std``: the lognormal sampler's
+            ``(P_mean, P_std)``; ``snr_gamma``: gamma of the min-SNR weighting.
         steps, batch_size, lr, weight_decay, warmup, grad_clip: the optimisation (AdamW).
+        lr_schedule, lr_min: after the warm-up, "constant" keeps ``lr``; "cosine" decays it to ``lr_min * lr``
+            at the last step (:func:`scoresde.train.learning_rate`).
         ema_schedule, ema_decay, ema_power: the EMA of the weights (:func:`scoresde.train.ema_decay_at`).
         seed: seeds the weights, the data order and all noise.
         ckpt_every, log_every: checkpoint and progress-bar cadence in steps (a checkpoint is also written at
             the end).
+        plots: write ``loss.png`` and ``samples.png`` at every checkpoint (:mod:`scoresde.train.monitor`).
         out: output directory (checkpoint and ``config.json``).
         device: "cpu", "cuda", "cuda:1", ...
     """
@@ -73,11 +78,16 @@ class TrainConfig:
     t_sampler: str = "uniform"
     t_eps: float = DEFAULT_T_EPS
     weighting: str = "unit"
+    p_mean: float = DEFAULT_LOGNORMAL[0]
+    p_std: float = DEFAULT_LOGNORMAL[1]
+    snr_gamma: float = DEFAULT_SNR_GAMMA
     steps: int = 2000
     batch_size: int = 128
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup: int = 100
+    lr_schedule: str = "constant"
+    lr_min: float = 0.0
     grad_clip: float = 1.0
     ema_schedule: str = "power"
     ema_decay: float = 0.9999
@@ -86,6 +96,7 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 500
     log_every: int = 20
+    plots: bool = True
     out: str = "runs/default"
     device: str = "cpu"
 
@@ -110,11 +121,17 @@ class TrainConfig:
         check_number(where, "ema_power", self.ema_power, ge=0)
         check_number(where, "p_uncond", self.p_uncond, ge=0, lt=1)
         check_number(where, "t_eps", self.t_eps, gt=0, lt=1)
+        check_number(where, "p_mean", self.p_mean)
+        check_number(where, "p_std", self.p_std, gt=0)
+        check_number(where, "snr_gamma", self.snr_gamma, gt=0)
+        check_number(where, "lr_min", self.lr_min, ge=0, le=1, hint="a fraction of lr")
+        check_choice(where, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_choice(where, "prediction", self.prediction, PREDICTIONS)
         check_choice(where, "t_sampler", self.t_sampler, T_SAMPLERS)
         check_choice(where, "weighting", self.weighting, WEIGHTINGS)
         check_choice(where, "ema_schedule", self.ema_schedule, EMA_SCHEDULES)
         check_bool(where, "class_conditional", self.class_conditional)
+        check_bool(where, "plots", self.plots)
 
         def bad(name, want):
             raise ValueError(f"{where}: {name} must be {want}, got {getattr(self, name)!r}")

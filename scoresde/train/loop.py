@@ -7,7 +7,9 @@ One step (:func:`train`)::
     y     = labels; each replaced by the null class with probability p_uncond (classifier-free guidance,
             Ho & Salimans 2022), drawn from the noise generator
     loss  = denoising_loss(model, sde, x0, y, prediction, t_sampler, weighting)      (scoresde.loss)
-    grads clipped to a global norm of grad_clip (0: off); lr_k = lr min(1, (k + 1) / warmup)
+    grads clipped to a global norm of grad_clip (0: off); lr_k = lr min(1, (k + 1) / warmup) for
+    lr_schedule "constant"; "cosine" then decays it after the warm-up (Loshchilov & Hutter 2017, one cycle):
+        lr_k = lr (r + (1 - r) (1 + cos(pi (k - warmup) / (steps - warmup))) / 2),   r = lr_min
     AdamW step (Loshchilov & Hutter 2019), then the EMA  theta_ema <- d_n theta_ema + (1 - d_n) theta,
     n = k + 1 the number of updates so far, with
         ema_schedule "fixed": d_n = ema_decay
@@ -20,14 +22,25 @@ eps and label dropout, on the training device) and the global RNG inside :func:`
 (weight initialisation from ``seed`` and dropout layers), so the caller's global RNG is left as it was. A
 checkpoint (:mod:`scoresde.checkpoint`) holds the weights, the EMA, the optimiser state, these states, the
 current permutation and its position, and the loss history; resuming from it continues bit for bit on the CPU
-(same losses, weights, EMA and optimiser state as an uninterrupted run with the same config).
+(same losses, weights, EMA and optimiser state as an uninterrupted run with the same config). With ``plots``
+each checkpoint also writes ``loss.png`` and ``samples.png`` (:mod:`scoresde.train.monitor`).
+
+Interruption (``handle_signals=True``, as ``scoresde train`` runs): the first SIGINT or SIGTERM lets the current
+step finish, writes a checkpoint and returns with ``interrupted`` set to the signal's number; a second signal
+before that ends the process at once (exit status 128 + the signal's number; the last checkpoint on disk is
+intact, since every write is atomic). ``--resume`` then continues bit for bit.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +57,7 @@ from .config import TrainConfig, build_sde
 __all__ = ["TrainResult", "train", "ema_decay_at", "learning_rate", "RESUMABLE_CHANGES"]
 
 # Fields that may differ between a checkpoint's config and the config that resumes it.
-RESUMABLE_CHANGES = ("steps", "ckpt_every", "log_every", "out", "device")
+RESUMABLE_CHANGES = ("steps", "ckpt_every", "log_every", "out", "device", "plots")
 
 
 def ema_decay_at(n: int, schedule: str, ema_decay: float, ema_power: float) -> float:
@@ -55,8 +68,15 @@ def ema_decay_at(n: int, schedule: str, ema_decay: float, ema_power: float) -> f
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """``lr_k = lr min(1, (k + 1) / warmup)`` for the step ``k`` counted from 0 (``lr`` without warmup)."""
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else cfg.lr
+    """The learning rate of step ``k`` (counted from 0): the warm-up ``lr min(1, (k + 1) / warmup)``, then for
+    ``lr_schedule="cosine"`` the decay of the module docstring to ``lr_min * lr`` at ``k = steps - 1``.
+    Resuming with another ``steps`` changes the cosine's length from then on."""
+    if cfg.warmup > 0 and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "constant" or cfg.steps - 1 <= cfg.warmup:
+        return cfg.lr
+    frac = min(1.0, (step - cfg.warmup) / (cfg.steps - 1 - cfg.warmup))
+    return cfg.lr * (cfg.lr_min + (1.0 - cfg.lr_min) * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
 @dataclass
@@ -64,7 +84,8 @@ class TrainResult:
     """What :func:`train` returns.
 
     ``losses`` is the whole loss history (including steps before a resume); ``examples_per_s`` counts the
-    steps of this call only (checkpoint writes excluded); ``peak_memory_mib`` is the process's peak resident
+    steps of this call only (checkpoint writes excluded); ``interrupted`` is the number of the signal that
+    stopped the run early (``None``: it ran to ``config.steps``); ``peak_memory_mib`` is the process's peak resident
     set (``ru_maxrss``, CPU; it includes everything the process did before) or CUDA's
     ``max_memory_allocated`` during this call.
     """
@@ -80,6 +101,34 @@ class TrainResult:
     model: nn.Module
     ema: nn.Module
     num_parameters: int
+    interrupted: int | None = None
+
+
+class _StopRequest:
+    """The SIGINT / SIGTERM handler of a run: the first signal asks the loop to checkpoint and stop after the
+    current step; a second one exits at once with status ``128 + signum``."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is not None:
+            os.write(2, f"\nsecond signal ({signal.Signals(signum).name}): exiting now\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+
+    @contextmanager
+    def installed(self, enabled: bool):
+        """Install the handler for the duration of the block (only from the main thread, where Python allows it)."""
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
 
 
 class _Batches:
@@ -224,6 +273,8 @@ def _optimise(st: _State, cfg: TrainConfig, sde: SDE, x0: Tensor, y: Tensor | No
         t_sampler=cfg.t_sampler,
         t_eps=cfg.t_eps,
         weighting=cfg.weighting,
+        lognormal=(cfg.p_mean, cfg.p_std),
+        snr_gamma=cfg.snr_gamma,
     )
     st.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -245,8 +296,19 @@ def _progress_bar(cfg: TrainConfig, start: int, progress: bool):
     return tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.data}", unit="step", dynamic_ncols=True)
 
 
-def _run_steps(st: _State, cfg: TrainConfig, sde: SDE, data: _Data, out: Path, progress: bool) -> float:
-    """Steps ``st.step + 1 .. cfg.steps`` with their checkpoints; returns the seconds spent outside the writes."""
+def _checkpoint(st: _State, cfg: TrainConfig, sde: SDE, data: _Data, out: Path) -> None:
+    st.save(out, cfg, data.x.device)
+    if cfg.plots:
+        from .monitor import write_pngs
+
+        write_pngs(out, st.step, st.losses, st.ema, sde, cfg, data.x)
+
+
+def _run_steps(
+    st: _State, cfg: TrainConfig, sde: SDE, data: _Data, out: Path, progress: bool, stop: _StopRequest
+) -> float:
+    """Steps ``st.step + 1 .. cfg.steps`` with their checkpoints, or until ``stop`` holds a signal (then one more
+    checkpoint); returns the seconds spent outside the writes."""
     device = data.x.device
     bar = _progress_bar(cfg, st.step, progress)
     if device.type == "cuda":
@@ -265,11 +327,13 @@ def _run_steps(st: _State, cfg: TrainConfig, sde: SDE, data: _Data, out: Path, p
             if st.step % cfg.log_every == 0 or st.step == cfg.steps:
                 recent = st.losses[-cfg.log_every :]
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{lr:.2e}")
-        if st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
+        if st.step % cfg.ckpt_every == 0 or st.step == cfg.steps or stop.signum is not None:
             _sync(device)
             seconds += time.perf_counter() - tic
-            st.save(out, cfg, device)
+            _checkpoint(st, cfg, sde, data, out)
             tic = time.perf_counter()
+            if stop.signum is not None:
+                break
     _sync(device)
     seconds += time.perf_counter() - tic
     if bar is not None:
@@ -277,8 +341,13 @@ def _run_steps(st: _State, cfg: TrainConfig, sde: SDE, data: _Data, out: Path, p
     return seconds
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    config: TrainConfig, resume: bool = False, progress: bool = True, handle_signals: bool = False
+) -> TrainResult:
     """Train (or, with ``resume``, continue training) as described in the module docstring.
+
+    ``handle_signals``: stop cleanly on SIGINT / SIGTERM with a checkpoint (module docstring); only from the
+    main thread.
 
     Writes ``<out>/config.json`` and a checkpoint every ``ckpt_every`` steps and at the end. Without
     ``resume`` the output directory must not hold a checkpoint already; with it, it must, and its config
@@ -299,14 +368,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         start = st.step
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
-        seconds = _run_steps(st, cfg, sde, data, out, progress)
+        with _StopRequest().installed(handle_signals) as stop:
+            seconds = _run_steps(st, cfg, sde, data, out, progress, stop)
     st.model.eval()
     st.ema.eval()
-    steps_run = max(0, cfg.steps - start)
+    steps_run = st.step - start
     peak, kind = _peak_memory(device)
     return TrainResult(
         losses=st.losses,
-        step=max(start, cfg.steps),
+        step=st.step,
         steps_run=steps_run,
         seconds=seconds,
         examples_per_s=steps_run * cfg.batch_size / seconds if seconds > 0 else float("nan"),
@@ -316,6 +386,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         model=st.model,
         ema=st.ema,
         num_parameters=count_parameters(st.model),
+        interrupted=stop.signum,
     )
 
 
