@@ -460,7 +460,7 @@ def fit_solver(
     candidates = {name: candidate_grid(sde, steps, name) for name in named}
     variants = (False, True) if corrector is None else (bool(corrector),)
     per_sample = teacher_steps + 1 + len(grids) * (1 + len(variants)) * steps
-    batch = budget // per_sample
+    batch = (budget - _PROBE_N) // per_sample  # the fingerprint probe (8 rows, one call) is in the budget too
     if batch < 16:
         raise ValueError(
             f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< 16) for "

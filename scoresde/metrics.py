@@ -6,7 +6,8 @@
   (most responsible component) and the same number of exact draws of component ``k``, averaged with the
   true weights; less dominated by the multinomial noise of the per-mode counts than the global SWD.
 - :func:`mmd_rbf`: the unbiased squared maximum mean discrepancy with a Gaussian kernel whose bandwidth
-  is the median pairwise distance of the pooled samples (Gretton et al. 2012, eq. 3; median heuristic).
+  is given or the median pairwise distance of the pooled samples (Gretton et al. 2012, eq. 3; median heuristic);
+  :func:`median_bandwidth` fixes it from a reference set, so every method is measured with the same kernel.
 - :func:`mode_diagnostics`: per mode, the error of its weight, mean and covariance among the samples
   assigned to it.
 - :func:`frechet_distance`: the Frechet distance between Gaussians fitted to two feature sets (Heusel et al.
@@ -32,6 +33,7 @@ __all__ = [
     "mode_conditional_swd",
     "mode_diagnostics",
     "mmd_rbf",
+    "median_bandwidth",
     "floor",
     "histogram_tv",
     "frechet_distance",
@@ -60,9 +62,19 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
         return float("nan")
     theta = _directions(x.shape[1], n_projections, seed, x.device)
-    px, _ = torch.sort(x @ theta, dim=0)
-    py, _ = torch.sort(y.to(x.device) @ theta, dim=0)
+    px, py = _sorted_columns(x @ theta), _sorted_columns(y.to(x.device) @ theta)
     return float(((px - py) ** 2).mean().sqrt())
+
+
+def _sorted_columns(a: Tensor) -> Tensor:
+    """Each column of ``a`` sorted, as rows of the result. On the CPU through numpy, whose vectorised sort is
+    15x faster than ``torch.sort`` on the (256, 4000) projections of a benchmark run (the same values: a sort is
+    exact); elsewhere ``torch.sort``."""
+    if a.device.type != "cpu":
+        return torch.sort(a.T, dim=1).values
+    import numpy as np
+
+    return torch.from_numpy(np.sort(a.T.detach().numpy(), axis=1))
 
 
 def assign_modes(x: Tensor, mixture) -> Tensor:
@@ -102,6 +114,25 @@ def mode_conditional_swd(
     return total, weight_err
 
 
+def _median(values: Tensor) -> float:
+    """The median (the lower middle element, as :meth:`torch.Tensor.median`) of the positive entries, by selection
+    rather than a full sort (numpy's introselect; 2x faster than ``median`` on the 12 million entries of an MMD)."""
+    import numpy as np
+
+    v = values[values > 0].detach().cpu().numpy()
+    k = (v.size - 1) // 2
+    return float(np.partition(v, k)[k])
+
+
+def median_bandwidth(y: Tensor, max_n: int = 2000, seed: int = 0) -> float:
+    """The median pairwise distance of (at most ``max_n`` points of) ``y``: a kernel bandwidth fixed by a reference
+    set, so that :func:`mmd_rbf` uses one kernel for every sample set compared with it."""
+    y = y.flatten(1).double()
+    if y.shape[0] > max_n:
+        y = y[torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(seed))[:max_n].to(y.device)]
+    return _median(_sq_dists(y, y)) ** 0.5
+
+
 def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, max_n: int = 4000, seed: int = 0) -> float:
     """Unbiased MMD^2 with ``k(a, b) = exp(-|a - b|^2 / (2 h^2))`` (Gretton et al. 2012, eq. 3).
 
@@ -122,15 +153,23 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, max_n: int = 4
     if y.shape[0] > max_n:
         y = y[torch.randperm(y.shape[0], generator=g)[:max_n].to(y.device)]
     y = y.to(x.device)
-    dxx, dyy, dxy = torch.cdist(x, x) ** 2, torch.cdist(y, y) ** 2, torch.cdist(x, y) ** 2
+    dxx, dyy, dxy = _sq_dists(x, x), _sq_dists(y, y), _sq_dists(x, y)
     if bandwidth is None:
-        pooled = torch.cat([dxx.flatten(), dyy.flatten(), dxy.flatten()])
-        bandwidth = float(pooled[pooled > 0].median().sqrt())
+        bandwidth = _median(torch.cat([dxx.flatten(), dyy.flatten(), dxy.flatten()])) ** 0.5
     gamma = 1.0 / (2 * bandwidth**2)
     n, m = x.shape[0], y.shape[0]
-    kxx = (torch.exp(-gamma * dxx).sum() - n) / (n * (n - 1))
-    kyy = (torch.exp(-gamma * dyy).sum() - m) / (m * (m - 1))
-    return float(kxx + kyy - 2 * torch.exp(-gamma * dxy).mean())
+    kxx = (dxx.mul_(-gamma).exp_().sum() - n) / (n * (n - 1))
+    kyy = (dyy.mul_(-gamma).exp_().sum() - m) / (m * (m - 1))
+    return float(kxx + kyy - 2 * dxy.mul_(-gamma).exp_().mean())
+
+
+def _sq_dists(a: Tensor, b: Tensor) -> Tensor:
+    """Squared Euclidean distances ``|a_i - b_j|^2`` as ``|a|^2 + |b|^2 - 2 a.b`` (one matrix product, no square
+    root), clamped at 0; the diagonal of ``a`` with itself is exactly 0."""
+    d = torch.addmm((b * b).sum(1)[None, :], a, b.T, alpha=-2).add_((a * a).sum(1)[:, None]).clamp_(min=0)
+    if a is b:
+        d.fill_diagonal_(0)
+    return d
 
 
 def mode_diagnostics(x: Tensor, mixture, labels: Tensor | None = None) -> dict:

@@ -73,8 +73,106 @@ def test_summary_picks_the_best_run_within_each_budget():
 
     rows = [row("a", "ours", 10, 0.5), row("b", "ours", 20, 0.2), row("x", "peer", 10, 1.0), row("y", "peer", 20, 0.1)]
     text = bench.summary_table(rows, (10, 20))
-    assert "| p | 10 | a (10) | 0.5000 / 5.00x | x (10) | 1.0000 / 10.00x | 0.50 |" in text
-    assert "| p | 20 | b (20) | 0.2000 / 2.00x | y (20) | 0.1000 / 1.00x | 2.00 |" in text
+    a, b, x, y = (
+        "a (10) | 0.5000 / 5.00x",
+        "b (20) | 0.2000 / 2.00x",
+        "x (10) | 1.0000 / 10.00x",
+        "y (20) | 0.1000 / 1.00x",
+    )
+    assert f"| p | 10 | {a} | {a} | {x} | 0.50 | 0.50 | - | - |" in text
+    assert f"| p | 20 | {b} | {b} | {y} | 2.00 | 2.00 | - | - |" in text
+
+
+def test_summary_counts_fits_at_their_amortised_nfe():
+    # A fitted run of 5 model calls per sample whose fit cost 8,000 sample-evaluations over n = 4,000 samples
+    # costs 7 per sample: it is not a 5-NFE result, it competes at budget 10, and the no-fit column names the
+    # best method that needs no fit. The last columns show the fitted run at its own per-sample NFE.
+    def row(method, source, nfe, d, fit_evals=0):
+        amortised = nfe + fit_evals / 4000
+        return dict(
+            problem="p", method=method, source=source, nfe=nfe, mode_swd=d, mode_swd_floor=0.1, n=4000,
+            fit_evals=fit_evals, nfe_amortised=amortised,
+        )  # fmt: skip
+
+    rows = [
+        row("fitted", "ours", 5, 0.3, 8000),
+        row("ddim", "ours", 5, 0.9),
+        row("unipc", "ours", 10, 0.4),
+        row("unipc@optimized", "ours", 10, 0.2, 16640),
+        row("x", "peer", 5, 1.0),
+        row("x", "peer", 10, 0.6),
+    ]
+    text = bench.summary_table(rows, (5, 10, 20))
+    fitted = "fitted (5 + 2.00 fit = 7.00) | 0.3000 / 3.00x"
+    assert (
+        f"| p | 5 | ddim (5) | 0.9000 / 9.00x | ddim (5) | 0.9000 / 9.00x | x (5) | 1.0000 / 10.00x | 0.90 | 0.90 | {fitted} |"
+        in text
+    )
+    assert (
+        f"| p | 10 | {fitted} | unipc (10) | 0.4000 / 4.00x | x (10) | 0.6000 / 6.00x | 0.50 | 0.67 | - | - |" in text
+    )
+    opt = "unipc@optimized (10 + 4.16 fit = 14.16) | 0.2000 / 2.00x"
+    assert f"| p | 20 | {opt} | unipc (10) |" in text
+
+
+def test_family_table_gives_median_and_worst_over_members():
+    def row(seed, method, source, d):
+        return dict(
+            problem=f"gmm-family:d=4,k=2,seed={seed}", method=method, source=source, nfe=5, mode_swd=d,
+            mode_swd_floor=0.1,
+        )  # fmt: skip
+
+    rows = [row(s, "a", "ours", d) for s, d in zip((1, 2, 3), (0.2, 0.3, 0.7), strict=True)]
+    rows += [row(s, "b", "ours", 0.25) for s in (1, 2)]  # missing on member 3: not ranked
+    rows += [row(s, "x", "peer", d) for s, d in zip((1, 2, 3), (0.5, 0.4, 0.9), strict=True)]
+    text = bench.family_table(rows, (5,))
+    assert "gmm-family:d=4,k=2: 3 members" in text
+    assert "| 5 | a | 3.00 / 7.00 | a | 3.00 / 7.00 | x | 5.00 / 9.00 |" in text
+    assert bench.family_table(rows[:1], (5,)) == ""  # one member is no family
+
+
+def test_problem_lists_keep_family_names_and_expand_seed_ranges():
+    from scoresde.bench.problems import expand_problems, split_problems
+
+    names = split_problems("ring,gmm-family:d=8,k=3,seed=4-6,gmm16")
+    assert names == ("ring", "gmm-family:d=8,k=3,seed=4-6", "gmm16")
+    assert expand_problems(names) == (
+        "ring",
+        "gmm-family:d=8,k=3,seed=4",
+        "gmm-family:d=8,k=3,seed=5",
+        "gmm-family:d=8,k=3,seed=6",
+        "gmm16",
+    )
+    with pytest.raises(ValueError, match="seed range"):
+        expand_problems(("gmm-family:d=8,seed=6-4",))
+    assert bench.BenchConfig(problems=names).problems[1] == "gmm-family:d=8,k=3,seed=4"
+
+
+def test_fitted_methods_are_fitted_once_and_counted(tmp_path, monkeypatch):
+    # `fitted` and two `@optimized` methods at two budgets: one fit per budget (and grid order), made once;
+    # every row carries its fit's evaluations and the amortised NFE; the fit budget is 2 calls per sample of n.
+    from scoresde.bench import runner
+
+    made = []
+    real_fit_solver, real_fit_grid = runner.fit_solver, runner.fit_grid
+    monkeypatch.setattr(runner, "fit_solver", lambda *a, **k: made.append("solver") or real_fit_solver(*a, **k))
+    monkeypatch.setattr(runner, "fit_grid", lambda *a, **k: made.append("grid") or real_fit_grid(*a, **k))
+    cfg = _cfg(tmp_path, problems=("ring",), methods=("fitted", "unipc@optimized", "dpm++2m@optimized"), n=3000)
+    rows = bench.run_bench(cfg, progress=False)
+    # one fitted solver per budget; one grid per budget and solver order (unipc: 3, dpm++2m: 2)
+    assert made.count("solver") == 2 and made.count("grid") == 4
+    for r in rows:
+        assert r["status"] == "ok" and r["fit_evals"] > 0
+        assert r["nfe_amortised"] == pytest.approx(r["nfe"] + r["fit_evals"] / 3000, abs=0.005)
+    fitted = [r for r in rows if r["method"] == "fitted"]
+    assert [r["nfe"] for r in fitted] == [5, 10] and all(r["fit_evals"] <= 2 * 3000 for r in fitted)
+    # a rerun resumes every row and fits nothing
+    made.clear()
+    bench.run_bench(cfg, progress=False)
+    assert made == []
+    # a fit that cannot be made is a failed row, not a crash
+    rows = bench.run_bench(_cfg(tmp_path, methods=("fitted",), n=100, tag="small"), progress=False)
+    assert all(r["status"].startswith("fit failed") and math.isnan(r["mode_swd"]) for r in rows)
 
 
 def test_timed_model_accumulates_model_time():
@@ -159,9 +257,9 @@ def test_diverging_learned_run_is_recorded_with_every_metric(tmp_path, monkeypat
     )  # fmt: skip
     real_run = bench.runner._run_one
 
-    def run_one(item, problem, cfg):
+    def run_one(item, problem, *rest):
         problem.poison = item["method"] == "ode-euler"
-        return real_run(item, problem, cfg)
+        return real_run(item, problem, *rest)
 
     monkeypatch.setattr(bench.runner, "_run_one", run_one)
     good, bad = bench.run_bench(cfg, progress=False)

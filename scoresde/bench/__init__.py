@@ -11,7 +11,11 @@ elsewhere, e.g. at its discrete ``alpha_bar_0``, and is compared with the exact 
 each beside its floor: mean and std over seeds of the same statistic between exact sample sets of the
 same size. Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance;
 peers (``pip install scoresde[peers]``) get the budget and report what they counted. Every run records the
-counted NFE, the wall time and the time spent inside the model.
+counted NFE, the wall time and the time spent inside the model. Methods fitted before they sample (``fitted``,
+``name@optimized``) are fitted once per problem and step count, and their rows carry the fit's model calls
+(``fit_evals``) and the NFE per sample with the fit amortised over ``n`` (``nfe_amortised``), which the
+summary's budgets use. Members of a random family (``gmm-family:d=16,k=4,seed=100-109``) get a table of the
+median and worst ratio to the floor over the members.
 
 Each finished run is appended (and flushed) to ``<out>/bench_<tag>.partial.jsonl`` under a key that hashes
 everything that determines it (the problem's content, e.g. a checkpoint's files; the method, its options and
@@ -31,7 +35,7 @@ Three parts:
 """
 
 from .problems import FLOORED, METRICS, BenchProblem, ExactProblem, LearnedProblem, floors, make_problem, quality
-from .report import format_table, summary_table, write_results
+from .report import family_table, format_table, summary_table, write_results
 from .runner import BenchConfig, TimedModel, plan, row_key, run_bench, validate
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "write_results",
     "format_table",
     "summary_table",
+    "family_table",
     "quality",
     "floors",
     "METRICS",

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from .. import data as data_mod
-from ..metrics import assign_modes, mmd_rbf, mode_conditional_swd, mode_diagnostics, sliced_wasserstein
+from ..metrics import (
+    assign_modes,
+    median_bandwidth,
+    mmd_rbf,
+    mode_conditional_swd,
+    mode_diagnostics,
+    sliced_wasserstein,
+)
 from ..param import EpsilonScore, Score
 from ..problems import GaussianMixture, get_problem
 from ..sde import SDE, VPSDE
@@ -23,9 +30,24 @@ from ..sde import SDE, VPSDE
 if TYPE_CHECKING:
     from .runner import TimedModel
 
-__all__ = ["BenchProblem", "ExactProblem", "LearnedProblem", "make_problem", "quality", "floors", "METRICS"]
+__all__ = [
+    "BenchProblem",
+    "ExactProblem",
+    "LearnedProblem",
+    "make_problem",
+    "quality",
+    "floors",
+    "METRICS",
+    "MEASURE_REVISION",
+    "split_problems",
+    "expand_problems",
+    "family_of",
+]
 
 METRICS = ("mode_swd", "weight_err", "mean_err", "cov_err", "swd", "mmd")
+# The revision of how a run is measured; part of every row's key, so a change of a metric redoes the rows.
+# 2: the MMD kernel's bandwidth is fixed per target (median_bandwidth of exact draws), not per compared pair.
+MEASURE_REVISION = 2
 FLOORED = ("mode_swd", "swd", "mmd")
 
 
@@ -92,11 +114,21 @@ class ExactProblem:
     def shape(self, n: int) -> tuple[int, ...]:
         return (n, self.dim)
 
+    def bandwidth(self, sde: SDE, t_end: float) -> float:
+        """The MMD kernel's bandwidth at ``t_end``: the median pairwise distance of 2,000 exact draws (seed 0),
+        one kernel for every run and floor of this target (computed once per ``t_end``)."""
+        key = (repr(sde), round(float(t_end), 12))
+        cache = self.__dict__.setdefault("_bandwidths", {})
+        if key not in cache:
+            ref = self.target(sde, t_end).sample(2000, generator=torch.Generator().manual_seed(0))
+            cache[key] = median_bandwidth(ref)
+        return cache[key]
+
     def quality(self, x: torch.Tensor, sde: SDE, t_end: float, seed: int) -> dict:
-        return quality(x, self.target(sde, t_end), seed)
+        return quality(x, self.target(sde, t_end), seed, self.bandwidth(sde, t_end))
 
     def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
-        return floors(self.target(sde, t_end), n, seeds)
+        return floors(self.target(sde, t_end), n, seeds, self.bandwidth(sde, t_end))
 
 
 class LearnedProblem:
@@ -154,7 +186,11 @@ class LearnedProblem:
 
             return {"fd": digit_fd(x.float(), self._reference(sde, t_end, x.shape[0], seed).float())}
         ref = self._reference(sde, t_end, x.shape[0], seed)
-        return {"swd": sliced_wasserstein(x, ref), "mmd": mmd_rbf(x, ref, max_n=2000, seed=seed)}
+        key = (repr(sde), round(float(t_end), 12))
+        cache = self.__dict__.setdefault("_bandwidths", {})
+        if key not in cache:  # one kernel for every run and floor of this target (see ExactProblem.bandwidth)
+            cache[key] = median_bandwidth(self._reference(sde, t_end, 2000, 0))
+        return {"swd": sliced_wasserstein(x, ref), "mmd": mmd_rbf(x, ref, cache[key], max_n=2000, seed=seed)}
 
     def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
         if self.data == "digits":
@@ -188,6 +224,45 @@ def checkpoint_digest(directory: str | Path) -> str:
     return h.hexdigest()
 
 
+def split_problems(text: str) -> tuple[str, ...]:
+    """``--problems``: comma-separated names, where the ``key=value`` parts of a ``gmm-family:`` name stay with it:
+    ``"ring,gmm-family:d=16,k=4,seed=100-109"`` is ``("ring", "gmm-family:d=16,k=4,seed=100-109")``."""
+    names: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if names and names[-1].startswith("gmm-family") and "=" in part and ":" not in part:
+            names[-1] += "," + part
+        else:
+            names.append(part)
+    return tuple(names)
+
+
+def expand_problems(names) -> tuple[str, ...]:
+    """Problem names with each seed range of a family (``gmm-family:d=16,k=4,seed=100-109``) spelled out, one
+    member per seed, in order; other names unchanged, duplicates dropped."""
+    out: list[str] = []
+    for name in names:
+        head, _, body = str(name).partition(":")
+        parts = body.split(",") if head == "gmm-family" and body else []
+        rng = [p for p in parts if p.startswith("seed=") and "-" in p[5:].lstrip("-")]
+        if not rng:
+            out.append(name)
+            continue
+        lo, _, hi = rng[0][5:].partition("-")
+        if not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)):
+            raise ValueError(f"--problems: {name!r}: a seed range is seed=A-B with integers A <= B, got {rng[0]!r}")
+        rest = [p for p in parts if p != rng[0]]
+        out += [f"gmm-family:{','.join([*rest, f'seed={s}'])}" for s in range(int(lo), int(hi) + 1)]
+    return tuple(dict.fromkeys(out))
+
+
+def family_of(name: str) -> str | None:
+    """The family of a member's name without its seed (``"gmm-family:d=16,k=4"``), ``None`` for other problems."""
+    head, _, body = name.partition(":")
+    if head != "gmm-family":
+        return None
+    return "gmm-family:" + ",".join(p for p in body.split(",") if p and not p.startswith("seed="))
+
+
 def make_problem(name: str) -> BenchProblem:
     """``"ring"``, ``"gmm16"``, ``"gmm64"``, ``"gmm-family:d=D,k=K,seed=S"``: an :class:`ExactProblem`;
     ``"learned:DIR"``: a :class:`LearnedProblem`.
@@ -216,8 +291,9 @@ def make_problem(name: str) -> BenchProblem:
     return ExactProblem(name)
 
 
-def quality(x: torch.Tensor, target: GaussianMixture, seed: int) -> dict:
-    """Every metric of ``x`` against the exact law ``target``; reference draws from ``seed``."""
+def quality(x: torch.Tensor, target: GaussianMixture, seed: int, bandwidth: float | None = None) -> dict:
+    """Every metric of ``x`` against the exact law ``target``; reference draws from ``seed``; ``bandwidth``: the
+    MMD kernel's (default: the median heuristic on the pooled sets)."""
     g = torch.Generator().manual_seed(seed)
     labels = assign_modes(x, target)  # the exact mixture evaluation, shared by both per-mode metrics
     mode_swd, _ = mode_conditional_swd(x, target, g, labels=labels)
@@ -229,14 +305,14 @@ def quality(x: torch.Tensor, target: GaussianMixture, seed: int) -> dict:
         "mean_err": diag["max_mean_err"],
         "cov_err": diag["max_cov_err"],
         "swd": sliced_wasserstein(x, ref),
-        "mmd": mmd_rbf(x, ref, max_n=2000, seed=seed),
+        "mmd": mmd_rbf(x, ref, bandwidth, max_n=2000, seed=seed),
     }
 
 
-def floors(target: GaussianMixture, n: int, seeds: int) -> dict:
+def floors(target: GaussianMixture, n: int, seeds: int, bandwidth: float | None = None) -> dict:
     """Mean and std of every floored metric between independent exact sample sets of size ``n``."""
     rows = [
-        quality(target.sample(n, generator=torch.Generator().manual_seed(1_000 + s)), target, 2_000 + s)
+        quality(target.sample(n, generator=torch.Generator().manual_seed(1_000 + s)), target, 2_000 + s, bandwidth)
         for s in range(seeds)
     ]
     return _mean_std(rows, FLOORED)

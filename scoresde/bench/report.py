@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import statistics
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +25,7 @@ from ..util import atomic_write_text
 if TYPE_CHECKING:
     from .runner import BenchConfig
 
-__all__ = ["write_results", "format_table", "summary_table", "merge_rows", "unavailable_peers"]
+__all__ = ["write_results", "format_table", "summary_table", "family_table", "merge_rows", "unavailable_peers"]
 
 
 def merge_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
@@ -156,7 +157,7 @@ def _mixture_table(sub: list[dict]) -> list[str]:
     for r in sub:
         ratio = r["mode_swd"] / r["mode_swd_floor"] if r["mode_swd_floor"] > 0 else math.nan
         lines.append(
-            f"| {r['method']} | {r['run']} | {r['steps']} | {r['nfe']} | {_fmt(r['mode_swd'])} | "
+            f"| {r['method']} | {r['run']} | {r['steps']} | {_nfe_cell(r)} | {_fmt(r['mode_swd'])} | "
             f"{_fmt(ratio, '.2f')} | "
             f"{_fmt(r['weight_err'])} | {_fmt(r['mean_err'])} | {_fmt(r['cov_err'], '.3f')} | {_fmt(r['swd'])} | "
             f"{_fmt(r['mmd'], '.1e')} | {r['wall_s']:.2f} | {r['model_s']:.2f} | {r['status'][:40]} |"
@@ -182,46 +183,129 @@ def _learned_table(sub: list[dict]) -> list[str]:
             f = r[f"{k}_floor"]
             cells += [_fmt(r[k], ".4g"), _fmt(r[k] / f if f > 0 else math.nan, ".2f")]
         lines.append(
-            f"| {r['method']} | {r['run']} | {r['steps']} | {r['nfe']} | {' | '.join(cells)} | "
+            f"| {r['method']} | {r['run']} | {r['steps']} | {_nfe_cell(r)} | {' | '.join(cells)} | "
             f"{r['wall_s']:.2f} | {r['model_s']:.2f} | {r['status'][:40]} |"
         )
     return lines
 
 
-def summary_table(rows: list[dict], budgets) -> str:
-    """Per problem and NFE budget: our best method, the best peer, and the ratio of their distances.
+def _amortised(row: dict) -> float:
+    """The NFE per sample with the fit's model calls spread over the run's samples (``nfe`` for rows without a fit
+    and for rows written before fits were counted)."""
+    v = row.get("nfe_amortised")
+    return float(row["nfe"]) if v in (None, "") else float(v)
 
-    A run counts towards a budget when its counted NFE is at most the budget.
+
+def _needs_fit(row: dict) -> bool:
+    return bool(row.get("fit_evals")) or "@optimized" in str(row["method"])
+
+
+def _nfe_cell(row: dict) -> str:
+    if not row.get("fit_evals"):
+        return f"{row['nfe']}"
+    return f"{row['nfe']} + {row['fit_evals'] / row['n']:.2f} fit = {_amortised(row):.2f}"
+
+
+def _best(rows: list[dict], key: str, budget: float, keep) -> dict | None:
+    cand = [r for r in rows if keep(r) and _amortised(r) <= budget and not math.isnan(r[key])]
+    return min(cand, key=lambda r: r[key]) if cand else None
+
+
+def summary_table(rows: list[dict], budgets) -> str:
+    """Per problem and NFE budget: our best method, our best that needs no fit, the best peer, and the ratio of
+    ours to the peer's distance (< 1: ours is better).
+
+    A run counts towards a budget when its NFE per sample *with its fit amortised* (``nfe_amortised``: the fit's
+    model calls, teacher or pilot included, spread over the run's ``n`` samples) is at most the budget. The last
+    columns show the ``fitted`` run whose NFE per sample is the budget, with its amortised NFE beside it.
     """
     lines = [
         "## Best at each NFE budget (primary figure: mode-conditional SWD for mixtures, FD for digits, SWD for "
-        "2-D learned; ratio = ours / peer, < 1 means ours is better). `name@optimized`: the method on "
-        "`sd.fit_grid`, fitted for every run on a pilot batch (65 model calls on 256 samples, "
-        "not in the NFE)\n",
-        "| problem | NFE <= | ours: method (NFE) | primary / floor | peer: method (NFE) | primary / floor | ratio |",
-        "|---|---:|---|---:|---|---:|---:|",
+        "2-D learned; ratio = ours / best peer, < 1 means ours is better). Fitted methods (`fitted`, "
+        "`name@optimized`) count the fit: NFE per sample + fit calls per sample of the run = amortised NFE, "
+        "and the budget applies to the amortised figure\n",
+        "| problem | NFE <= | ours: method (NFE) | primary / floor | ours, no fit: method (NFE) | primary / floor "
+        "| peer: method (NFE) | primary / floor | ratio | ratio, no fit | fitted at this NFE per sample "
+        "(amortised NFE) | primary / floor |",
+        "|---|---:|---|---:|---|---:|---|---:|---:|---:|---|---:|",
     ]
     for pname in dict.fromkeys(r["problem"] for r in rows):
-        key = next(r for r in rows if r["problem"] == pname).get("primary", "mode_swd")
+        sub = [r for r in rows if r["problem"] == pname]
+        key = sub[0].get("primary", "mode_swd")
         for b in budgets:
-            best = {}
-            for src in ("ours", "peer"):
-                cand = [
-                    r
-                    for r in rows
-                    if r["problem"] == pname and r["source"] == src and r["nfe"] <= b and not math.isnan(r[key])
-                ]
-                best[src] = min(cand, key=lambda r: r[key]) if cand else None
-            o, p = best["ours"], best["peer"]
+            o = _best(sub, key, b, lambda r: r["source"] == "ours")
+            nf = _best(sub, key, b, lambda r: r["source"] == "ours" and not _needs_fit(r))
+            p = _best(sub, key, b, lambda r: r["source"] == "peer")
 
             def cell(r, key=key):
                 if r is None:
                     return "-", "-"
-                return (
-                    f"{r['method']} ({r['nfe']})",
-                    f"{r[key]:.4f} / {r[key] / r[f'{key}_floor']:.2f}x",
-                )
+                return f"{r['method']} ({_nfe_cell(r)})", f"{r[key]:.4f} / {r[key] / r[f'{key}_floor']:.2f}x"
 
             ratio = _fmt(o[key] / p[key], ".2f") if (o and p) else "-"
-            lines.append(f"| {pname} | {b} | {' | '.join(cell(o))} | {' | '.join(cell(p))} | {ratio} |")
-    return "\n".join(lines) + "\n"
+            ratio_nf = _fmt(nf[key] / p[key], ".2f") if (nf and p) else "-"
+            fitted = [r for r in sub if r["method"] == "fitted" and r["nfe"] == b and not math.isnan(r[key])]
+            lines.append(
+                f"| {pname} | {b} | {' | '.join(cell(o))} | {' | '.join(cell(nf))} | {' | '.join(cell(p))} "
+                f"| {ratio} | {ratio_nf} | {' | '.join(cell(fitted[0] if fitted else None))} |"
+            )
+    return "\n".join(lines) + "\n" + family_table(rows, budgets)
+
+
+def family_table(rows: list[dict], budgets) -> str:
+    """For members of a random family (``gmm-family:...,seed=S``, two or more seeds in the rows): per budget, the
+    median and worst ratio to the floor over the members of our best method, our best without a fit and the
+    best peer, each method ranked by its median (a method counts when it has an eligible run on every member;
+    budgets as in :func:`summary_table`). Empty when the rows hold no family."""
+    from .problems import family_of
+
+    groups: dict[str, list[str]] = {}
+    for name in dict.fromkeys(r["problem"] for r in rows):
+        fam = family_of(name)
+        if fam is not None:
+            groups.setdefault(fam, []).append(name)
+    lines = []
+    for fam, members in groups.items():
+        if len(members) < 2:
+            continue
+        lines += [
+            f"\n## {fam}: {len(members)} members (median / worst ratio to the floor over the members)\n",
+            "| NFE <= | ours: method | median / worst | ours, no fit: method | median / worst "
+            "| peer: method | median / worst |",
+            "|---:|---|---:|---|---:|---|---:|",
+        ]
+        for b in budgets:
+            cells = []
+            for keep in (
+                lambda r: r["source"] == "ours",
+                lambda r: r["source"] == "ours" and not _needs_fit(r),
+                lambda r: r["source"] == "peer",
+            ):
+                stats = _family_stats(rows, members, b, keep)
+                if not stats:
+                    cells += ["-", "-"]
+                    continue
+                method, (med, worst) = min(stats.items(), key=lambda kv: kv[1][0])
+                cells += [method, f"{med:.2f} / {worst:.2f}"]
+            lines.append(f"| {b} | {' | '.join(cells)} |")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _family_stats(rows, members, budget, keep) -> dict[str, tuple[float, float]]:
+    """Per method: (median, worst) over ``members`` of its best eligible run's ratio to the floor."""
+    per: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["problem"] not in members or not keep(r) or _amortised(r) > budget:
+            continue
+        key = r.get("primary", "mode_swd")
+        if math.isnan(r[key]) or not r[f"{key}_floor"] > 0:
+            continue
+        ratio = r[key] / r[f"{key}_floor"]
+        best = per.setdefault(r["method"], {})
+        best[r["problem"]] = min(best.get(r["problem"], math.inf), ratio)
+    out = {}
+    for method, by in per.items():
+        if len(by) == len(members):
+            vals = sorted(by.values())
+            out[method] = (statistics.median(vals), vals[-1])
+    return out

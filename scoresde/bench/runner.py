@@ -2,7 +2,13 @@
 
 Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance; peers get the
 budget and report what they counted. Every run records the counted NFE, the wall time and the time spent
-inside the model (:class:`TimedModel`). Each finished run is appended (and flushed) to
+inside the model (:class:`TimedModel`).
+
+Methods that are fitted before they sample (``fitted``: :func:`scoresde.fit_solver`; ``name@optimized``: the
+pilot of :func:`scoresde.fit_grid`) are fitted once per problem and step count (and, for a grid, solver order)
+and reused by every run that shares the fit. Their rows carry ``fit_evals`` (every model call of the fit times
+the samples it was made on, teacher or pilot included) and ``nfe_amortised = nfe + fit_evals / n``, which the
+summary uses; methods without a fit have ``fit_evals = 0``. Each finished run is appended (and flushed) to
 ``<out>/bench_<tag>.partial.jsonl`` with its ``key``: a hash of everything that determines the row (the
 problem's content hash, e.g. a checkpoint's files; the method, its options and grid; ``n``; ``seed``; the
 package version). A rerun skips the rows whose key is there, so an interrupted run resumes, and redoes any
@@ -23,21 +29,43 @@ from pathlib import Path
 import torch
 
 from .. import peers
+from ..fitted import MAX_STEPS as FIT_MAX_STEPS
+from ..fitted import fit_solver
+from ..grids import fit_grid
 from ..sample import available_methods, sample
 from ..sde import VPSDE
 from ..solvers import NonFiniteError, method_info
 from ..util import unwritable
-from .problems import BenchProblem, make_problem
+from .problems import MEASURE_REVISION, BenchProblem, expand_problems, make_problem
 from .report import _previous_rows, write_results
 
-__all__ = ["BenchConfig", "TimedModel", "plan", "run_bench", "validate", "row_key"]
+__all__ = ["BenchConfig", "TimedModel", "plan", "run_bench", "validate", "row_key", "FITTED", "QUICK_METHODS"]
+
+FITTED = "fitted"  # the method name of :func:`scoresde.fit_solver` in the bench: one fit per problem and budget
+# The quick grid (``make bench``): the frontier (fitted, UniPC on its own and on the fitted grid, DPM-Solver++
+# 3M), the classics (DDPM, DDIM, torchsde's Euler-Maruyama, torchdiffeq's RK4 and dopri5, EDM's Heun), and the
+# peers' best configurations (the Karras-sigma variants were the best peers at every budget of the full grid).
+QUICK_METHODS = (
+    FITTED,
+    "unipc",
+    "unipc@optimized",
+    "dpm++3m",
+    "dpm++2m",
+    "edm-heun",
+    "ddim",
+    "ddpm",
+    "sde-euler",
+    "ode-rk4",
+    "ode-dopri5",
+)
+QUICK_PEERS = ("diffusers-dpmpp_2m-karras", "diffusers-unipc-karras", "kdiff-dpmpp_2m", "diffusers-ddim")
 
 
 @dataclass
 class BenchConfig:
     problems: tuple[str, ...] = ("ring", "gmm16", "gmm64")
     methods: tuple[str, ...] = ()  # empty: every registered method plus `variants`; "name@grid" picks a grid
-    variants: tuple[str, ...] = ("unipc@optimized", "dpm++2m@optimized")
+    variants: tuple[str, ...] = ("unipc@optimized", "dpm++2m@optimized", FITTED)
     peers: tuple[str, ...] | None = None  # None: every installed peer; () none
     budgets: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
     tolerances: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
@@ -46,11 +74,31 @@ class BenchConfig:
     floor_seeds: int = 5
     out: str = "results"
     tag: str = "full"
+    fit_budget: int | None = None  # sample-evaluations per fit of `fitted`; None: 2 per sample of n, <= 40,000
+
+    def __post_init__(self):
+        self.problems = expand_problems(self.problems)
+
+    @property
+    def fit_evals_budget(self) -> int:
+        """The budget of each ``fitted`` fit: ``fit_budget``, or 2 model calls per bench sample (at most 40,000)."""
+        return self.fit_budget if self.fit_budget is not None else min(40_000, 2 * self.n)
 
     @classmethod
     def quick(cls, **kw) -> BenchConfig:
+        """The main job's grid: the frontier, the classic baselines and the peers' best (:data:`QUICK_METHODS`,
+        :data:`QUICK_PEERS` of those installed) on ring and gmm16, 4,000 samples, NFE 5 to 50, 3 floor seeds."""
+        if "peers" not in kw:
+            have = peers.available_peers()
+            kw["peers"] = tuple(p for p in QUICK_PEERS if p in have)
         base = dict(
-            problems=("ring", "gmm16"), budgets=(5, 10, 20, 50, 100), tolerances=(1e-2, 1e-4), n=4000, tag="quick"
+            problems=("ring", "gmm16"),
+            methods=QUICK_METHODS,
+            budgets=(5, 10, 20, 50),
+            tolerances=(1e-3,),
+            n=4000,
+            floor_seeds=3,
+            tag="quick",
         )
         return cls(**{**base, **kw})
 
@@ -74,10 +122,17 @@ class TimedModel:
 
 def _planned(pname: str, method: str, cfg: BenchConfig) -> list[dict]:
     """The runs of one of our methods: one per tolerance (adaptive) or per distinct step count."""
+    item = dict(problem=pname, method=method, source="ours")
+    if method == FITTED:
+        fb = cfg.fit_evals_budget
+        return [
+            {**item, "run": f"budget={b}", "kwargs": {"steps": b, "fit_budget": fb}}
+            for b in dict.fromkeys(cfg.budgets)
+            if 2 <= b <= FIT_MAX_STEPS
+        ]
     solver, _, grid = method.partition("@")
     info = method_info(solver)
     extra = {"grid": grid} if grid else {}
-    item = dict(problem=pname, method=method, source="ours")
     if info["adaptive"]:
         tols = cfg.tolerances
         return [{**item, "run": f"tol={tol:g}", "kwargs": {"rtol": tol, "atol": tol, **extra}} for tol in tols]
@@ -112,7 +167,8 @@ def _version() -> str:
 
 def row_key(item: dict, problem: BenchProblem, cfg: BenchConfig) -> str:
     """What determines a row, hashed: the problem's content, the method with its options and grid, the run,
-    the sample size, the seed and the package version. Any change gives another key, so the row is redone."""
+    the sample size, the seed, the package version and the revision of the measurement. Any change gives
+    another key, so the row is redone."""
     what = {
         "problem": problem.identity,
         "source": item["source"],
@@ -122,6 +178,7 @@ def row_key(item: dict, problem: BenchProblem, cfg: BenchConfig) -> str:
         "n": cfg.n,
         "seed": cfg.seed,
         "version": _version(),
+        "measure": MEASURE_REVISION,
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 
@@ -149,9 +206,14 @@ def _check_methods(cfg: BenchConfig) -> None:
 
     known, grids = available_methods(), (*GRIDS, "optimized")
     for method in cfg.methods or cfg.variants:
+        if method == FITTED:
+            continue
         solver, at, grid = method.partition("@")
         if solver not in known:
-            _fail("--methods", f"unknown method {solver!r}; accepted: {', '.join(known)} (see `scoresde methods`)")
+            _fail(
+                "--methods",
+                f"unknown method {solver!r}; accepted: {', '.join(known)}, {FITTED} (see `scoresde methods`)",
+            )
         if at and grid not in grids:
             _fail("--methods", f"unknown grid {grid!r} in {method!r}; accepted: name@{', name@'.join(grids)}")
 
@@ -186,6 +248,8 @@ def validate(cfg: BenchConfig) -> None:
         _fail("--tol", f"tolerances must be finite numbers > 0, got {', '.join(map(str, cfg.tolerances))}")
     if not isinstance(cfg.n, int) or cfg.n < 2:
         _fail("--n", f"samples per run must be an integer >= 2 (the metrics compare sample sets), got {cfg.n}")
+    if cfg.fit_budget is not None and (not isinstance(cfg.fit_budget, int) or cfg.fit_budget < 1):
+        _fail("--fit-budget", f"must be an integer >= 1 (sample-evaluations per fit), got {cfg.fit_budget!r}")
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         _fail("--seed", f"the seed must be an integer >= 0, got {cfg.seed}")
     if cfg.floor_seeds < 1:
@@ -205,13 +269,56 @@ def _score(item: dict, problem: BenchProblem, timer: TimedModel):
     return problem.score(VPSDE(T=peers.PEER_T), timer)  # diffusers' chain ends at t = 1.0034 on this schedule
 
 
-def _sample(item: dict, problem: BenchProblem, score, cfg: BenchConfig):
+@dataclass
+class _Fit:
+    """A fitted solver or grid, kept for every run that shares it, with what it cost."""
+
+    value: object  # a FittedSolver or a FittedGrid
+    evals: int  # model calls times the samples they were made on
+    seconds: float
+
+
+class _Fits:
+    """The fits of one bench invocation, made when a run first needs them (a resumed run needs none)."""
+
+    def __init__(self):
+        self.made: dict[tuple, _Fit] = {}
+
+    def get(self, item: dict, problem: BenchProblem) -> _Fit | None:
+        method, kw = item["method"], item["kwargs"]
+        solver, _, grid = method.partition("@")
+        if method == FITTED:
+            key = (problem.identity, FITTED, kw["steps"], kw["fit_budget"])
+        elif grid == "optimized":
+            order = max(1, min(3, int(method_info(solver)["order"])))
+            key = (problem.identity, "grid", kw["steps"], order)
+        else:
+            return None
+        if key not in self.made:
+            score, dims = problem.score(problem.sde), tuple(problem.shape(1)[1:])
+            t0 = time.perf_counter()
+            if method == FITTED:
+                value = fit_solver(score, kw["steps"], dims, budget=kw["fit_budget"])
+                evals = value.fit_evals
+            else:
+                value = fit_grid(score, kw["steps"], dims, key[3])
+                evals = value.fit_nfe * value.options["n_pilot"]
+            self.made[key] = _Fit(value, evals, time.perf_counter() - t0)
+        return self.made[key]
+
+
+def _sample(item: dict, problem: BenchProblem, score, cfg: BenchConfig, fit: _Fit | None):
     """``(x, nfe, t_end, status)`` of one run; ``x`` is ``None`` when it diverged."""
     sde, shape = problem.sde, problem.shape(cfg.n)
     try:
         if item["source"] == "ours":
-            method = item["method"].partition("@")[0]
-            out = sample(score, sde, shape, method=method, seed=cfg.seed, **item["kwargs"])
+            kw = dict(item["kwargs"])
+            if item["method"] == FITTED:
+                out = sample(score, sde, shape, method=fit.value, seed=cfg.seed)
+            else:
+                if fit is not None:
+                    kw["grid"] = fit.value
+                out = sample(score, sde, shape, method=item["method"].partition("@")[0], seed=cfg.seed, **kw)
             return out.x, out.nfe, sde.t_min, "ok"
         res = peers.peer_sample(item["method"], score, score.sde, shape, nfe=item["kwargs"]["nfe"], seed=cfg.seed)
         return res.x, res.nfe, res.t_end, res.status
@@ -219,12 +326,18 @@ def _sample(item: dict, problem: BenchProblem, score, cfg: BenchConfig):
         return None, score.nfe, sde.t_min, f"diverged: {e}"
 
 
-def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig) -> dict:
+def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig, fits: _Fits) -> dict:
     """Run one item of the plan and measure its samples: one row of the results (floors not included)."""
     timer = TimedModel(None)
-    score = _score(item, problem, timer)
     t0 = time.perf_counter()
-    x, nfe, t_end, status = _sample(item, problem, score, cfg)
+    try:
+        fit = fits.get(item, problem) if item["source"] == "ours" else None
+    except ValueError as err:  # a fit that cannot be made (e.g. a budget too small for its batch) is a failed row
+        fit, (x, nfe, t_end, status) = None, (None, 0, problem.sde.t_min, f"fit failed: {err}")
+    else:
+        score = _score(item, problem, timer)
+        t0 = time.perf_counter()
+        x, nfe, t_end, status = _sample(item, problem, score, cfg, fit)
     wall = time.perf_counter() - t0
     ok = x is not None and status == "ok" and bool(torch.isfinite(x).all())
     if x is not None and status == "ok" and not ok:
@@ -239,9 +352,12 @@ def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig) -> dict:
         "run": item["run"],
         "steps": item["kwargs"].get("steps", ""),
         "nfe": nfe,
+        "fit_evals": fit.evals if fit else 0,
+        "nfe_amortised": round(nfe + (fit.evals / cfg.n if fit else 0), 2),
         "t_end": t_end,
         "wall_s": round(wall, 4),
         "model_s": round(timer.seconds, 4),
+        "fit_s": round(fit.seconds, 4) if fit else 0.0,
         **q,
         "status": status,
     }
@@ -271,6 +387,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     partial = out_dir / f"bench_{cfg.tag}.partial.jsonl"
     done = _finished(partial)
     floors: dict[tuple, dict] = {}
+    fits = _Fits()
     rows = []
     with open(partial, "a") as fh:
         bar = tqdm(items, desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
@@ -282,7 +399,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
             row = done.get(key)
             if row is None:
                 extra = {"n": cfg.n, "seed": cfg.seed, "version": _version(), "problem_id": prob.identity}
-                row = {**_run_one(item, prob, cfg), **extra, "key": key}
+                row = {**_run_one(item, prob, cfg, fits), **extra, "key": key}
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
             fkey = (prob.identity, round(float(row["t_end"]), 12))
