@@ -102,7 +102,7 @@ def fingerprint(score: Score, dims: tuple[int, ...]) -> Tensor:
     with torch.no_grad():
         p = next((p for p in getattr(score.model, "parameters", lambda: iter(()))()), None)
         x = x.to(dtype=p.dtype, device=p.device) if p is not None and p.is_floating_point() else x
-        return score.x0(x, t).double().cpu().flatten(1)
+        return score.x0(x, t).detach().to("cpu", torch.float64).flatten(1)
 
 
 def _dpm_coefficients(grid_coefs, q_max: int, lower_order_final: bool) -> Tensor:
@@ -271,6 +271,12 @@ def load_fitted(path: str | Path) -> FittedSolver:
 
 
 # --- the fit -----------------------------------------------------------------------------------------------
+def _host(x: Tensor) -> Tensor:
+    """The fit's arithmetic (states, data predictions, least squares) is float64 on the CPU: the fitting batch is
+    small, and devices without float64 (Apple's MPS) never see it; the model runs in the batch's dtype and device."""
+    return x.detach().to("cpu", torch.float64)
+
+
 def _run(score, solver, grid, x, record=None):
     ev = Evaluator(score, "fit", len(grid) - 1)
     ctx = Context.build(ev, grid, noise=None)
@@ -335,14 +341,14 @@ class _Teacher:
 
         def keep(info):
             xs.append(info.x)
-            ms.append(info.denoised.double())
+            ms.append(_host(info.denoised))
 
         solver = get_solver("dpm++3m").make(lower_order_final=False)
         with torch.no_grad():
             x_end = integrate(solver, ctx, x_T, callback=keep).x
             ev.step = None
-            ms.append(ev.x0(x_end, ctx.coefs[-1]).double())
-        self.tab, self.xs, self.ms = ctx.coefs, [x.double() for x in xs], ms
+            ms.append(_host(ev.x0(x_end, ctx.coefs[-1])))
+        self.tab, self.xs, self.ms = ctx.coefs, [_host(x) for x in xs], ms
         self.lam = torch.tensor([c.lam for c in ctx.coefs], dtype=torch.float64)
         self.end = self.xs[-1]
 
@@ -370,7 +376,7 @@ def _local_fit(states, forced, tab, q, c_dpm, ridge) -> Tensor:
     for k in range(len(forced)):
         ct, cs = tab[k], tab[k + 1]
         g0 = phi(0, cs.lam - ct.lam)
-        resid = states[cs.t].double() - (cs.sigma / ct.sigma) * states[ct.t].double() - (cs.alpha * g0) * forced[k]
+        resid = states[cs.t] - (cs.sigma / ct.sigma) * states[ct.t] - (cs.alpha * g0) * forced[k]
         js = range(1, min(q, k + 1))
         if not js:
             continue
@@ -392,7 +398,7 @@ def _corrector_fit(states, forced, tab, q, ridge) -> Tensor:
     for k in range(n - 1):
         ct, cs = tab[k], tab[k + 1]
         g0 = phi(0, cs.lam - ct.lam)
-        resid = states[cs.t].double() - (cs.sigma / ct.sigma) * states[ct.t].double() - (cs.alpha * g0) * forced[k]
+        resid = states[cs.t] - (cs.sigma / ct.sigma) * states[ct.t] - (cs.alpha * g0) * forced[k]
         others = [forced[k + 1]] + [forced[k - j] for j in range(1, min(q, k + 1))]  # slots 0 and 2..
         feats = [cs.alpha * (m - forced[k]) for m in others]
         sol = _lstsq(resid, feats, torch.zeros(len(feats), dtype=torch.float64), ridge).tolist()
@@ -487,14 +493,14 @@ def fit_solver(
         tab = Context.build(ev, grid, None).coefs
         states = {c.t: teacher.state(c) for c in tab}
         with torch.no_grad():  # the data prediction at the teacher's states at this grid's times
-            forced = [ev.x0(states[c.t].to(x_T.dtype), c).double() for c in tab[:-1]]
+            forced = [_host(ev.x0(states[c.t].to(x_T.device, x_T.dtype), c)) for c in tab[:-1]]
         c_dpm = _dpm_coefficients(tab, order, lower_order_final=steps < 15)
         c = _local_fit(states, forced, tab, order, c_dpm, ridge)
         d = _corrector_fit(states, forced, tab, order, ridge)
         for with_corrector in variants:
             dd = d if with_corrector else None
             x_end, _, _ = _run(score, FittedSolver(grid, c, {}, None, dd), grid, x_T)
-            err = (x_end.double() - x_teach).flatten(1).pow(2).sum(1)
+            err = (_host(x_end) - x_teach).flatten(1).pow(2).sum(1)
             loss = float(err.quantile(QUANTILE))
             report[f"{name}{'+corrector' if with_corrector else ''}"] = loss if math.isfinite(loss) else None
             if math.isfinite(loss) and (best is None or loss < best[0]):
