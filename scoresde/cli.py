@@ -153,6 +153,15 @@ def _methods(args) -> int:
     return 0
 
 
+def _train_processes(args) -> int:
+    """``scoresde train``; under torchrun in one process group (gloo, nccl on CUDA): the ranks train one model with
+    DDP on shares of every batch (scoresde/train/distributed.py), rank 0 alone writes and speaks."""
+    from .train.distributed import process_group
+
+    with process_group(args.device):
+        return _train(args)
+
+
 def _train(args) -> int:
     import signal
     from pathlib import Path
@@ -642,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         help="continue the checkpoint in --out (SIGINT / SIGTERM write one and stop; a second signal exits at once)",
     )
     t.add_argument("--no-progress", action="store_true")
-    t.set_defaults(func=_train)
+    t.set_defaults(func=_train_processes)
 
     sp = sub.add_parser("sample", help="sample a trained checkpoint (PNG grid, tensors), with guidance or inpainting")
     sp.add_argument("--checkpoint", required=True, help="the training output folder")

@@ -31,15 +31,16 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_from_env() -> bool:
-    """Start the default process group (backend gloo) when ``WORLD_SIZE > 1`` and none is running.
+def init_from_env(backend: str = "gloo") -> bool:
+    """Start the default process group (``backend``: gloo, or nccl for training on CUDA) when ``WORLD_SIZE > 1``
+    and none is running.
 
     Returns whether it was started here (the caller then ends it with ``torch.distributed.destroy_process_group``).
     """
     dist = torch.distributed
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
         return False
-    dist.init_process_group("gloo")
+    dist.init_process_group(backend)
     return True
 
 

@@ -53,6 +53,7 @@ from ..loss import denoising_loss
 from ..models import build_model, count_parameters
 from ..sde import SDE
 from .config import TrainConfig, build_sde
+from .distributed import Replicas, on_rank0, replica_device, start_replicas
 
 __all__ = ["TrainResult", "train", "ema_decay_at", "learning_rate", "RESUMABLE_CHANGES"]
 
@@ -177,6 +178,7 @@ class _State:
     batches: _Batches
     losses: list[float]
     step: int = 0
+    replicas: Replicas | None = None  # this process's part under torchrun (train/distributed.py), else None
 
     @classmethod
     def fresh(cls, cfg: TrainConfig, device: torch.device, batches: _Batches) -> _State:
@@ -262,9 +264,10 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _optimise(st: _State, cfg: TrainConfig, sde: SDE, x0: Tensor, y: Tensor | None) -> tuple[float, float]:
-    """One AdamW step on the denoising loss, then the EMA; returns ``(loss, lr)``."""
+    """One AdamW step on the denoising loss, then the EMA; returns ``(loss, lr)`` (under torchrun: this rank's)."""
+    replicas = st.replicas  # the global batch's draws on every rank, the network on this rank's rows
     loss = denoising_loss(
-        st.model,
+        st.model if replicas is None else replicas.loss_model,
         sde,
         x0,
         prediction=cfg.prediction,
@@ -275,7 +278,10 @@ def _optimise(st: _State, cfg: TrainConfig, sde: SDE, x0: Tensor, y: Tensor | No
         weighting=cfg.weighting,
         lognormal=(cfg.p_mean, cfg.p_std),
         snr_gamma=cfg.snr_gamma,
+        reduction="mean" if replicas is None else "none",
     )
+    if replicas is not None:
+        loss = replicas.local_loss(loss)
     st.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:
@@ -310,7 +316,7 @@ def _run_steps(
     """Steps ``st.step + 1 .. cfg.steps`` with their checkpoints, or until ``stop`` holds a signal (then one more
     checkpoint); returns the seconds spent outside the writes."""
     device = data.x.device
-    bar = _progress_bar(cfg, st.step, progress)
+    bar = _progress_bar(cfg, st.step, progress and (st.replicas is None or st.replicas.rank == 0))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     st.model.train()
@@ -320,6 +326,9 @@ def _run_steps(
     while st.step < cfg.steps:
         x0, y = _next_batch(st, cfg, data)
         loss, lr = _optimise(st, cfg, sde, x0, y)
+        signum = stop.signum
+        if st.replicas is not None:  # the ranks' mean loss; a signal on any rank stops all after this step
+            loss, signum = st.replicas.exchange(loss, signum)
         st.losses.append(loss)
         st.step += 1
         if bar is not None:
@@ -327,12 +336,12 @@ def _run_steps(
             if st.step % cfg.log_every == 0 or st.step == cfg.steps:
                 recent = st.losses[-cfg.log_every :]
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{lr:.2e}")
-        if st.step % cfg.ckpt_every == 0 or st.step == cfg.steps or stop.signum is not None:
+        if st.step % cfg.ckpt_every == 0 or st.step == cfg.steps or signum is not None:
             _sync(device)
             seconds += time.perf_counter() - tic
-            _checkpoint(st, cfg, sde, data, out)
+            on_rank0(st.replicas, _checkpoint, st, cfg, sde, data, out)
             tic = time.perf_counter()
-            if stop.signum is not None:
+            if signum is not None:
                 break
     _sync(device)
     seconds += time.perf_counter() - tic
@@ -355,7 +364,7 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"train needs a TrainConfig, got {type(config).__name__}")
-    cfg, out, device = config, Path(config.out), torch.device(config.device)
+    cfg, out, device = config, Path(config.out), replica_device(config.device)  # replicas: cuda:LOCAL_RANK
     ckpt = _open_checkpoint(cfg, out, resume)
     sde = build_sde(cfg.sde)
     data = _Data.load(cfg, device)
@@ -365,9 +374,9 @@ def train(
         st = _State.fresh(cfg, device, batches)
         if ckpt is not None:
             st.restore(ckpt, device)
+        st.replicas = start_replicas(st.model, cfg.batch_size, device)  # DDP under torchrun, else None
         start = st.step
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.json")
+        on_rank0(st.replicas, _write_config, cfg, out)
         with _StopRequest().installed(handle_signals) as stop:
             seconds = _run_steps(st, cfg, sde, data, out, progress, stop)
     st.model.eval()
@@ -386,8 +395,13 @@ def train(
         model=st.model,
         ema=st.ema,
         num_parameters=count_parameters(st.model),
-        interrupted=stop.signum,
+        interrupted=stop.signum if st.replicas is None else st.replicas.stopped_by,
     )
+
+
+def _write_config(cfg: TrainConfig, out: Path) -> None:  # rank 0's under torchrun (on_rank0 of the replicas)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.json")
 
 
 # --- devices ------------------------------------------------------------------------------------------------
