@@ -102,8 +102,11 @@ def _suffix(text: str) -> str:
 def _bench(args) -> int:
     import warnings
 
+    import torch
+
     from .bench import BenchConfig, run_bench, summary_table
     from .bench.report import unavailable_peers
+    from .distributed import init_from_env, world
 
     overrides = {
         "problems": args.problems,
@@ -118,16 +121,28 @@ def _bench(args) -> int:
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
-    print(f"scoresde bench ({cfg.tag}): problems {', '.join(cfg.problems)}, n = {cfg.n}, NFE budgets {cfg.budgets}")
+    started = init_from_env()  # under torchrun: the runs are shared out, rank 0 gathers, writes and speaks
+    rank, size = world()
+    on = f" on {size} processes" if size > 1 else ""
     try:
+        if rank == 0:
+            print(
+                f"scoresde bench ({cfg.tag}): problems {', '.join(cfg.problems)}, n = {cfg.n}, "
+                f"NFE budgets {cfg.budgets}{on}"
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            for name, why in unavailable_peers().items():  # named here, so their warnings are not repeated
+            for name, why in unavailable_peers().items() if rank == 0 else ():  # named once, here
                 print(f"  peer library {name} {why}: its peers are not run")
             rows = run_bench(cfg, progress=not args.no_progress)
     except ValueError as err:  # a bad argument, checked before any run or file
         print(f"scoresde bench: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+    if rank != 0:
+        return 0
     for w in caught:
         if type(w.message).__name__ != "PeerUnavailableWarning":
             print(f"scoresde bench: warning: {w.message}", file=sys.stderr)
@@ -612,7 +627,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     b.add_argument("--nfe", type=_csv(int), help="comma-separated NFE budgets >= 1 (default: 5,10,20,50,100,200)")
     b.add_argument("--tol", type=_csv(float), help="comma-separated rtol = atol of adaptive methods (1e-2,1e-3,1e-4)")
-    b.add_argument("--n", type=int, help="samples per run, >= 2 (default: 20000; 4000 with --quick)")
+    b.add_argument(
+        "--n",
+        "--num-samples",
+        dest="n",
+        type=int,
+        help="samples per run, >= 2 (default: 20000; 4000 with --quick); under torchrun spell it --num-samples "
+        "(torchrun reads --n as an abbreviation of its own options)",
+    )
     b.add_argument("--seed", type=int, help="seed >= 0 (default: 0)")
     b.add_argument(
         "--fit-budget",

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .. import peers
+from ..distributed import world
 from ..fitted import MAX_STEPS as FIT_MAX_STEPS
 from ..fitted import fit_solver
 from ..grids import fit_grid
@@ -183,10 +184,17 @@ def row_key(item: dict, problem: BenchProblem, cfg: BenchConfig) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 
 
-def _finished(partial: Path) -> dict[str, dict]:
-    """The runs already in the partial file, by their :func:`row_key` (rows of older versions have none)."""
+def _partials(out_dir: Path, tag: str) -> list[Path]:
+    """The partial files of a bench: one process's ``bench_<tag>.partial.jsonl`` and each torchrun rank's
+    ``bench_<tag>.partial.rank<R>.jsonl`` (so a run may resume on another number of processes)."""
+    one = out_dir / f"bench_{tag}.partial.jsonl"
+    return [one] * one.exists() + sorted(out_dir.glob(f"bench_{tag}.partial.rank*.jsonl"))
+
+
+def _finished(partials: list[Path]) -> dict[str, dict]:
+    """The runs already in the partial files, by their :func:`row_key` (rows of older versions have none)."""
     done = {}
-    if partial.exists():
+    for partial in partials:
         for line in partial.read_text().splitlines():
             try:
                 row = json.loads(line)
@@ -195,6 +203,15 @@ def _finished(partial: Path) -> dict[str, dict]:
             if isinstance(row, dict) and "key" in row:
                 done[row["key"]] = row
     return done
+
+
+def _assign(items: list[dict], todo: list[int], size: int) -> dict[int, int]:
+    """The rank that runs each pending item: whole (problem, method) groups round-robin in plan order, so the runs
+    that share a fit are on one process and each fit is made once."""
+    groups: dict[tuple, int] = {}
+    for i in todo:
+        groups.setdefault((items[i]["problem"], items[i]["method"]), len(groups))
+    return {i: groups[(items[i]["problem"], items[i]["method"])] % size for i in todo}
 
 
 def _fail(flag: str, message: str):
@@ -369,6 +386,11 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     Everything is checked first (:func:`validate`, every problem loaded, a non-empty plan, a writable
     ``cfg.out``): a bad argument raises ``ValueError`` before a run starts or a file is touched. The tables
     merge with the rows already in ``<out>/bench_<tag>.json`` (see :func:`~scoresde.bench.report.write_results`).
+
+    Under ``torchrun`` (an initialised process group, see :func:`scoresde.distributed.init_from_env`) the pending
+    runs are shared out by (problem, method) groups, each rank appends its rows to its own
+    ``bench_<tag>.partial.rank<R>.jsonl``, and rank 0 gathers them, measures the floors and writes the results;
+    the other ranks return ``[]``. Every row is what one process computes: each run is seeded on its own.
     """
     from tqdm.auto import tqdm
 
@@ -384,30 +406,43 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     out_dir = Path(cfg.out)
     _check_out(out_dir)
     _previous_rows(out_dir / f"bench_{cfg.tag}.json")  # a damaged result file is refused now, not after the runs
-    partial = out_dir / f"bench_{cfg.tag}.partial.jsonl"
-    done = _finished(partial)
-    floors: dict[tuple, dict] = {}
+    rank, size = world()
+    done = _finished(_partials(out_dir, cfg.tag))
+    keys = [row_key(item, problems[item["problem"]], cfg) for item in items]
+    todo = [i for i, key in enumerate(keys) if key not in done]
+    owner = _assign(items, todo, size)
+    mine = [i for i in todo if owner[i] == rank]
+    partial = out_dir / (f"bench_{cfg.tag}.partial.jsonl" if size == 1 else f"bench_{cfg.tag}.partial.rank{rank}.jsonl")
     fits = _Fits()
-    rows = []
+    new: dict[str, dict] = {}
     with open(partial, "a") as fh:
-        bar = tqdm(items, desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
-        for item in bar:
+        bar = tqdm(mine, desc="bench", unit="run", disable=not progress or rank != 0, dynamic_ncols=True)
+        for i in bar:
+            item, prob = items[i], problems[items[i]["problem"]]
             bar.set_postfix_str(f"{item['problem']} {item['method']} {item['run']}", refresh=False)
-            prob = problems[item["problem"]]
-            key = row_key(item, prob, cfg)
-            item = {**item, "problem": prob.name}
-            row = done.get(key)
-            if row is None:
-                extra = {"n": cfg.n, "seed": cfg.seed, "version": _version(), "problem_id": prob.identity}
-                row = {**_run_one(item, prob, cfg, fits), **extra, "key": key}
-                fh.write(json.dumps(row) + "\n")
-                fh.flush()
-            fkey = (prob.identity, round(float(row["t_end"]), 12))
-            if fkey not in floors:
-                floors[fkey] = prob.floors(prob.sde, row["t_end"], cfg.n, cfg.floor_seeds)
-            row = {**row, **floors[fkey]}
-            rows.append(row)
-            if log is not None:
-                log(row)
+            extra = {"n": cfg.n, "seed": cfg.seed, "version": _version(), "problem_id": prob.identity}
+            row = {**_run_one({**item, "problem": prob.name}, prob, cfg, fits), **extra, "key": keys[i]}
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            new[keys[i]] = row
+    if size > 1:  # every rank's new rows to rank 0, which alone measures the floors and writes the results
+        parts: list | None = [None] * size if rank == 0 else None
+        torch.distributed.gather_object(new, parts, dst=0)
+        if rank != 0:
+            return []
+        for part in parts:
+            new.update(part)
+    done.update(new)
+    floors: dict[tuple, dict] = {}
+    rows = []
+    for item, key in zip(items, keys, strict=True):
+        prob, row = problems[item["problem"]], done[key]
+        fkey = (prob.identity, round(float(row["t_end"]), 12))
+        if fkey not in floors:
+            floors[fkey] = prob.floors(prob.sde, row["t_end"], cfg.n, cfg.floor_seeds)
+        row = {**row, **floors[fkey]}
+        rows.append(row)
+        if log is not None:
+            log(row)
     write_results(rows, cfg)
     return rows
