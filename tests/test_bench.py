@@ -182,7 +182,7 @@ def test_timed_model_accumulates_model_time():
 
 
 def test_learned_problem_through_the_runner(tmp_path):
-    # A (barely) trained 2-D checkpoint goes through the same runner: SWD / MMD against fresh data noised to
+    # A (barely) trained 2-D checkpoint goes through the same runner: TV / SWD / MMD against fresh data noised to
     # t_end, with their two-sample floors, and the summary picks the problem's primary figure.
     from scoresde.train import TrainConfig, train
 
@@ -200,10 +200,10 @@ def test_learned_problem_through_the_runner(tmp_path):
     )
     rows = bench.run_bench(cfg, progress=False)
     (row,) = rows
-    assert row["problem"] == "learned:moons" and row["primary"] == "swd" and row["nfe"] == 3
-    assert row["swd"] > row["swd_floor"] > 0 and row["mmd_floor_std"] >= 0
+    assert row["problem"] == "learned:moons" and row["primary"] == "tv" and row["nfe"] == 3
+    assert row["tv"] > row["tv_floor"] > 0 and row["swd"] > row["swd_floor"] > 0 and row["mmd_floor_std"] >= 0
     table = (tmp_path / "res" / "bench_t.md").read_text()
-    assert "learned:moons" in table and "swd floor" in table
+    assert "learned:moons" in table and "tv floor" in table and "swd floor" in table
 
 
 def test_grid_variants_are_planned_and_run(tmp_path):
@@ -239,7 +239,7 @@ def test_problems_share_one_interface(tmp_path):
 
 
 def test_diverging_learned_run_is_recorded_with_every_metric(tmp_path, monkeypatch):
-    # A failed run of a learned 2-D model has nan for swd and mmd alike, so the table beside a good run renders.
+    # A failed run of a learned 2-D model has nan for tv, swd and mmd alike, so the table beside a good run renders.
     ckpt = _tiny_checkpoint(tmp_path / "moons")
     real = bench.problems.LearnedProblem.score
 
@@ -264,8 +264,11 @@ def test_diverging_learned_run_is_recorded_with_every_metric(tmp_path, monkeypat
     monkeypatch.setattr(bench.runner, "_run_one", run_one)
     good, bad = bench.run_bench(cfg, progress=False)
     assert good["status"] == "ok" and bad["status"].startswith("diverged")
-    assert math.isnan(bad["swd"]) and math.isnan(bad["mmd"])
-    assert "| ode-euler | budget=3 | 3 | 1 | nan | nan | nan | nan |" in (tmp_path / "res" / "bench_t.md").read_text()
+    assert math.isnan(bad["tv"]) and math.isnan(bad["swd"]) and math.isnan(bad["mmd"])
+    assert (
+        "| ode-euler | budget=3 | 3 | 1 | nan | nan | nan | nan | nan | nan |"
+        in (tmp_path / "res" / "bench_t.md").read_text()
+    )
 
 
 def test_torchrun_bench_equals_one_process_and_resumes_on_any_count(tmp_path, monkeypatch):

@@ -168,7 +168,7 @@ def _mixture_table(sub: list[dict]) -> list[str]:
 def _learned_table(sub: list[dict]) -> list[str]:
     """The rows of a learned model: each of its metrics (fd, or swd and mmd) and its ratio to the floor."""
     r0 = sub[0]
-    keys = [k for k in ("fd", "swd", "mmd") if k in r0]
+    keys = [k for k in ("fd", "tv", "swd", "mmd") if k in r0]
     floors_txt = ", ".join(f"{k} floor {r0[f'{k}_floor']:.4g} +- {r0[f'{k}_floor_std']:.2g}" for k in keys)
     lines = [
         f"\n### {r0['problem']} (d = {r0['dim']}, n = {r0['n']}): {floors_txt}\n",
@@ -220,8 +220,8 @@ def summary_table(rows: list[dict], budgets) -> str:
     columns show the ``fitted`` run whose NFE per sample is the budget, with its amortised NFE beside it.
     """
     lines = [
-        "## Best at each NFE budget (primary figure: mode-conditional SWD for mixtures, FD for digits, SWD for "
-        "2-D learned; ratio = ours / best peer, < 1 means ours is better). Fitted methods (`fitted`, "
+        "## Best at each NFE budget (primary figure: mode-conditional SWD for mixtures, FD for digits, histogram "
+        "TV for 2-D learned; ratio = ours / best peer, < 1 means ours is better). Fitted methods (`fitted`, "
         "`name@optimized`) count the fit: NFE per sample + fit calls per sample of the run = amortised NFE, "
         "and the budget applies to the amortised figure\n",
         "| problem | NFE <= | ours: method (NFE) | primary / floor | ours, no fit: method (NFE) | primary / floor "
