@@ -118,6 +118,8 @@ def _bench(args) -> int:
         "seed": args.seed,
         "out": args.out,
         "fit_budget": args.fit_budget,
+        "device": args.device,
+        "dtype": args.dtype,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
@@ -641,6 +643,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="sample-evaluations per fit of the `fitted` method, teacher included (default: 2 per sample of --n, "
         "at most 40000)",
+    )
+    b.add_argument("--device", type=_device, help="where our methods run (default cpu); peers need the CPU")
+    b.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "bfloat16"),
+        help="our methods' state; bfloat16: float32 state, the network under bfloat16 autocast (default float32)",
     )
     b.add_argument("--out", help="output folder (default results/); a rerun there merges into its tables")
     b.add_argument("--no-progress", action="store_true")

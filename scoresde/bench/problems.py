@@ -76,6 +76,9 @@ class BenchProblem(Protocol):
     def score(self, sde: SDE, timer: TimedModel | None = None) -> Score:
         """The score on ``sde``; with ``timer``, every model call goes through it."""
 
+    def place(self, device: str, dtype: torch.dtype) -> None:
+        """Put the problem's network (if any) on ``device`` in ``dtype`` (the exact scores follow their input)."""
+
     def shape(self, n: int) -> tuple[int, ...]:
         """The shape of a batch of ``n`` samples."""
 
@@ -108,6 +111,9 @@ class ExactProblem:
         if timer is not None:
             timer.model, model = model, timer
         return EpsilonScore(model, sde)
+
+    def place(self, device: str, dtype: torch.dtype) -> None:
+        """Nothing to move: the exact score computes in float64 on its input's device."""
 
     def target(self, sde: SDE, t: float) -> GaussianMixture:
         """The exact law ``p_t`` (the data's mixture at ``t <= 0``)."""
@@ -170,6 +176,10 @@ class LearnedProblem:
 
     def shape(self, n: int) -> tuple[int, ...]:
         return (n, *self.sample_shape)
+
+    def place(self, device: str, dtype: torch.dtype) -> None:
+        """The network on ``device`` in ``dtype`` (float32 for a bfloat16 run: autocast lowers it)."""
+        self.model.to(device=device, dtype=dtype)
 
     def _reference(self, sde: SDE, t_end: float, n: int, seed: int, split: str = "test") -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)

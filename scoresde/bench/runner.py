@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .. import peers
+from ..cli_sample import DTYPES, network_precision, state_dtype
 from ..distributed import world
 from ..fitted import MAX_STEPS as FIT_MAX_STEPS
 from ..fitted import fit_solver
@@ -84,6 +85,8 @@ class BenchConfig:
     floor_seeds: int = 5
     out: str = "results"
     tag: str = "full"
+    device: str = "cpu"  # where our methods run (network, state, noise); peers run on the CPU
+    dtype: str = "float32"  # our methods' state: float32, float64, or bfloat16 (float32 state, network autocast)
     fit_budget: int | None = None  # sample-evaluations per fit of `fitted`; None: 2 per sample of n, <= 40,000
 
     def __post_init__(self):
@@ -189,6 +192,8 @@ def row_key(item: dict, problem: BenchProblem, cfg: BenchConfig) -> str:
         "seed": cfg.seed,
         "version": _version(),
         "measure": MEASURE_REVISION,
+        "device": torch.device(cfg.device).type,
+        "dtype": cfg.dtype,
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 
@@ -284,6 +289,20 @@ def validate(cfg: BenchConfig) -> None:
         _fail("tag", f"must be letters, digits, '_', '-' or '.', got {cfg.tag!r}")
     _check_methods(cfg)
     _check_peers(cfg)
+    _check_device(cfg)
+
+
+def _check_device(cfg: BenchConfig) -> None:
+    if cfg.dtype not in DTYPES:
+        _fail("--dtype", f"unknown dtype {cfg.dtype!r}; accepted: {', '.join(DTYPES)}")
+    try:
+        dev = torch.device(cfg.device)
+    except (RuntimeError, ValueError):
+        _fail("--device", f"not a device: {cfg.device!r}")
+    if dev.type == "mps" and cfg.dtype == "float64":
+        _fail("--dtype", "Apple MPS has no float64; use float32 (the default)")
+    if dev.type != "cpu" and (cfg.peers is None or cfg.peers):
+        _fail("--peers", f"the peers run on the CPU only; with --device {cfg.device} pass --peers ''")
 
 
 def _score(item: dict, problem: BenchProblem, timer: TimedModel):
@@ -307,8 +326,9 @@ class _Fit:
 class _Fits:
     """The fits of one bench invocation, made when a run first needs them (a resumed run needs none)."""
 
-    def __init__(self):
+    def __init__(self, cfg: BenchConfig | None = None):
         self.made: dict[tuple, _Fit] = {}
+        self.cfg = cfg or BenchConfig()
 
     def get(self, item: dict, problem: BenchProblem) -> _Fit | None:
         method, kw = item["method"], item["kwargs"]
@@ -323,12 +343,14 @@ class _Fits:
         if key not in self.made:
             score, dims = problem.score(problem.sde), tuple(problem.shape(1)[1:])
             t0 = time.perf_counter()
-            if method == FITTED:
-                value = fit_solver(score, kw["steps"], dims, budget=kw["fit_budget"])
-                evals = value.fit_evals
-            else:
-                value = fit_grid(score, kw["steps"], dims, key[3])
-                evals = value.fit_nfe * value.options["n_pilot"]
+            where = dict(dtype=state_dtype(self.cfg.dtype), device=self.cfg.device)
+            with network_precision(self.cfg.dtype, self.cfg.device):
+                if method == FITTED:
+                    value = fit_solver(score, kw["steps"], dims, budget=kw["fit_budget"], **where)
+                    evals = value.fit_evals
+                else:
+                    value = fit_grid(score, kw["steps"], dims, key[3], **where)
+                    evals = value.fit_nfe * value.options["n_pilot"]
             self.made[key] = _Fit(value, evals, time.perf_counter() - t0)
         return self.made[key]
 
@@ -338,14 +360,15 @@ def _sample(item: dict, problem: BenchProblem, score, cfg: BenchConfig, fit: _Fi
     sde, shape = problem.sde, problem.shape(cfg.n)
     try:
         if item["source"] == "ours":
-            kw = dict(item["kwargs"])
-            if item["method"] == FITTED:
-                out = sample(score, sde, shape, method=fit.value, seed=cfg.seed)
-            else:
-                if fit is not None:
-                    kw["grid"] = fit.value
-                out = sample(score, sde, shape, method=item["method"].partition("@")[0], seed=cfg.seed, **kw)
-            return out.x, out.nfe, sde.t_min, "ok"
+            kw = dict(item["kwargs"], seed=cfg.seed, dtype=state_dtype(cfg.dtype), device=cfg.device)
+            with network_precision(cfg.dtype, cfg.device):
+                if item["method"] == FITTED:
+                    out = sample(score, sde, shape, method=fit.value, **{k: kw[k] for k in ("seed", "dtype", "device")})
+                else:
+                    if fit is not None:
+                        kw["grid"] = fit.value
+                    out = sample(score, sde, shape, method=item["method"].partition("@")[0], **kw)
+            return out.x.cpu(), out.nfe, sde.t_min, "ok"
         res = peers.peer_sample(item["method"], score, score.sde, shape, nfe=item["kwargs"]["nfe"], seed=cfg.seed)
         return res.x, res.nfe, res.t_end, res.status
     except NonFiniteError as e:
@@ -412,6 +435,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
             _fail("--peers", f"peers run on the linear VP SDE only; {prob.name} is on {prob.sde!r} (pass --peers '')")
     if not items:
         _fail("--nfe", f"nothing to run: no method fits the budgets {cfg.budgets} (a step costs more NFE)")
+    for prob in problems.values():
+        prob.place(cfg.device, state_dtype(cfg.dtype))
     out_dir = Path(cfg.out)
     _check_out(out_dir)
     _previous_rows(out_dir / f"bench_{cfg.tag}.json")  # a damaged result file is refused now, not after the runs
@@ -422,7 +447,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     owner = _assign(items, todo, size)
     mine = [i for i in todo if owner[i] == rank]
     partial = out_dir / (f"bench_{cfg.tag}.partial.jsonl" if size == 1 else f"bench_{cfg.tag}.partial.rank{rank}.jsonl")
-    fits = _Fits()
+    fits = _Fits(cfg)
     new: dict[str, dict] = {}
     with open(partial, "a") as fh:
         bar = tqdm(mine, desc="bench", unit="run", disable=not progress or rank != 0, dynamic_ncols=True)
