@@ -127,8 +127,13 @@ def test_family_table_gives_median_and_worst_over_members():
     rows += [row(s, "x", "peer", d) for s, d in zip((1, 2, 3), (0.5, 0.4, 0.9), strict=True)]
     text = bench.family_table(rows, (5,))
     assert "gmm-family:d=4,k=2: 3 members" in text
-    assert "| 5 | a | 3.00 / 7.00 | a | 3.00 / 7.00 | x | 5.00 / 9.00 |" in text
+    assert "| 5 | a | 3.00 / 7.00 | a | 3.00 / 7.00 | x | 5.00 / 9.00 | - | - |" in text
     assert bench.family_table(rows[:1], (5,)) == ""  # one member is no family
+    # a fitted run at 5 per sample whose fit adds 2 per sample: not in the budget-5 ranking, shown beside it
+    pairs = zip((1, 2, 3), (0.1, 0.2, 0.4), strict=True)
+    fitted = [{**row(s, "fitted", "ours", d), "nfe_amortised": 7.0} for s, d in pairs]
+    text = bench.family_table(rows + fitted, (5,))
+    assert "| 5 | a | 3.00 / 7.00 | a | 3.00 / 7.00 | x | 5.00 / 9.00 | fitted (5 + 2.00 fit) | 2.00 / 4.00 |" in text
 
 
 def test_problem_lists_keep_family_names_and_expand_seed_ranges():

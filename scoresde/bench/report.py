@@ -271,8 +271,8 @@ def family_table(rows: list[dict], budgets) -> str:
         lines += [
             f"\n## {fam}: {len(members)} members (median / worst ratio to the floor over the members)\n",
             "| NFE <= | ours: method | median / worst | ours, no fit: method | median / worst "
-            "| peer: method | median / worst |",
-            "|---:|---|---:|---|---:|---|---:|",
+            "| peer: method | median / worst | fitted at this NFE per sample (amortised NFE) | median / worst |",
+            "|---:|---|---:|---|---:|---|---:|---|---:|",
         ]
         for b in budgets:
             cells = []
@@ -287,6 +287,16 @@ def family_table(rows: list[dict], budgets) -> str:
                     continue
                 method, (med, worst) = min(stats.items(), key=lambda kv: kv[1][0])
                 cells += [method, f"{med:.2f} / {worst:.2f}"]
+            fitted = [r for r in rows if r["problem"] in members and r["method"] == "fitted" and r["nfe"] == b]
+            stats = _family_stats(fitted, members, math.inf, lambda r: True)
+            if stats:
+                med, worst = stats["fitted"]
+                cells += [
+                    f"fitted ({b} + {max(_amortised(r) for r in fitted) - b:.2f} fit)",
+                    f"{med:.2f} / {worst:.2f}",
+                ]
+            else:
+                cells += ["-", "-"]
             lines.append(f"| {b} | {' | '.join(cells)} |")
     return "\n".join(lines) + ("\n" if lines else "")
 
