@@ -161,7 +161,7 @@ def inpaint(
         raise ValueError("pass either generator or seed, not both")
     solver = solver_for(method, options)
     if getattr(solver, "check", None) is not None:  # a fitted solver: its own SDE, shape, grid and score
-        solver.check(score, tuple(x_known.shape), grid)
+        solver.check(score, tuple(x_known.shape), grid, x_known.dtype, x_known.device)
     if solver.adaptive:
         raise ValueError(f"inpainting replaces the known entries after every grid step; {method!r} is adaptive")
     sde: SDE = score.sde

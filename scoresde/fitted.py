@@ -89,7 +89,7 @@ class FitError(ValueError):
     """A fitted solver was used where it does not apply, or its file is damaged."""
 
 
-def fingerprint(score: Score, dims: tuple[int, ...]) -> Tensor:
+def fingerprint(score: Score, dims: tuple[int, ...], dtype: torch.dtype | None = None, device=None) -> Tensor:
     """What the score returns on a fixed probe (``x0`` of 8 fixed points at ``t = 0.5 T``), float64, one model call.
 
     Stored with a fitted solver: :meth:`FittedSolver.check` compares it with the score it is used with, so a
@@ -100,8 +100,11 @@ def fingerprint(score: Score, dims: tuple[int, ...]) -> Tensor:
     x = sde.prior_std() * NoiseSource(_PROBE_SEED).randn((_PROBE_N, *dims), stream=0, dtype=torch.float64)
     t = _PROBE_T * sde.T
     with torch.no_grad():
-        p = next((p for p in getattr(score.model, "parameters", lambda: iter(()))()), None)
-        x = x.to(dtype=p.dtype, device=p.device) if p is not None and p.is_floating_point() else x
+        if dtype is None and device is None:  # the model's own, where it has parameters; float64 on the CPU else
+            p = next((p for p in getattr(score.model, "parameters", lambda: iter(()))()), None)
+            if p is not None and p.is_floating_point():
+                dtype, device = p.dtype, p.device
+        x = x.to(dtype=dtype or torch.float64, device=device)
         return score.x0(x, t).detach().to("cpu", torch.float64).flatten(1)
 
 
@@ -194,8 +197,11 @@ class FittedSolver(Solver):
         return out, State(denoised=m0, history=hist, pending=pending)
 
     # --- what it applies to --------------------------------------------------------------------------
-    def check(self, score: Score, shape: tuple[int, ...] | None = None, grid: Tensor | None = None) -> None:
-        """Refuse a score on another SDE, a sample shape or grid it was not fitted for, or a changed model."""
+    def check(
+        self, score: Score, shape: tuple[int, ...] | None = None, grid: Tensor | None = None, dtype=None, device=None
+    ) -> None:
+        """Refuse a score on another SDE, a sample shape or grid it was not fitted for, or a changed model (probed
+        in ``dtype`` on ``device``, those of the sampling run; default: the model's parameters')."""
         if repr(score.sde) != self.meta.get("sde"):
             raise FitError(f"this solver was fitted for {self.meta.get('sde')}, not for {score.sde!r}")
         dims = tuple(self.meta.get("dims", ()))
@@ -206,7 +212,7 @@ class FittedSolver(Solver):
         if grid is not None and not torch.equal(torch.as_tensor(grid, dtype=torch.float64).cpu(), self.grid):
             raise FitError("a fitted solver runs on its own grid; do not pass grid, t_min or T")
         if self.probe is not None:
-            now = fingerprint(score, dims)
+            now = fingerprint(score, dims, dtype, device)
             if now.shape != self.probe.shape or not torch.allclose(now, self.probe, rtol=1e-4, atol=1e-5):
                 diff = float((now - self.probe).abs().max()) if now.shape == self.probe.shape else math.inf
                 raise FitError(
@@ -508,7 +514,7 @@ def fit_solver(
     if best is None:
         raise FitError(f"fit_solver: no candidate grid gave a finite fitted solver of {steps} steps: {report}")
     fit_nfe = score.nfe - nfe0
-    probe = fingerprint(score, dims)
+    probe = fingerprint(score, dims, dtype, device)
     loss, name, grid, c, d = best
     meta = {
         "sde": repr(sde),

@@ -182,7 +182,7 @@ def sample(
 
     fitted_check = getattr(solver, "check", None)
     if fitted_check is not None:  # a fitted solver: its own SDE, sample shape, grid and score
-        fitted_check(score, shape, grid)
+        fitted_check(score, shape, grid, dtype, device)
         if t_min is not None or T is not None:
             raise ValueError("a fitted solver runs on its own grid; do not pass t_min or T")
     ts, fit_nfe = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)

@@ -329,13 +329,14 @@ def test_dtype_and_device_of_our_methods(tmp_path):
     """``--dtype float64`` / ``bfloat16`` reach our methods and their fits (other rows: the dtype is in the key);
     the peers are refused off the CPU; a CPU bench never initialises CUDA."""
     ckpt = _tiny_checkpoint(tmp_path / "moons")
-    base = dict(problems=(f"learned:{ckpt}",), methods=("ddim", "unipc@optimized"), peers=(), budgets=(3,), n=200)
+    methods = ("ddim", "unipc@optimized", "fitted")  # the fitted solver probes the timed network in the run's dtype
+    base = dict(problems=(f"learned:{ckpt}",), methods=methods, peers=(), budgets=(3,), n=1200)
     base |= dict(floor_seeds=2, out=str(tmp_path / "res"), tag="t")
     rows = {d: bench.run_bench(bench.BenchConfig(**base, dtype=d), progress=False) for d in ("float32", "bfloat16")}
     rows["float64"] = bench.run_bench(bench.BenchConfig(**base, dtype="float64"), progress=False)
     assert all(r["status"] == "ok" for rs in rows.values() for r in rs)
     keys = {d: [r["key"] for r in rs] for d, rs in rows.items()}
-    assert len({k for ks in keys.values() for k in ks}) == 6  # each dtype its own rows
+    assert len({k for ks in keys.values() for k in ks}) == 9  # each dtype its own rows
     swd = {d: rs[0]["swd"] for d, rs in rows.items()}
     assert swd["float32"] != swd["bfloat16"]  # the network really ran in bfloat16
     assert swd["float64"] == pytest.approx(swd["float32"], rel=1e-4)  # float64: the same samples up to rounding
