@@ -189,7 +189,7 @@ def _train(args) -> int:
         if args.config:
             cfg = TrainConfig.from_file(args.config)
         elif args.resume and args.out and (Path(args.out) / "config.json").is_file():
-            cfg = TrainConfig.from_file(Path(args.out) / "config.json")
+            cfg = TrainConfig.from_saved(Path(args.out) / "config.json")
         else:
             cfg = TrainConfig()
         overrides = {

@@ -52,7 +52,7 @@ from ..checkpoint import Checkpoint, CheckpointError, has_checkpoint, load_check
 from ..loss import denoising_loss
 from ..models import build_model, count_parameters
 from ..sde import SDE
-from .config import TrainConfig, build_sde
+from .config import TrainConfig, build_sde, upgrade_saved_config
 from .distributed import Replicas, on_rank0, replica_device, start_replicas
 
 __all__ = ["TrainResult", "train", "ema_decay_at", "learning_rate", "RESUMABLE_CHANGES"]
@@ -225,7 +225,7 @@ class _State:
 
 def _check_resumable(saved: dict, cfg: TrainConfig, where: Path) -> None:
     # compare in JSON form: a tuple in a config built in Python equals the list read back from config.json
-    saved, now = json.loads(json.dumps(saved)), json.loads(json.dumps(cfg.to_dict()))
+    saved, now = json.loads(json.dumps(upgrade_saved_config(saved))), json.loads(json.dumps(cfg.to_dict()))
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
     if diff:
         detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)

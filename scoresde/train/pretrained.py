@@ -16,7 +16,7 @@ from ..checks import check_choice, check_int, check_number, is_int
 from ..models import build_model
 from ..param import DataScore, EpsilonScore, Score, VScore
 from ..sde import SDE
-from .config import TrainConfig, build_sde
+from .config import TrainConfig, build_sde, upgrade_saved_config
 
 __all__ = ["ConditionalModel", "make_score", "load_score", "SCORES"]
 
@@ -93,7 +93,7 @@ def load_score(
     """
     ckpt = load_checkpoint(directory)
     try:
-        cfg = TrainConfig.from_dict(ckpt.config)
+        cfg = TrainConfig.from_dict(upgrade_saved_config(ckpt.config))
     except ValueError as err:
         raise CheckpointError(f"{directory}: the stored training config is invalid: {err}") from err
     if ckpt.model_config is None:
