@@ -100,7 +100,8 @@ def _samples_png(x: Tensor, path: Path, title: str, reference: Tensor | None) ->
             fig, ax = plt.subplots(figsize=(6, 3))
             ax.plot(x.T[:, :16], lw=0.5)
         else:
-            fig, axes = plt.subplots(math.ceil(n / nrow), nrow, figsize=(0.6 * nrow, 0.6 * math.ceil(n / nrow) + 0.3))
+            rows = math.ceil(n / nrow)
+            fig, axes = plt.subplots(rows, nrow, figsize=(0.6 * nrow, 0.6 * rows / 0.9), squeeze=False)
             for i, ax in enumerate(axes.flat):
                 ax.axis("off")
                 if i < n:
