@@ -123,6 +123,9 @@ def _bench(args) -> int:
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+    threads = args.threads if args.threads is not None else (1 if args.quick else None)
+    if threads is not None:  # the quick grid's problems are small: one thread, and no 2-thread contention
+        torch.set_num_threads(threads)
     started = init_from_env()  # under torchrun: the runs are shared out, rank 0 gathers, writes and speaks
     rank, size = world()
     on = f" on {size} processes" if size > 1 else ""
@@ -643,6 +646,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="sample-evaluations per fit of the `fitted` method, teacher included (default: 2 per sample of --n, "
         "at most 40000)",
+    )
+    b.add_argument(
+        "--threads",
+        type=_positive,
+        help="torch threads (default: 1 with --quick, whose runs are small: on a loaded 2-core machine two "
+        "threads made it 10x slower; otherwise torch's default)",
     )
     b.add_argument("--device", type=_device, help="where our methods run (default cpu); peers need the CPU")
     b.add_argument(

@@ -345,3 +345,17 @@ def test_dtype_and_device_of_our_methods(tmp_path):
         bench.validate(bench.BenchConfig(**base, dtype="float16"))
     with pytest.raises(ValueError, match="--peers.*CPU"):
         bench.validate(bench.BenchConfig(**{**base, "peers": None}, device="cuda"))
+
+
+def test_quick_bench_runs_on_one_thread_unless_told(monkeypatch, tmp_path):
+    from scoresde import cli
+
+    seen = []
+    monkeypatch.setattr(bench, "run_bench", lambda cfg, progress=True: seen.append(torch.get_num_threads()) or [])
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(["bench", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+        assert cli.main(["bench", "--quick", "--threads", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 2]
