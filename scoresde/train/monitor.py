@@ -46,12 +46,9 @@ def ddim_preview(
 
 
 def _pyplot():
-    import matplotlib
+    from ..plot._mpl import pyplot  # Agg, but a notebook's inline backend is kept (training inside a notebook)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: Path) -> None:
