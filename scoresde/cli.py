@@ -140,6 +140,8 @@ def _bench(args) -> int:
             for name, why in unavailable_peers().items() if rank == 0 else ():  # named once, here
                 print(f"  peer library {name} {why}: its peers are not run")
             rows = run_bench(cfg, progress=not args.no_progress)
+        if started:  # every rank done before any tears the group down
+            torch.distributed.barrier()
     except ValueError as err:  # a bad argument, checked before any run or file
         print(f"scoresde bench: error: {err}", file=sys.stderr)
         return 2
@@ -262,8 +264,12 @@ def _sample(args) -> int:
         if args.shard_size:
             from .cli_sample import sample_to_shards
 
-            return sample_to_shards(args, _rank_device(args.device))
-        return _sample_run(args)
+            code = sample_to_shards(args, _rank_device(args.device))
+        else:
+            code = _sample_run(args)
+        if started:  # every rank done before any tears the group down (gloo aborted a rank that was still in it)
+            torch.distributed.barrier()
+        return code
     finally:
         if started:
             torch.distributed.destroy_process_group()
