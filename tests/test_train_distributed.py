@@ -19,7 +19,11 @@ from test_train_signals import wait_for
 from scoresde import checkpoint as ck
 from scoresde.train import TrainConfig, train
 
-CONFIG = dict(data="moons", n_train=512, model=TINY_MLP, batch_size=32, lr=3e-3, warmup=5, plots=False)
+# constant lr: the test stops a run of 100,000 steps and resumes it with --steps N, which with a cosine schedule would
+# change the learning rate of the remaining steps against a one-process run of N steps from the start
+CONFIG = dict(
+    data="moons", n_train=512, model=TINY_MLP, batch_size=32, lr=3e-3, warmup=5, lr_schedule="constant", plots=False
+)
 TOL = 1e-5  # the losses are ~1; 1 vs 2 processes differ by ~1e-7 after hundreds of steps (rounding only)
 
 

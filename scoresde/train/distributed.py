@@ -134,6 +134,8 @@ def process_group(device: str | None) -> Iterator[int]:
         else:
             with open(os.devnull, "w") as quiet, redirect_stdout(quiet), redirect_stderr(quiet):
                 yield rank
+        if started:  # every rank done before any tears the group down (gloo aborted a rank still in it)
+            torch.distributed.barrier()
     finally:
         if started:
             torch.distributed.destroy_process_group()
