@@ -35,10 +35,12 @@ class SinusoidalEmbedding(nn.Module):
     def forward(self, t: Tensor) -> Tensor:
         if t.ndim != 1:
             raise ValueError(f"SinusoidalEmbedding expects t of shape (batch,), got {tuple(t.shape)}")
-        # frequencies and phases in float64 (scale * t reaches 1000), the features in t's dtype
+        # frequencies and phases in float64 on the CPU (scale * t reaches 1000), the features in t's dtype; on a device
+        # in float32 (Apple's MPS has no float64; a device tensor follows the state's dtype)
         half = self.dim // 2
-        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
-        args = (self.scale * t.double())[:, None] * freqs[None, :]
+        wide = torch.float64 if t.device.type == "cpu" else torch.float32
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=wide, device=t.device) / half)
+        args = (self.scale * t.to(wide))[:, None] * freqs[None, :]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
         emb = emb.to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
         if self.dim % 2:
