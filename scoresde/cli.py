@@ -106,7 +106,7 @@ def _bench(args) -> int:
 
     from .bench import BenchConfig, run_bench, summary_table
     from .bench.report import unavailable_peers
-    from .distributed import init_from_env, world
+    from .distributed import launched, world
 
     overrides = {
         "problems": args.problems,
@@ -126,28 +126,23 @@ def _bench(args) -> int:
     threads = args.threads if args.threads is not None else (1 if args.quick else None)
     if threads is not None:  # the quick grid's problems are small: one thread, and no 2-thread contention
         torch.set_num_threads(threads)
-    started = init_from_env()  # under torchrun: the runs are shared out, rank 0 gathers, writes and speaks
-    rank, size = world()
-    on = f" on {size} processes" if size > 1 else ""
     try:
-        if rank == 0:
-            print(
-                f"scoresde bench ({cfg.tag}): problems {', '.join(cfg.problems)}, n = {cfg.n}, "
-                f"NFE budgets {cfg.budgets}{on}"
-            )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            for name, why in unavailable_peers().items() if rank == 0 else ():  # named once, here
-                print(f"  peer library {name} {why}: its peers are not run")
-            rows = run_bench(cfg, progress=not args.no_progress)
-        if started:  # every rank done before any tears the group down
-            torch.distributed.barrier()
+        with launched():  # under torchrun: the runs are shared out, rank 0 gathers, writes and speaks
+            rank, size = world()
+            on = f" on {size} processes" if size > 1 else ""
+            if rank == 0:
+                print(
+                    f"scoresde bench ({cfg.tag}): problems {', '.join(cfg.problems)}, n = {cfg.n}, "
+                    f"NFE budgets {cfg.budgets}{on}"
+                )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                for name, why in unavailable_peers().items() if rank == 0 else ():  # named once, here
+                    print(f"  peer library {name} {why}: its peers are not run")
+                rows = run_bench(cfg, progress=not args.no_progress)
     except ValueError as err:  # a bad argument, checked before any run or file
         print(f"scoresde bench: error: {err}", file=sys.stderr)
         return 2
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
     if rank != 0:
         return 0
     for w in caught:
@@ -255,24 +250,14 @@ def _option(text: str) -> tuple[str, object]:
 
 def _sample(args) -> int:
     """``scoresde sample``; under ``torchrun`` each process samples its shard and rank 0 gathers and writes."""
-    import torch
+    from .distributed import launched
 
-    from .distributed import init_from_env
-
-    started = init_from_env()
-    try:
+    with launched():
         if args.shard_size:
             from .cli_sample import sample_to_shards
 
-            code = sample_to_shards(args, _rank_device(args.device))
-        else:
-            code = _sample_run(args)
-        if started:  # every rank done before any tears the group down (gloo aborted a rank that was still in it)
-            torch.distributed.barrier()
-        return code
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
+            return sample_to_shards(args, _rank_device(args.device))
+        return _sample_run(args)
 
 
 def _sample_run(args) -> int:
@@ -283,7 +268,7 @@ def _sample_run(args) -> int:
     from . import data as data_mod
     from .cli_sample import check_dtype_device, network_precision, state_dtype
     from .conditioning import inpaint, make_mask
-    from .distributed import gather_samples, shard, world
+    from .distributed import any_rank, gather_samples, shard, world
     from .plot import save_image_grid, save_points
     from .sample import sample
     from .train import load_score
@@ -304,7 +289,7 @@ def _sample_run(args) -> int:
     problem = unwritable(stem.parent) if rank == 0 else None
     if problem:
         print(f"scoresde sample: error: --out: cannot write to {str(stem.parent)!r}: {problem}", file=sys.stderr)
-    if _any_rank(bool(problem), size):
+    if any_rank(bool(problem)):
         return 2
     device = _rank_device(args.device)
     n = args.n
@@ -356,7 +341,7 @@ def _sample_run(args) -> int:
     except (ValueError, TypeError) as err:
         error = str(err)
         print(f"scoresde sample: error: {err}", file=sys.stderr)
-    if _any_rank(error is not None, size):
+    if any_rank(error is not None):
         return 2
     out = gather_samples(out)
     if rank != 0:
@@ -387,17 +372,6 @@ def _rank_device(device: str) -> str:
     if size > 1 and device == "cuda":
         return f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
     return device
-
-
-def _any_rank(flag: bool, size: int) -> bool:
-    """Whether ``flag`` is true on any process (all processes must call it); ``flag`` itself on one process."""
-    if size == 1:
-        return flag
-    import torch
-
-    t = torch.tensor([int(flag)])
-    torch.distributed.all_reduce(t)
-    return bool(t.item())
 
 
 def _progress_bar(method, steps: int, show: bool):

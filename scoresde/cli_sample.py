@@ -50,7 +50,7 @@ def sample_to_shards(args, device: str) -> int:
     """``scoresde sample --shard-size S --out DIR``: the samples as a resumable shard folder (see
     :mod:`scoresde.shards`); every process of a ``torchrun`` job calls it. Returns the exit status."""
     from . import data as data_mod
-    from .distributed import world
+    from .distributed import any_rank, world
     from .sample import sample
     from .shards import ShardMismatchError, open_everywhere, pending_everywhere, run_shards, share, weights_sha256
     from .train.pretrained import load_score, make_score
@@ -101,7 +101,7 @@ def sample_to_shards(args, device: str) -> int:
         run = open_everywhere(out, key, args.n, args.shard_size)
     except (ValueError, TypeError, OSError) as err:
         error = err
-    if _any(error is not None, size):
+    if any_rank(error is not None):
         if error is not None and (rank == 0 or not isinstance(error, ShardMismatchError)):
             print(f"scoresde sample: error: {error}", file=sys.stderr)
         return 2
@@ -134,11 +134,11 @@ def sample_to_shards(args, device: str) -> int:
     already = run.num_shards - len(pending)
     mine = share(pending, rank, size)
     try:
-        run_shards(run, draw, mine, say=lambda line: print(tag + line, flush=True))
+        run_shards(run, draw, mine, say=lambda line: _line(tag + line))
     except (ValueError, TypeError) as err:
         error = err
         print(f"scoresde sample: error: {err}", file=sys.stderr)
-    if _any(error is not None, size):
+    if any_rank(error is not None):
         return 2
     missing = run.pending() if rank == 0 else []
     if missing:  # cannot happen unless a file was removed while the run went on
@@ -150,9 +150,8 @@ def sample_to_shards(args, device: str) -> int:
     return 0
 
 
-def _any(flag: bool, size: int) -> bool:
-    if size == 1:
-        return flag
-    t = torch.tensor([int(flag)])
-    torch.distributed.all_reduce(t)
-    return bool(t.item())
+def _line(text: str) -> None:
+    """One line to stdout in a single write: the ranks share the pipe, and print's separate write of the newline
+    let two ranks' lines run together."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()

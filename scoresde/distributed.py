@@ -14,13 +14,14 @@ gathers the CPU copies of the shards whatever device the sampling ran on.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
 from .sample import Samples, sample
 
-__all__ = ["world", "init_from_env", "shard", "gather_samples", "sharded", "sample_distributed"]
+__all__ = ["world", "init_from_env", "launched", "any_rank", "shard", "gather_samples", "sharded", "sample_distributed"]
 
 
 def world() -> tuple[int, int]:
@@ -42,6 +43,30 @@ def init_from_env(backend: str = "gloo") -> bool:
         return False
     dist.init_process_group(backend)
     return True
+
+
+@contextmanager
+def launched(backend: str = "gloo") -> Iterator[bool]:
+    """The command line's process group under ``torchrun``: started on entry (:func:`init_from_env`), yields
+    whether it was started here; on a normal exit every rank meets at a barrier before the group is torn down
+    (gloo aborted a rank that was still in it when another tore down first); on an exception, torn down at once."""
+    started = init_from_env(backend)
+    try:
+        yield started
+        if started:
+            torch.distributed.barrier()
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (all processes must call it); ``flag`` itself in one process."""
+    if world()[1] == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    torch.distributed.all_reduce(t)
+    return bool(t.item())
 
 
 def shard(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 import torch
 from torch import Tensor, nn
 
-from ..distributed import init_from_env, shard, world
+from ..distributed import launched, shard, world
 
 __all__ = ["Replicas", "replica_device", "start_replicas", "on_rank0", "process_group"]
 
@@ -126,16 +126,10 @@ def process_group(device: str | None) -> Iterator[int]:
     for a CUDA ``device``, else gloo, which never touches CUDA), silence ranks other than 0 (their messages are
     rank 0's), yield the rank, and end the group afterwards. In one process: yields 0 and does nothing."""
     backend = "nccl" if device is not None and torch.device(device).type == "cuda" else "gloo"
-    started = init_from_env(backend)
-    try:
+    with launched(backend):
         rank = world()[0]
         if rank == 0:
             yield rank
         else:
             with open(os.devnull, "w") as quiet, redirect_stdout(quiet), redirect_stderr(quiet):
                 yield rank
-        if started:  # every rank done before any tears the group down (gloo aborted a rank still in it)
-            torch.distributed.barrier()
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
