@@ -106,7 +106,7 @@ def _bench(args) -> int:
 
     from .bench import BenchConfig, run_bench, summary_table
     from .bench.report import unavailable_peers
-    from .distributed import launched, world
+    from .process_group import launched, world
 
     overrides = {
         "problems": args.problems,
@@ -208,6 +208,7 @@ def _train(args) -> int:
             "plots": False if args.no_plots else None,
             "out": args.out,
             "device": args.device,
+            "dtype": args.dtype,
         }
         if args.model and cfg.model.get("arch") != args.model:
             overrides["model"] = {"arch": args.model}
@@ -250,7 +251,7 @@ def _option(text: str) -> tuple[str, object]:
 
 def _sample(args) -> int:
     """``scoresde sample``; under ``torchrun`` each process samples its shard and rank 0 gathers and writes."""
-    from .distributed import launched
+    from .process_group import launched
 
     with launched():
         if args.shard_size:
@@ -266,10 +267,10 @@ def _sample_run(args) -> int:
     import torch
 
     from . import data as data_mod
-    from .cli_sample import check_dtype_device, network_precision, state_dtype
     from .conditioning import inpaint, make_mask
     from .distributed import any_rank, gather_samples, shard, world
     from .plot import save_image_grid, save_points
+    from .precision import check_dtype_device, network_precision, state_dtype
     from .sample import sample
     from .train import load_score
     from .util import save_tensors
@@ -366,7 +367,7 @@ def _rank_device(device: str) -> str:
     """``--device cuda`` under torchrun: one GPU per process, as torchrun numbers them (``LOCAL_RANK``)."""
     import os
 
-    from .distributed import world
+    from .process_group import world
 
     rank, size = world()
     if size > 1 and device == "cuda":
@@ -664,6 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-plots", action="store_true", help="do not write loss.png / samples.png at checkpoints")
     t.add_argument("--out", help="output folder (checkpoint and config.json)")
     t.add_argument("--device", type=_device, help="cpu, cuda, cuda:1, ... (one that exists here)")
+    t.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        help="bfloat16: the network's forward pass under bfloat16 autocast; weights, optimiser and loss stay "
+        "float32 (default float32)",
+    )
     t.add_argument(
         "--resume",
         action="store_true",

@@ -1,42 +1,15 @@
-"""``scoresde sample``'s precision and device settings and its sharded, resumable mode (``--shard-size``).
+"""``scoresde sample``'s sharded, resumable mode (``--shard-size``); ``--dtype`` is :mod:`scoresde.precision`.
 
-``--dtype float32`` (default) or ``float64`` is the dtype of the state, the noise and the network's inputs;
-``bfloat16`` keeps the state in float32 and runs the network under ``torch.autocast`` in bfloat16 (its outputs are
-cast back to the state's dtype by the score). ``--device`` is where the network, the state and the noise live; a
-CPU run never touches CUDA.
+``--device`` is where the network, the state and the noise live; a CPU run never touches CUDA.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import sys
 from pathlib import Path
 
 import torch
-
-DTYPES = ("float32", "float64", "bfloat16")
-
-
-def state_dtype(name: str) -> torch.dtype:
-    """The dtype of the state for ``--dtype name`` (bfloat16 autocasts the network; the state stays float32)."""
-    return torch.float64 if name == "float64" else torch.float32
-
-
-def network_precision(name: str, device: str | torch.device):
-    """The context the network runs in: ``torch.autocast(device type, bfloat16)`` for ``--dtype bfloat16``.
-
-    Autocast lowers only the matrix products and convolutions; the solvers' elementwise arithmetic stays in the
-    state's dtype, so wrapping the whole sampling call lowers the network alone.
-    """
-    if name != "bfloat16":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
-def check_dtype_device(name: str, device: str) -> None:
-    if name == "float64" and torch.device(device).type == "mps":
-        raise ValueError("--dtype float64: Apple MPS has no float64; use float32 (the default)")
 
 
 def _files_sha256(folder: str | Path) -> str:
@@ -50,7 +23,8 @@ def sample_to_shards(args, device: str) -> int:
     """``scoresde sample --shard-size S --out DIR``: the samples as a resumable shard folder (see
     :mod:`scoresde.shards`); every process of a ``torchrun`` job calls it. Returns the exit status."""
     from . import data as data_mod
-    from .distributed import any_rank, world
+    from .precision import check_dtype_device, network_precision, state_dtype
+    from .process_group import any_rank, world
     from .sample import sample
     from .shards import ShardMismatchError, open_everywhere, pending_everywhere, run_shards, share, weights_sha256
     from .train.pretrained import load_score, make_score

@@ -8,72 +8,21 @@ the result (and, in the CLI, alone writes the files). EDM's ``generate.py`` shar
 
 If torch.distributed is not initialised but ``WORLD_SIZE > 1`` is in the environment (``torchrun`` sets it, with
 ``RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``), :func:`init_from_env` starts a ``gloo`` process group; gloo
-gathers the CPU copies of the shards whatever device the sampling ran on.
+gathers the CPU copies of the shards whatever device the sampling ran on. The group's life cycle
+(:func:`world`, :func:`init_from_env`, :func:`launched`, :func:`any_rank`, :func:`shard`) lives in
+:mod:`scoresde.process_group` and is re-exported here.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 
+from .process_group import any_rank, init_from_env, launched, shard, world
 from .sample import Samples, sample
 
 __all__ = ["world", "init_from_env", "launched", "any_rank", "shard", "gather_samples", "sharded", "sample_distributed"]
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised default process group, else ``(0, 1)``."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_from_env(backend: str = "gloo") -> bool:
-    """Start the default process group (``backend``: gloo, or nccl for training on CUDA) when ``WORLD_SIZE > 1``
-    and none is running.
-
-    Returns whether it was started here (the caller then ends it with ``torch.distributed.destroy_process_group``).
-    """
-    dist = torch.distributed
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
-        return False
-    dist.init_process_group(backend)
-    return True
-
-
-@contextmanager
-def launched(backend: str = "gloo") -> Iterator[bool]:
-    """The command line's process group under ``torchrun``: started on entry (:func:`init_from_env`), yields
-    whether it was started here; on a normal exit every rank meets at a barrier before the group is torn down
-    (gloo aborted a rank that was still in it when another tore down first); on an exception, torn down at once."""
-    started = init_from_env(backend)
-    try:
-        yield started
-        if started:
-            torch.distributed.barrier()
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
-
-
-def any_rank(flag: bool) -> bool:
-    """Whether ``flag`` is true on any process (all processes must call it); ``flag`` itself in one process."""
-    if world()[1] == 1:
-        return flag
-    t = torch.tensor([int(flag)])
-    torch.distributed.all_reduce(t)
-    return bool(t.item())
-
-
-def shard(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """The contiguous share ``[start, stop)`` of ``n`` samples of process ``rank``; shares differ by at most one."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    return rank * n // world_size, (rank + 1) * n // world_size
 
 
 def gather_samples(local: Samples | None) -> Samples | None:

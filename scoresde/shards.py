@@ -210,7 +210,7 @@ def pending_everywhere(run: ShardedRun | None, rank: int, world_size: int) -> li
 def open_everywhere(out: str | Path, key: dict, num_samples: int, shard_size: int) -> ShardedRun:
     """:func:`open_sharded` on rank 0, its verdict on every rank (the others raise the same error, or get the run
     once rank 0 has written the manifest)."""
-    from .distributed import world
+    from .process_group import world
 
     rank, size = world()
     if size == 1:
@@ -253,7 +253,7 @@ def sample_shards(
     noise does not depend on it, but a network's kernels may round differently at another batch size. Returns the
     :class:`ShardedRun`; :func:`load_shards` reads the result.
     """
-    from .distributed import world
+    from .process_group import world
     from .sample import sample
 
     if "generator" in kwargs or "noise" in kwargs or "sample_offset" in kwargs or "x_init" in kwargs:

@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from .. import peers
-from ..cli_sample import DTYPES, network_precision, state_dtype
-from ..distributed import world
 from ..fitted import MAX_STEPS as FIT_MAX_STEPS
 from ..fitted import fit_solver
 from ..grids import fit_grid
+from ..precision import DTYPES, network_precision, state_dtype
+from ..process_group import world
 from ..sample import available_methods, sample
 from ..sde import VPSDE
 from ..solvers import NonFiniteError, method_info
@@ -441,9 +441,14 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     _check_out(out_dir)
     _previous_rows(out_dir / f"bench_{cfg.tag}.json")  # a damaged result file is refused now, not after the runs
     rank, size = world()
-    done = _finished(_partials(out_dir, cfg.tag))
+    done = _finished(_partials(out_dir, cfg.tag)) if rank == 0 else {}
+    finished = set(done)
+    if size > 1:  # rank 0's view of what is done, for all: a rank that read the partial files after another had
+        box = [finished]  # begun appending to its own would share out a different list of runs
+        torch.distributed.broadcast_object_list(box, src=0)
+        finished = box[0]
     keys = [row_key(item, problems[item["problem"]], cfg) for item in items]
-    todo = [i for i, key in enumerate(keys) if key not in done]
+    todo = [i for i, key in enumerate(keys) if key not in finished]
     owner = _assign(items, todo, size)
     mine = [i for i in todo if owner[i] == rank]
     partial = out_dir / (f"bench_{cfg.tag}.partial.jsonl" if size == 1 else f"bench_{cfg.tag}.partial.rank{rank}.jsonl")

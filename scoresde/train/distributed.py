@@ -31,7 +31,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 import torch
 from torch import Tensor, nn
 
-from ..distributed import launched, shard, world
+from ..process_group import launched, shard, world
 
 __all__ = ["Replicas", "replica_device", "start_replicas", "on_rank0", "process_group"]
 
