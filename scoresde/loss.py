@@ -101,13 +101,14 @@ def sample_t(
 
     Returns ``(t, iw)``, both ``(batch,)`` of ``dtype`` on ``device``; ``iw`` is all ones for the uniform,
     stratified and lognormal samplers (see the module docstring). ``lognormal`` is ``(P_mean, P_std)`` of
-    the lognormal sampler. The draws are made in float64 on the generator's device, then cast and moved.
+    the lognormal sampler. The draws are made on the generator's device, in float64 on the CPU and in ``dtype``
+    on a device (Apple MPS has no float64), then cast and moved.
     """
     check_choice("", "t_sampler", t_sampler, T_SAMPLERS)
     check_number("", "t_eps", t_eps, gt=0, lt=sde.T, hint="the SDE's (0, T)")
     check_int("", "batch", batch, ge=1)
-    gdev = generator.device if generator is not None else "cpu"
-    f64 = torch.float64
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    f64 = torch.float64 if gdev.type == "cpu" else dtype
     T = float(sde.T)
     if t_sampler == "lognormal":
         p_mean, p_std = (float(v) for v in lognormal)
@@ -177,7 +178,8 @@ def denoising_loss(
         got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
         raise ValueError(f"x0 must be a floating tensor of shape (batch, *data_shape), got {got}")
     batch = x0.shape[0]
-    if t is None:
+    given = t is not None
+    if not given:
         t, iw = sample_t(
             batch,
             sde,
@@ -196,8 +198,13 @@ def denoising_loss(
         iw = torch.ones_like(t)
     if y is not None and (not isinstance(y, Tensor) or y.shape != (batch,)):
         raise ValueError(f"y must be a tensor of labels of shape ({batch},), got {getattr(y, 'shape', y)!r}")
-    t64 = t.double()  # the coefficients in float64, then cast to x0's dtype (as perturb does)
-    x_t, eps = sde.perturb(x0, t64, generator=generator)
+    # the coefficients in float64 on the CPU, then cast to x0's dtype (as perturb does); on a device in x0's dtype
+    t64 = t.double() if x0.device.type == "cpu" else t
+    if given:  # drawn times lie in [t_eps, T] by construction: no check, so no host synchronisation per step
+        sde.check_time(t64)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)  # as sde.perturb draws
+    mean, std = sde.marginal(x0, t64)
+    x_t = mean + std * eps
     out = model(x_t, t) if y is None else model(x_t, t, y)
     if not isinstance(out, Tensor) or out.shape != x0.shape:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__

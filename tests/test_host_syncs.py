@@ -115,3 +115,20 @@ def test_check_mode_does_not_change_the_samples():
     vp = sd.VPSDE()
     runs = [sd.sample(ring.score(vp), vp, (16, 2), method="unipc", steps=6, seed=1, check=c).x for c in CHECKS]
     assert all(torch.equal(runs[0], r) for r in runs[1:])
+
+
+@pytest.mark.parametrize("t_sampler", ["lognormal", "uniform", "stratified", "importance"])
+def test_a_training_loss_never_waits_for_the_device(t_sampler):
+    """The loss of a training step reads no drawn value back: its times are drawn inside ``[t_eps, T]`` and not
+    checked again (before, ``sde.perturb``'s range check read their min and max every step). Times a caller
+    passes are still checked."""
+    sde = sd.VPSDE()
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    model = lambda x, t: net(torch.cat([x, t[:, None]], 1))  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    with HostSyncs() as counter:
+        sd.loss.denoising_loss(model, sde, torch.randn(16, 2), prediction="v", t_sampler=t_sampler, generator=g)
+    assert counter.count == 0
+    with pytest.raises(ValueError, match="time must lie in"):
+        sd.loss.denoising_loss(model, sde, torch.randn(4, 2), t=torch.full((4,), 2.0))

@@ -288,3 +288,39 @@ def test_labels_reach_the_model_and_draws_follow_the_generator():
     b = L.v_mse(model, sde, x0, y=y, generator=gen(5))
     c = L.v_mse(model, sde, x0, y=y, generator=gen(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("t_sampler", L.T_SAMPLERS)
+@pytest.mark.parametrize("weighting", L.WEIGHTINGS)
+def test_the_loss_makes_no_float64_on_a_device(t_sampler, weighting):
+    """On a device (here the meta device, which runs no kernels) the loss makes no float64 tensor, since Apple MPS
+    has none: times drawn on the CPU arrive in x0's dtype and the coefficients follow it. On the CPU they stay
+    float64."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Dtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for o in out if isinstance(out, tuple | list) else (out,):
+                if isinstance(o, torch.Tensor):
+                    self.seen.add((o.device.type, o.dtype))
+            return out
+
+    for device in ("meta", "cpu"):
+        net = torch.nn.Linear(3, 2, device=device)
+        model = lambda x, t, net=net: net(torch.cat([x, t[:, None]], 1))  # noqa: E731
+        with Dtypes() as mode:
+            loss = L.denoising_loss(
+                model,
+                sd.VPSDE(),
+                torch.zeros(8, 2, device=device),
+                prediction="v",
+                t_sampler=t_sampler,
+                weighting=weighting,
+            )
+        assert loss.device.type == device and loss.dtype == torch.float32
+        assert ((device, torch.float64) in mode.seen) == (device == "cpu")

@@ -183,10 +183,12 @@ def digit_classifier(cache_dir: str | Path | None = None, width: int = 16, featu
 
 
 def digit_features(x: Tensor, classifier: DigitClassifier | None = None, batch_size: int = 2048) -> Tensor:
-    """The classifier's penultimate features of digits ``x`` ``(N, 1, 8, 8)``, float64 ``(N, feature_dim)``."""
+    """The classifier's penultimate features of digits ``x`` ``(N, 1, 8, 8)``, float64 ``(N, feature_dim)`` on the
+    CPU, whatever device ``x`` and the classifier are on (the FD's float64 algebra stays off devices)."""
     clf = digit_classifier() if classifier is None else classifier
+    dev = next(clf.parameters()).device
     with torch.no_grad():
-        return torch.cat([clf.features(b.float()).double() for b in x.split(batch_size)])
+        return torch.cat([clf.features(b.to(dev, torch.float32)).cpu().double() for b in x.split(batch_size)])
 
 
 def _reference_features(reference: str | Tensor, clf: DigitClassifier) -> Tensor:
@@ -232,6 +234,7 @@ def digit_accuracy(x: Tensor, y: Tensor, classifier: DigitClassifier | None = No
     clf = digit_classifier() if classifier is None else classifier
     if x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8) or y.shape != (x.shape[0],):
         raise ValueError(f"digit_accuracy expects x (N, 1, 8, 8) and y (N,), got {tuple(x.shape)}, {tuple(y.shape)}")
+    dev = next(clf.parameters()).device
     with torch.no_grad():
-        pred = torch.cat([clf(b.float()).argmax(1) for b in x.split(2048)])
-    return float((pred == y.to(pred.device)).double().mean())
+        pred = torch.cat([clf(b.to(dev, torch.float32)).argmax(1).cpu() for b in x.split(2048)])
+    return int((pred == y.cpu()).sum()) / len(pred)
