@@ -20,24 +20,40 @@ from ..loss import DEFAULT_LOGNORMAL, DEFAULT_SNR_GAMMA, DEFAULT_T_EPS, PREDICTI
 from ..sde import SDE, VESDE, VPSDE, SubVPSDE
 from ..util import atomic_write_text
 
-__all__ = ["TrainConfig", "build_sde", "upgrade_saved_config", "SDES", "EMA_SCHEDULES", "LR_SCHEDULES", "TOY_MLP"]
+__all__ = [
+    "TrainConfig",
+    "build_sde",
+    "upgrade_saved_config",
+    "SDES",
+    "EMA_SCHEDULES",
+    "LR_SCHEDULES",
+    "TRAIN_DTYPES",
+    "TOY_MLP",
+]
 
 SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 EMA_SCHEDULES = ("power", "fixed")
 LR_SCHEDULES = ("constant", "cosine")
+TRAIN_DTYPES = ("float32", "bfloat16")  # float64 is for sampling (scoresde sample --dtype)
 # The default network of the 2-D sets: the residual MLP on 64 random Fourier features of scale 0.5 (Tancik et al.
 # 2020); on the checkerboard they took the histogram TV from 4.3x to 2.7x its floor at the same budget.
 TOY_MLP = {"arch": "mlp", "fourier_features": 64, "fourier_scale": 0.5}
 # What the fields added with the lognormal sampler, min-SNR weighting, the cosine schedule and the pictures meant
 # before they existed: a config saved without them is read with these values (upgrade_saved_config).
+# Fields added since, with the value every run saved before them had.
+_ADDED = {"dtype": "float32"}
 _LEGACY = {"p_mean": -1.2, "p_std": 1.2, "snr_gamma": 5.0, "lr_schedule": "constant", "lr_min": 0.0, "plots": True}
 
 
 def upgrade_saved_config(d: dict) -> dict:
     """A config saved by an earlier version, with what it meant then made explicit: the fields it lacks get the
-    values that reproduce that version's run (constant learning rate, ...), and an empty ``model`` of a 2-D set
-    becomes the plain MLP it trained (today's default adds Fourier features). Current configs pass unchanged."""
-    if not isinstance(d, dict) or "lr_schedule" in d:
+    values that reproduce that version's run (constant learning rate, float32, ...), and an empty ``model`` of a
+    2-D set becomes the plain MLP it trained (today's default adds Fourier features). Current configs pass
+    unchanged."""
+    if not isinstance(d, dict):
+        return d
+    d = {**_ADDED, **d}
+    if "lr_schedule" in d:
         return d
     d = {**_LEGACY, **d}
     if not d.get("model") and d.get("data") in data_mod.TOY_SETS:
@@ -85,6 +101,9 @@ class TrainConfig:
         plots: write ``loss.png`` and ``samples.png`` at every checkpoint (:mod:`scoresde.train.monitor`).
         out: output directory (checkpoint and ``config.json``).
         device: "cpu", "cuda", "cuda:1", ...
+        dtype: "float32", or "bfloat16": the network's forward pass under ``torch.autocast`` in bfloat16 (its
+            matrix products and convolutions), with the weights, the optimiser, the loss and the backward
+            pass's accumulation in float32 (:mod:`scoresde.precision`); no loss scaling is needed for bfloat16.
     """
 
     data: str = "moons"
@@ -118,6 +137,7 @@ class TrainConfig:
     plots: bool = True
     out: str = "runs/default"
     device: str = "cpu"
+    dtype: str = "float32"
 
     def __post_init__(self):
         where = "TrainConfig"
@@ -149,6 +169,7 @@ class TrainConfig:
         check_choice(where, "t_sampler", self.t_sampler, T_SAMPLERS)
         check_choice(where, "weighting", self.weighting, WEIGHTINGS)
         check_choice(where, "ema_schedule", self.ema_schedule, EMA_SCHEDULES)
+        check_choice(where, "dtype", self.dtype, TRAIN_DTYPES)
         check_bool(where, "class_conditional", self.class_conditional)
         check_bool(where, "plots", self.plots)
 

@@ -51,6 +51,7 @@ from .. import data as data_mod
 from ..checkpoint import Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from ..loss import denoising_loss
 from ..models import build_model, count_parameters
+from ..precision import network_precision
 from ..sde import SDE
 from .config import TrainConfig, build_sde, upgrade_saved_config
 from .distributed import Replicas, on_rank0, replica_device, start_replicas
@@ -263,11 +264,24 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
             be.copy_(b)
 
 
+def _lowered(net, dtype: str, device: torch.device):
+    """``net``'s forward pass under :func:`scoresde.precision.network_precision` (bfloat16 autocast), its output
+    back in float32 for the loss; the backward pass runs outside the context, as autocast asks."""
+
+    def forward(*args):
+        with network_precision(dtype, device):
+            out = net(*args)
+        return out.float()
+
+    return forward
+
+
 def _optimise(st: _State, cfg: TrainConfig, sde: SDE, x0: Tensor, y: Tensor | None) -> tuple[float, float]:
     """One AdamW step on the denoising loss, then the EMA; returns ``(loss, lr)`` (under torchrun: this rank's)."""
     replicas = st.replicas  # the global batch's draws on every rank, the network on this rank's rows
+    net = st.model if replicas is None else replicas.loss_model
     loss = denoising_loss(
-        st.model if replicas is None else replicas.loss_model,
+        net if cfg.dtype == "float32" else _lowered(net, cfg.dtype, x0.device),
         sde,
         x0,
         prediction=cfg.prediction,
