@@ -108,19 +108,19 @@ def sample_t(
     check_number("", "t_eps", t_eps, gt=0, lt=sde.T, hint="the SDE's (0, T)")
     check_int("", "batch", batch, ge=1)
     gdev = generator.device if generator is not None else torch.device("cpu")
-    f64 = torch.float64 if gdev.type == "cpu" else dtype
+    wide = torch.float64 if gdev.type == "cpu" else dtype
     T = float(sde.T)
     if t_sampler == "lognormal":
         p_mean, p_std = (float(v) for v in lognormal)
         check_number("", "lognormal P_std", p_std, gt=0)
-        z = torch.randn(batch, generator=generator, dtype=f64, device=gdev)
+        z = torch.randn(batch, generator=generator, dtype=wide, device=gdev)
         t = sde.t_from_log_snr(-2.0 * (p_mean + p_std * z)).clamp(t_eps, T)
         return t.to(dtype=dtype, device=device), torch.ones(batch, dtype=dtype, device=device)
     if t_sampler == "stratified":
-        u0 = torch.rand((), generator=generator, dtype=f64, device=gdev)
-        u = torch.remainder(u0 + torch.arange(batch, dtype=f64, device=gdev) / batch, 1.0)
+        u0 = torch.rand((), generator=generator, dtype=wide, device=gdev)
+        u = torch.remainder(u0 + torch.arange(batch, dtype=wide, device=gdev) / batch, 1.0)
     else:
-        u = torch.rand(batch, generator=generator, dtype=f64, device=gdev)
+        u = torch.rand(batch, generator=generator, dtype=wide, device=gdev)
     if t_sampler == "importance":
         lam_hi, lam_lo = float(sde.log_snr(t_eps)), float(sde.log_snr(T))
         t = sde.t_from_log_snr(lam_hi - u * (lam_hi - lam_lo)).clamp(t_eps, T)
@@ -200,11 +200,8 @@ def denoising_loss(
         raise ValueError(f"y must be a tensor of labels of shape ({batch},), got {getattr(y, 'shape', y)!r}")
     # the coefficients in float64 on the CPU, then cast to x0's dtype (as perturb does); on a device in x0's dtype
     t64 = t.double() if x0.device.type == "cpu" else t
-    if given:  # drawn times lie in [t_eps, T] by construction: no check, so no host synchronisation per step
-        sde.check_time(t64)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)  # as sde.perturb draws
-    mean, std = sde.marginal(x0, t64)
-    x_t = mean + std * eps
+    # drawn times lie in [t_eps, T] by construction: no check, so no host synchronisation per step
+    x_t, eps = sde.perturb(x0, t64, generator=generator, check=given)
     out = model(x_t, t) if y is None else model(x_t, t, y)
     if not isinstance(out, Tensor) or out.shape != x0.shape:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__

@@ -148,9 +148,16 @@ class SDE(ABC):
         a, s = self._per_sample_coefs(t, x0)
         return a * x0, s
 
-    def perturb(self, x0: Tensor, t: TimeLike, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Draw ``x_t = alpha(t) x0 + sigma(t) eps`` with ``eps ~ N(0, I)``; returns ``(x_t, eps)``."""
-        self.check_time(t)
+    def perturb(
+        self, x0: Tensor, t: TimeLike, generator: torch.Generator | None = None, check: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """Draw ``x_t = alpha(t) x0 + sigma(t) eps`` with ``eps ~ N(0, I)``; returns ``(x_t, eps)``.
+
+        ``check=False`` skips the range check of ``t``, which reads its values back to the host: for times the
+        caller drew inside ``[0, T]`` itself (the training loss, every step).
+        """
+        if check:
+            self.check_time(t)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         mean, std = self.marginal(x0, t)
         return mean + std * eps, eps
