@@ -24,3 +24,25 @@ def counting():
         return model, calls
 
     return wrap
+
+
+@pytest.fixture
+def dtype_trace():
+    """``with dtype_trace() as trace: ...``: a dispatch trace of every tensor the ops return, as
+    ``trace.seen`` (set of ``(device type, dtype)``) and ``trace.by_op`` (op name -> set of dtypes)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class DtypeTrace(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen, self.by_op = set(), {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for o in out if isinstance(out, tuple | list) else (out,):
+                if isinstance(o, torch.Tensor):
+                    self.seen.add((o.device.type, o.dtype))
+                    self.by_op.setdefault(func.overloadpacket.__name__, set()).add(o.dtype)
+            return out
+
+    return DtypeTrace

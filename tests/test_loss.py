@@ -292,28 +292,14 @@ def test_labels_reach_the_model_and_draws_follow_the_generator():
 
 @pytest.mark.parametrize("t_sampler", L.T_SAMPLERS)
 @pytest.mark.parametrize("weighting", L.WEIGHTINGS)
-def test_the_loss_makes_no_float64_on_a_device(t_sampler, weighting):
+def test_the_loss_makes_no_float64_on_a_device(t_sampler, weighting, dtype_trace):
     """On a device (here the meta device, which runs no kernels) the loss makes no float64 tensor, since Apple MPS
     has none: times drawn on the CPU arrive in x0's dtype and the coefficients follow it. On the CPU they stay
     float64."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Dtypes(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for o in out if isinstance(out, tuple | list) else (out,):
-                if isinstance(o, torch.Tensor):
-                    self.seen.add((o.device.type, o.dtype))
-            return out
-
     for device in ("meta", "cpu"):
         net = torch.nn.Linear(3, 2, device=device)
         model = lambda x, t, net=net: net(torch.cat([x, t[:, None]], 1))  # noqa: E731
-        with Dtypes() as mode:
+        with dtype_trace() as mode:
             loss = L.denoising_loss(
                 model,
                 sd.VPSDE(),

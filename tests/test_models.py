@@ -392,29 +392,15 @@ def test_fourier_features_are_sin_cos_of_fixed_random_projections():
     assert "fourier" not in MLP(dim=2, width=16).state_dict()  # off by default: old checkpoints still load
 
 
-def test_time_embedding_keeps_float64_off_devices():
+def test_time_embedding_keeps_float64_off_devices(dtype_trace):
     """On a device (here the meta device, which runs no kernels) no float64 tensor is made: MPS has none."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from scoresde.models.embedding import SinusoidalEmbedding
 
-    class Dtypes(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for o in out if isinstance(out, tuple | list) else (out,):
-                if isinstance(o, torch.Tensor):
-                    self.seen.add((o.device.type, o.dtype))
-            return out
-
     emb = SinusoidalEmbedding(16)
-    with Dtypes() as mode:
+    with dtype_trace() as mode:
         out = emb(torch.rand(4, device="meta"))
     assert out.shape == (4, 16) and out.dtype == torch.float32
     assert ("meta", torch.float64) not in mode.seen and ("meta", torch.float32) in mode.seen
-    with Dtypes() as mode:  # on the CPU the phases stay float64
+    with dtype_trace() as mode:  # on the CPU the phases stay float64
         emb(torch.rand(4))
     assert ("cpu", torch.float64) in mode.seen
