@@ -36,6 +36,16 @@ from scoresde.plot import save_image_grid, save_points
 from scoresde.train import TrainConfig, load_score, train
 from scoresde.util import atomic_write_text
 
+_DIGITS = dict(
+    data="digits",
+    prediction="v",
+    model={"arch": "unet", "base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1},
+    steps=20_000,
+    batch_size=128,
+    lr=1e-3,
+    warmup=200,
+    dtype="bfloat16",
+)
 FULL = {
     # v prediction (Salimans & Ho 2022): eps = alpha v + sigma x tends to x at T whatever the network says, so
     # the prior's tails cannot be flung outwards. With eps prediction the same MLP, after 6000 steps, gave DDIM
@@ -61,28 +71,8 @@ FULL = {
     # class-conditional model trained with p_uncond = 0.1 gave FD 3.36x its floor where its class-conditional
     # samples gave 1.62x, since only a tenth of its training saw the null label. And a class-conditional one for
     # guidance, scored with labels cycling through the classes.
-    "digits-uncond": dict(
-        data="digits",
-        prediction="v",
-        model={"arch": "unet", "base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1},
-        steps=20_000,
-        batch_size=128,
-        lr=1e-3,
-        warmup=200,
-        dtype="bfloat16",
-    ),
-    "digits": dict(
-        data="digits",
-        class_conditional=True,
-        prediction="v",
-        model={"arch": "unet", "base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1},
-        steps=20_000,
-        batch_size=128,
-        lr=1e-3,
-        warmup=200,
-        p_uncond=0.1,
-        dtype="bfloat16",
-    ),
+    "digits-uncond": _DIGITS,
+    "digits": {**_DIGITS, "class_conditional": True, "p_uncond": 0.1},
 }
 QUICK_STEPS = {"2d": 300, "digits-uncond": 150, "digits": 150}
 
