@@ -237,6 +237,15 @@ def _train(args) -> int:
     return 0
 
 
+def _interval(text: str) -> tuple[float, float]:
+    from .train.pretrained import check_interval
+
+    try:
+        return check_interval(text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err} (write LO,HI)") from None
+
+
 def _option(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -303,7 +312,12 @@ def _sample_run(args) -> int:
         y_part = y if y is None or stop == start else y[start:stop]
         check_dtype_device(args.dtype, device)
         score, sde, cfg, net = load_score(
-            args.checkpoint, ema=not args.raw_weights, y=y_part, guidance=args.guidance, device=device
+            args.checkpoint,
+            ema=not args.raw_weights,
+            y=y_part,
+            guidance=args.guidance,
+            guidance_interval=args.guidance_interval,
+            device=device,
         )
         net.to(state_dtype(args.dtype))  # float64 weights for a float64 run; bfloat16 autocasts a float32 network
         info = data_mod.dataset_info(cfg.data)
@@ -695,6 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--seed", type=_seed, default=0, help="seed (default: %(default)s)")
     sp.add_argument("--label", help="class label 0-9, or 'all' to cycle through the classes (class-conditional)")
     sp.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w >= 0")
+    sp.add_argument(
+        "--guidance-interval",
+        type=_interval,
+        help="apply the guidance only at noise levels LO < sigma/alpha <= HI, written LO,HI (HI may be inf)",
+    )
     sp.add_argument("--inpaint", help="fill in test images under a mask: left, right, top, bottom, center, random:P")
     sp.add_argument("--resample", type=int, default=1, help="RePaint passes per step (with --inpaint)")
     sp.add_argument("--option", type=_option, action="append", default=[], help="a method option, e.g. eta=1")

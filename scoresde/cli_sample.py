@@ -68,6 +68,8 @@ def sample_to_shards(args, device: str) -> int:
             "label": args.label,
             "guidance": args.guidance,
             "dtype": args.dtype,
+            # absent unless given, so shard runs written before the option still resume
+            **({"guidance_interval": list(args.guidance_interval)} if args.guidance_interval else {}),
             "noise_device": torch.device(device).type,
             # a network's kernels may round differently at another batch size (2e-9 measured on the tiny U-Net)
             "batch_size": args.batch_size or args.shard_size,
@@ -97,7 +99,11 @@ def sample_to_shards(args, device: str) -> int:
         for b in range(start, stop, batch):
             e = min(stop, b + batch)
             y = labels(b, e)
-            s = score if y is None else make_score(model, sde, cfg.prediction, y.to(device), args.guidance)
+            s = (
+                score
+                if y is None
+                else make_score(model, sde, cfg.prediction, y.to(device), args.guidance, args.guidance_interval)
+            )
             with network_precision(args.dtype, device):
                 xs.append(sample(s, sde, (e - b, *dims), method=method, device=device, sample_offset=b, **common).x)
         y = labels(start, stop)

@@ -101,10 +101,12 @@ def load_pretrained(
     device: str | torch.device = "cpu",
     y: int | torch.Tensor | None = None,
     guidance: float = 0.0,
+    guidance_interval: tuple[float, float] | None = None,
 ):
     """``(score, sde, model)`` from a folder written by :func:`export_pretrained`: the network in eval mode on
     ``device`` with its weights, the SDE it was trained on, and the score (with labels ``y`` and classifier-free
-    ``guidance`` for a class-conditional network) for :func:`scoresde.sample`."""
+    ``guidance``, optionally limited to ``guidance_interval``, for a class-conditional network) for
+    :func:`scoresde.sample`."""
     from safetensors.torch import load_file
 
     from .models import build_model
@@ -118,4 +120,5 @@ def load_pretrained(
     model.load_state_dict(load_file(str(folder / "unet" / WEIGHTS)), strict=True)
     model = model.to(device).eval().requires_grad_(False)
     sde = build_sde(scheduler["sde"])
-    return make_score(model, sde, _OURS[unet["prediction_type"]], y, guidance), sde, model
+    score = make_score(model, sde, _OURS[unet["prediction_type"]], y, guidance, guidance_interval)
+    return score, sde, model

@@ -40,6 +40,23 @@ def test_class_conditional_grid_and_tensors(digits_ckpt, tmp_path, capsys):
     assert "6 NFE" not in capsys.readouterr().out  # guidance doubles the batch, not the NFE: 3 calls
 
 
+def test_guidance_interval_from_the_command_line(digits_ckpt, tmp_path, capsys):
+    """An interval holding every level is plain guidance, one holding none the conditional model; a bad one is
+    an argument error."""
+    base = ["sample", "--checkpoint", str(digits_ckpt), "--n", "6", "--steps", "3", "--label", "all"]
+
+    def draw(name, *extra):
+        assert main([*base, *extra, "--out", str(tmp_path / name), "--save", ".safetensors"]) == 0
+        return load_file(str(tmp_path / f"{name}.safetensors"))["x"]
+
+    guided, plain = draw("g", "--guidance", "2"), draw("c")
+    assert not torch.equal(guided, plain)
+    assert torch.equal(draw("all", "--guidance", "2", "--guidance-interval", "0,inf"), guided)
+    assert torch.equal(draw("none", "--guidance", "2", "--guidance-interval", "1e6,1e7"), plain)
+    assert main([*base, "--guidance-interval", "3,1", "--out", str(tmp_path / "bad")]) == 2
+    assert "0 <= lo < hi" in capsys.readouterr().err
+
+
 def test_inpainting_keeps_the_known_half(digits_ckpt, tmp_path):
     from scoresde.data import digits
 

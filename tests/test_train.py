@@ -196,6 +196,51 @@ def test_trained_model_loads_as_a_score_with_guidance(tmp_path):
         make_score(sd.models.MLP(dim=2), sde, "eps", y=1)
 
 
+def test_guidance_interval_guides_inside_and_samples_the_conditional_model_outside():
+    torch.manual_seed(0)
+    net = sd.models.build_model({**TINY_UNET, "in_channels": 1, "num_classes": 10}).eval()
+    calls = []
+
+    def model(x, t, y):
+        calls.append(x.shape[0])
+        return net(x, t, y)
+
+    sde = sd.VPSDE()
+    y = torch.arange(4) % 10
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    full = ConditionalModel(model, 10, y, 2.0)
+    cond = ConditionalModel(model, 10, y, 0.0)
+    lo, hi = 0.5, 3.0  # sigma / alpha of the linear VP SDE: 0.5 at t ~ 0.18, 3.0 at t ~ 0.47
+    limited = ConditionalModel(model, 10, y, 2.0, interval=(lo, hi), sde=sde)
+    level = lambda t: float(sde.marginal_std(torch.tensor(t)) / sde.alpha(torch.tensor(t)))  # noqa: E731
+    with torch.no_grad():
+        for t_val in (0.05, 0.3, 0.9):
+            t = torch.full((4,), t_val)
+            inside = lo < level(t_val) <= hi
+            calls.clear()
+            got = limited(x, t)
+            assert calls == ([8] if inside else [4])  # outside: one call on the batch, not the doubled one
+            torch.testing.assert_close(got, (full if inside else cond)(x, t), rtol=0, atol=0)
+        # per-sample times: each sample guided by its own level
+        t = torch.tensor([0.05, 0.3, 0.9, 0.3])
+        got, want_full, want_cond = limited(x, t), full(x, t), cond(x, t)
+        for i, t_val in enumerate(t.tolist()):
+            want = want_full if lo < level(t_val) <= hi else want_cond
+            torch.testing.assert_close(got[i], want[i], rtol=1e-6, atol=1e-6)
+    for bad, match in [
+        ((1.0, 0.5), "0 <= lo < hi"),
+        ((-1.0, 2.0), "0 <= lo < hi"),
+        ((0.1,), "two numbers"),
+        ("ab", "two numbers"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ConditionalModel(model, 10, y, 1.0, interval=bad, sde=sde)
+    with pytest.raises(ValueError, match="needs the model's sde"):
+        ConditionalModel(model, 10, y, 1.0, interval=(0.1, 1.0))
+    with pytest.raises(ValueError, match="unconditional"):
+        make_score(sd.models.MLP(dim=2), sde, "eps", guidance_interval=(0.1, 1.0))
+
+
 def test_cli_trains_resumes_and_reports_errors(tmp_path, capsys):
     out = str(tmp_path / "cli")
     args = ["train", "--data", "moons", "--steps", "6", "--batch-size", "32", "--out", out, "--no-progress"]

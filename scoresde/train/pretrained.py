@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -32,19 +33,38 @@ class ConditionalModel:
     ``(x, alpha, sigma)``: ``eps = a out + b x`` with ``(1 + w) - w = 1``. ``y=None`` (or the null class) is the
     unconditional model.
 
+    ``interval=(lo, hi)`` applies the guidance only at noise levels ``lo < sigma / alpha <= hi`` and samples the
+    conditional model alone elsewhere (Kynkaenniemi et al. 2024, "Applying guidance in a limited interval"):
+    guidance at high noise pushes samples towards the class's mode and costs diversity, at low noise it does
+    little; outside the interval a step costs one network call on the batch, not two.
+
     Args:
         model: ``model(x, t, y)`` with labels in ``[0, num_classes]`` (``num_classes`` = null class).
         y: an int (every sample) or a ``(batch,)`` long tensor; ``None`` for the null class.
         guidance: ``w >= 0``.
+        interval: ``(lo, hi)`` with ``0 <= lo < hi`` in ``sigma / alpha`` (``hi`` may be ``inf``); ``None``: every
+            level. Needs ``sde`` to map ``t`` to ``sigma / alpha``.
+        sde: the SDE the network was trained on (only for ``interval``).
     """
 
-    def __init__(self, model, num_classes: int, y: int | Tensor | None = None, guidance: float = 0.0):
+    def __init__(
+        self,
+        model,
+        num_classes: int,
+        y: int | Tensor | None = None,
+        guidance: float = 0.0,
+        interval: tuple[float, float] | None = None,
+        sde: SDE | None = None,
+    ):
         where = "ConditionalModel"
         check_int(where, "num_classes", num_classes, ge=1)
         check_number(where, "guidance", guidance, ge=0)
         if y is not None and not isinstance(y, Tensor) and not (is_int(y) and 0 <= y <= num_classes):
             raise ValueError(f"{where}: y must be None, an int in [0, {num_classes}] or a tensor, got {y!r}")
         self.model, self.num_classes, self.y, self.guidance = model, num_classes, y, float(guidance)
+        self.interval, self.sde = check_interval(interval), sde
+        if self.interval is not None and sde is None:
+            raise ValueError(f"{where}: a guidance interval is in sigma / alpha and needs the model's sde")
 
     def labels(self, batch: int, device) -> Tensor:
         if self.y is None:
@@ -59,23 +79,53 @@ class ConditionalModel:
         y = self.labels(x.shape[0], x.device)
         if self.guidance == 0.0:
             return self.model(x, t, y)
+        inside = None
+        if self.interval is not None:
+            level = self.sde.marginal_std(t) / self.sde.alpha(t)
+            inside = (level > self.interval[0]) & (level <= self.interval[1])
+            if t.numel() and bool((t == t[0]).all()):  # one time for the batch (every sampler): one host read
+                if not bool(inside[0]):
+                    return self.model(x, t, y)
+                inside = None
         null = torch.full_like(y, self.num_classes)
         cond, uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
-        return cond + self.guidance * (cond - uncond)
+        if inside is None:
+            return cond + self.guidance * (cond - uncond)
+        w = self.guidance * inside.to(cond.dtype).view(-1, *[1] * (cond.ndim - 1))
+        return cond + w * (cond - uncond)
+
+
+def check_interval(interval) -> tuple[float, float] | None:
+    """A guidance interval ``(lo, hi)`` in ``sigma / alpha`` as two floats, or ``None``; a clear error otherwise."""
+    if interval is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance interval must be two numbers (lo, hi), got {interval!r}") from None
+    if not (0 <= lo < hi) or math.isnan(hi):
+        raise ValueError(f"guidance interval must satisfy 0 <= lo < hi in sigma / alpha, got ({lo:g}, {hi:g})")
+    return lo, hi
 
 
 def make_score(
-    model: nn.Module, sde: SDE, prediction: str, y: int | Tensor | None = None, guidance: float = 0.0
+    model: nn.Module,
+    sde: SDE,
+    prediction: str,
+    y: int | Tensor | None = None,
+    guidance: float = 0.0,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> Score:
     """The score object of a trained network: :class:`EpsilonScore`, :class:`DataScore` or :class:`VScore` by
     ``prediction``, around a :class:`ConditionalModel` when the network is class-conditional."""
     check_choice("", "prediction", prediction, SCORES)
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
-        if y is not None or guidance:
+        if y is not None or guidance or guidance_interval is not None:
             raise ValueError("labels or guidance given for an unconditional model")
         return SCORES[prediction](model, sde)
-    return SCORES[prediction](ConditionalModel(model, num_classes, y, guidance), sde)
+    cond = ConditionalModel(model, num_classes, y, guidance, guidance_interval, sde)
+    return SCORES[prediction](cond, sde)
 
 
 def load_score(
@@ -84,12 +134,14 @@ def load_score(
     *,
     y: int | Tensor | None = None,
     guidance: float = 0.0,
+    guidance_interval: tuple[float, float] | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[Score, SDE, TrainConfig, nn.Module]:
     """Load a trained model from its checkpoint directory: ``(score, sde, config, model)``.
 
     ``ema`` picks the EMA weights (else the raw ones); the model is in eval mode on ``device`` with frozen
-    parameters; ``y`` and ``guidance`` go to :class:`ConditionalModel` for a class-conditional model.
+    parameters; ``y``, ``guidance`` and ``guidance_interval`` go to :class:`ConditionalModel` for a
+    class-conditional model.
     """
     ckpt = load_checkpoint(directory)
     try:
@@ -107,4 +159,4 @@ def load_score(
         raise CheckpointError(f"{directory}: weights do not fit the model: {err}") from err
     model = model.to(device).eval().requires_grad_(False)
     sde = build_sde(cfg.sde)
-    return make_score(model, sde, cfg.prediction, y, guidance), sde, cfg, model
+    return make_score(model, sde, cfg.prediction, y, guidance, guidance_interval), sde, cfg, model
