@@ -234,6 +234,12 @@ def _digits(out: Path, quick: bool) -> dict:
     }
 
 
+def _ratio(q: dict, k: str) -> str:
+    """``q``'s metric ``k`` over its floor, with the spread over sampling seeds where there is one."""
+    std = q.get(f"{k}_over_floor_std")
+    return f"{q[f'{k}_over_floor']:.2f}" + ("" if std is None else f" +- {std:.2f}")
+
+
 def _markdown(res: dict) -> str:
     lines = ["# Learned scores\n"]
     for name, r in res.items():
@@ -259,19 +265,15 @@ def _markdown(res: dict) -> str:
         head = " | ".join(f"{k} | / floor" for k in keys)
         lines += [f"| run | NFE | {head} |", "|---|---:|" + "---:|---:|" * len(keys)]
 
-        def ratio(q, k):
-            std = q.get(f"{k}_over_floor_std")
-            return f"{q[f'{k}_over_floor']:.2f}" + ("" if std is None else f" +- {std:.2f}")
-
         for run, q in r["samples"].items():
-            vals = " | ".join(f"{q[k]:.4g} | {ratio(q, k)}" for k in keys)
+            vals = " | ".join(f"{q[k]:.4g} | {_ratio(q, k)}" for k in keys)
             lines.append(f"| {run} | {q['nfe']} | {vals} |")
         if "guided" in r:
             lines += ["", "class-conditional model, labels cycling through the classes:", ""]
             lines += ["| guidance | NFE | class accuracy | fd | / floor |", "|---|---:|---:|---:|---:|"]
             for k, v in r["guided"].items():
                 acc = f"{v['accuracy']:.3f}" if "accuracy" in v else "-"
-                fd = f"{v['fd']:.4g} | {ratio(v, 'fd')}" if "fd" in v else "- | -"
+                fd = f"{v['fd']:.4g} | {_ratio(v, 'fd')}" if "fd" in v else "- | -"
                 lines.append(f"| {k} | {v['nfe']} | {acc} | {fd} |")
         lines.append("")
     return "\n".join(lines)

@@ -83,9 +83,10 @@ class ConditionalModel:
         if self.interval is not None:
             level = self.sde.marginal_std(t) / self.sde.alpha(t)
             inside = (level > self.interval[0]) & (level <= self.interval[1])
-            if t.numel() and bool((t == t[0]).all()):  # one time for the batch (every sampler): one host read
-                if not bool(inside[0]):
-                    return self.model(x, t, y)
+            guided = int(inside.sum())  # one host read; with one time for the batch (every sampler) 0 or all
+            if guided == 0:
+                return self.model(x, t, y)
+            if guided == inside.numel():
                 inside = None
         null = torch.full_like(y, self.num_classes)
         cond, uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
