@@ -41,8 +41,8 @@ from scoresde.util import atomic_write_text
 # the other way round) put the network's error at sigma / alpha in about (0.3, 3.4], the upper tail of EDM's levels.
 # Equal-time proxies, FD / floor as the mean of 3 sampling seeds (docs/guides/training.md): width 32, EDM's levels,
 # 20,000 steps 1.96; width 32, N(-0.4, 1.4^2), 10,000 steps 1.91 (N(0.2, 1.4^2): worse); width 64, N(-0.4, 1.4^2),
-# 5,400 steps 1.74. At about the recipe's time, width 96 (5,000 steps) 1.71, width 128 (3,200) 1.73, dropout 0.1
-# 1.82, lr 2e-3 1.81, batch 256 1.71: all within one sampling draw's noise, so the recipe stays.
+# 5,400 steps 1.74. At about the recipe's time, widths 96 and 128, dropout, a doubled learning rate or batch did not
+# beat one sampling draw's noise (the same table).
 _DIGITS = dict(
     data="digits",
     prediction="v",
@@ -265,7 +265,6 @@ def _markdown(res: dict) -> str:
             lines.append(f"each figure: mean +- std over sampling seeds {r['seeds']}\n")
         head = " | ".join(f"{k} | / floor" for k in keys)
         lines += [f"| run | NFE | {head} |", "|---|---:|" + "---:|---:|" * len(keys)]
-
         for run, q in r["samples"].items():
             vals = " | ".join(f"{q[k]:.4g} | {_ratio(q, k)}" for k in keys)
             lines.append(f"| {run} | {q['nfe']} | {vals} |")
