@@ -195,6 +195,7 @@ def _train(args) -> int:
         overrides = {
             "data": args.data,
             "class_conditional": args.class_conditional,
+            "clusters": args.clusters,
             "prediction": args.prediction,
             "steps": args.steps,
             "batch_size": args.batch_size,
@@ -281,7 +282,8 @@ def _sample_run(args) -> int:
     from .plot import save_image_grid, save_points
     from .precision import check_dtype_device, network_precision, state_dtype
     from .sample import sample
-    from .train import load_score
+    from .train import load_score, make_score
+    from .train.pretrained import labels_for
     from .util import save_tensors
 
     rank, size = world()
@@ -306,19 +308,11 @@ def _sample_run(args) -> int:
     start, stop = shard(n, rank, size)  # this process's samples [start, stop), drawn with sample_offset=start
     out, error = None, None
     try:
-        y = None
-        if args.label is not None:
-            y = torch.arange(n) % 10 if args.label == "all" else torch.full((n,), int(args.label))
-        y_part = y if y is None or stop == start else y[start:stop]
         check_dtype_device(args.dtype, device)
-        score, sde, cfg, net = load_score(
-            args.checkpoint,
-            ema=not args.raw_weights,
-            y=y_part,
-            guidance=args.guidance,
-            guidance_interval=args.guidance_interval,
-            device=device,
-        )
+        _, sde, cfg, net = load_score(args.checkpoint, ema=not args.raw_weights, device=device)
+        y = labels_for(args.label, args.checkpoint, getattr(net, "num_classes", None), args.seed, 0, n)
+        y_part = y if y is None or stop == start else y[start:stop]
+        score = make_score(net, sde, cfg.prediction, y_part, args.guidance, args.guidance_interval)
         net.to(state_dtype(args.dtype))  # float64 weights for a float64 run; bfloat16 autocasts a float32 network
         info = data_mod.dataset_info(cfg.data)
         common = dict(method=args.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
@@ -666,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--data", help="moons, swissroll, checkerboard, rings or digits")
     t.add_argument("--model", choices=("mlp", "unet"), help="architecture (default: mlp for 2-D sets, unet for digits)")
     t.add_argument("--class-conditional", action="store_true", default=None, help="train with labels (digits)")
+    t.add_argument(
+        "--clusters", type=int, help="K > 0: condition on the K k-means clusters of the data (no labels needed)"
+    )
     t.add_argument("--prediction", choices=("eps", "x0", "v"))
     t.add_argument("--steps", type=_positive, help="optimizer steps (>= 1)")
     t.add_argument("--batch-size", type=int)
@@ -707,7 +704,11 @@ def main(argv: list[str] | None = None) -> int:
         help="number of samples (default: %(default)s); under torchrun write --num-samples (torchrun reads --n)",
     )
     sp.add_argument("--seed", type=_seed, default=0, help="seed (default: %(default)s)")
-    sp.add_argument("--label", help="class label 0-9, or 'all' to cycle through the classes (class-conditional)")
+    sp.add_argument(
+        "--label",
+        help="a labelled model's class (0-9 for digits), 'all' to cycle through the classes, or 'prior' to draw each "
+        "sample's from the training frequencies (how a cluster-conditional model samples its data)",
+    )
     sp.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w >= 0")
     sp.add_argument(
         "--guidance-interval",

@@ -27,7 +27,7 @@ def sample_to_shards(args, device: str) -> int:
     from .process_group import any_rank, world
     from .sample import sample
     from .shards import ShardMismatchError, open_everywhere, pending_everywhere, run_shards, share, weights_sha256
-    from .train.pretrained import load_score, make_score
+    from .train.pretrained import labels_for, load_score, make_score
 
     rank, size = world()
     say = print if rank == 0 else (lambda *a, **k: None)
@@ -89,10 +89,7 @@ def sample_to_shards(args, device: str) -> int:
     common |= dict(args.option) | ({"grid": args.grid} if args.grid else {})
 
     def labels(start: int, stop: int):
-        if args.label is None:
-            return None
-        idx = torch.arange(start, stop)
-        return idx % 10 if args.label == "all" else torch.full((stop - start,), int(args.label))
+        return labels_for(args.label, args.checkpoint, getattr(model, "num_classes", None), args.seed, start, stop)
 
     def draw(start: int, stop: int) -> dict:
         xs = []

@@ -24,6 +24,9 @@ with ``m`` and ``s`` the exact moments of the process (closed forms below), so t
 Digits (:func:`digits`): the 1,797 8x8 images of ``sklearn.datasets.load_digits`` (UCI optical recognition of
 handwritten digits; pixels are counts ``k`` in ``0..16``), scaled as ``x = k / 8 - 1`` to ``[-1, 1]``, with a
 stratified, seeded train/test split.
+
+Clusters (:func:`kmeans_labels`): k-means labels of a training set, the labels of a cluster-conditional model
+(``TrainConfig.clusters``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["TOY_SETS", "DATASETS", "DIGIT_LEVELS", "toy_2d", "digits", "get_dataset", "dataset_info"]
+__all__ = ["TOY_SETS", "DATASETS", "DIGIT_LEVELS", "toy_2d", "digits", "get_dataset", "dataset_info", "kmeans_labels"]
 
 TOY_SETS = ("moons", "swissroll", "checkerboard", "rings")
 DATASETS = (*TOY_SETS, "digits")
@@ -176,3 +179,24 @@ def get_dataset(name: str, split: str = "train", *, n: int = 10_000, seed: int =
     if name in TOY_SETS:
         return toy_2d(name, n, seed=2 * seed + (split == "test"), **kwargs), None
     raise ValueError(f"get_dataset: unknown dataset {name!r}, expected one of {DATASETS}")
+
+
+def kmeans_labels(x: Tensor, k: int, seed: int = 0) -> Tensor:
+    """The k-means cluster (``0 .. k-1``, long ``(N,)``) of each example of ``x`` ``(N, ...)``, flattened:
+    scikit-learn's ``KMeans`` (k-means++ seeding from ``seed``, Lloyd's iterations, the best of 10 starts) in
+    float64 on one thread, so the labels do not depend on the machine's thread count. Clusters are numbered by
+    size, the largest first (ties by the smaller first member)."""
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= x.shape[0]:
+        raise ValueError(f"kmeans_labels: k must be an int in [1, {x.shape[0]}] (the number of examples), got {k!r}")
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    flat = x.reshape(x.shape[0], -1).to(torch.float64).cpu().numpy()
+    with threadpool_limits(1):
+        raw = torch.from_numpy(KMeans(n_clusters=k, n_init=10, random_state=seed).fit(flat).labels_).long()
+    size = torch.bincount(raw, minlength=k)
+    first = torch.full((k,), x.shape[0], dtype=torch.long).scatter_reduce(0, raw, torch.arange(x.shape[0]), "amin")
+    order = sorted(range(k), key=lambda c: (-int(size[c]), int(first[c])))
+    rank = torch.empty(k, dtype=torch.long)
+    rank[torch.tensor(order)] = torch.arange(k)
+    return rank[raw]

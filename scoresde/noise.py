@@ -17,7 +17,9 @@ that device type), but a CUDA or MPS generator gives other normals than the CPU'
 documents: a run's device type is part of what determines its samples.
 
 ``stream`` numbers separate the prior draw from the noise of each step; ``offset`` is the global index of the
-batch's first sample (a process of a distributed run passes its shard's start).
+batch's first sample (a process of a distributed run passes its shard's start). Stream :data:`LABEL_STREAM` (-1,
+which no sampler uses) draws each sample's label for a labelled model sampled from its label frequencies
+(:func:`scoresde.train.draw_labels`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["NoiseSource"]
+__all__ = ["NoiseSource", "LABEL_STREAM"]
+
+LABEL_STREAM = -1
 
 _MASK62 = (1 << 62) - 1
 _MASK64 = (1 << 64) - 1

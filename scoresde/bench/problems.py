@@ -150,7 +150,7 @@ class LearnedProblem:
     fresh sets of the same size. Digits: ``fd``, the Frechet distance of the
     package's digit-classifier features to the test split (:mod:`scoresde.models.classifier`); its floor is
     the FD of the test split to the train split (both noised the same way), so ``n`` should be the train
-    split's size, 1,437. Class-conditional models are sampled unconditionally (the null class).
+    split's size, 1,437. Class- and cluster-conditional models are sampled unconditionally (the null class).
     """
 
     def __init__(self, directory: str):

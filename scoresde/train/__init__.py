@@ -2,7 +2,8 @@
 
 - :mod:`~scoresde.train.config`: :class:`TrainConfig`, its checks and its JSON / TOML files;
 - :mod:`~scoresde.train.loop`: :func:`train` (denoising loss, AdamW, EMA, checkpoints, exact resumption);
-- :mod:`~scoresde.train.pretrained`: :func:`load_score` and :class:`ConditionalModel` (labels, guidance).
+- :mod:`~scoresde.train.pretrained`: :func:`load_score`, :class:`ConditionalModel` (labels, guidance) and
+  :func:`draw_labels` (labels from the training frequencies).
 
 ``import scoresde`` does not import this package; ``sd.train``, ``sd.TrainConfig``, ``sd.load_score`` ... load
 it on first use.
@@ -10,7 +11,7 @@ it on first use.
 
 from .config import SDES, TrainConfig, build_sde
 from .loop import RESUMABLE_CHANGES, TrainResult, ema_decay_at, learning_rate, train
-from .pretrained import SCORES, ConditionalModel, load_score, make_score
+from .pretrained import SCORES, ConditionalModel, draw_labels, load_score, make_score
 
 __all__ = [
     "TrainConfig",
@@ -20,6 +21,7 @@ __all__ = [
     "ConditionalModel",
     "make_score",
     "load_score",
+    "draw_labels",
     "ema_decay_at",
     "learning_rate",
     "RESUMABLE_CHANGES",

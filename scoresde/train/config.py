@@ -41,7 +41,7 @@ TOY_MLP = {"arch": "mlp", "fourier_features": 64, "fourier_scale": 0.5}
 # What the fields added with the lognormal sampler, min-SNR weighting, the cosine schedule and the pictures meant
 # before they existed: a config saved without them is read with these values (upgrade_saved_config).
 # Fields added since, with the value every run saved before them had.
-_ADDED = {"dtype": "float32"}
+_ADDED = {"dtype": "float32", "clusters": 0}
 _LEGACY = {"p_mean": -1.2, "p_std": 1.2, "snr_gamma": 5.0, "lr_schedule": "constant", "lr_min": 0.0, "plots": True}
 
 
@@ -84,6 +84,12 @@ class TrainConfig:
             toy sets, the U-Net for digits. ``dim`` /
             ``in_channels`` and ``num_classes`` are filled in from the data.
         class_conditional: train with labels (digits) and label dropout ``p_uncond``.
+        clusters: ``k > 0`` trains with the k-means cluster of each example as its label instead
+            (:func:`scoresde.data.kmeans_labels` seeded by ``seed``; no supervision, any data set), dropped with
+            ``p_uncond`` like a class label: a cluster-conditional model (Bao et al. 2022's self-conditioned
+            diffusion models, Adaloglou et al. 2024). Sample it unconditionally by drawing each sample's cluster
+            from the training frequencies (:func:`scoresde.train.draw_labels`, ``scoresde sample --label
+            prior``); the null label is the plain unconditional model. ``0``: off.
         prediction: what the network predicts: "v" (the default), "eps" or "x0". v prediction works with every
             sampler: with eps prediction a 2-D MLP under-predicts eps at the prior's tails and deterministic
             samplers fling those samples out (to |x| ~ 100 after 6000 steps, measured); with v,
@@ -111,6 +117,7 @@ class TrainConfig:
     data_seed: int = 0
     model: dict = field(default_factory=dict)
     class_conditional: bool = False
+    clusters: int = 0
     prediction: str = "v"
     sde: dict = field(default_factory=lambda: {"name": "vp"})
     t_sampler: str = "lognormal"
@@ -149,6 +156,7 @@ class TrainConfig:
             ("batch_size", 1),
             ("warmup", 0),
             ("seed", 0),
+            ("clusters", 0),
             ("ckpt_every", 1),
             ("log_every", 1),
         ):
@@ -178,6 +186,13 @@ class TrainConfig:
 
         if self.class_conditional and data_mod.dataset_info(self.data)["num_classes"] is None:
             bad("class_conditional", f"False for {self.data!r}, which has no labels")
+        if self.clusters and self.class_conditional:
+            bad("clusters", "0 for a class-conditional run (both give the network its labels)")
+        if self.clusters:
+            digits = self.data == "digits"
+            n = len(data_mod.digit_split_indices("train", seed=self.data_seed)) if digits else self.n_train
+            if self.clusters > n:
+                bad("clusters", f"at most the {n} training examples")
         if not isinstance(self.model, dict) or (self.model and self.model.get("arch") not in ("mlp", "unet")):
             bad("model", "a dict with 'arch' in ('mlp', 'unet') (or empty for the data's default)")
         if not isinstance(self.sde, dict) or self.sde.get("name") not in SDES:
@@ -253,5 +268,5 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: the U-Net needs image data (C, H, W); {self.data!r} has shape {shape}")
         else:
             cfg.setdefault("in_channels", shape[0])
-        cfg["num_classes"] = info["num_classes"] if self.class_conditional else None
+        cfg["num_classes"] = self.clusters or (info["num_classes"] if self.class_conditional else None)
         return cfg

@@ -161,10 +161,31 @@ class _Data:
     num_classes: int | None
 
     @classmethod
-    def load(cls, cfg: TrainConfig, device: torch.device) -> _Data:
+    def load(cls, cfg: TrainConfig, device: torch.device, ckpt: Checkpoint | None = None) -> _Data:
+        """The data set; a cluster-conditional run's k-means labels come from the checkpoint it resumes (the ones
+        it trained on, whatever this machine's k-means would give), else from :func:`scoresde.data.kmeans_labels`."""
         x, y = data_mod.get_dataset(cfg.data, "train", n=cfg.n_train, seed=cfg.data_seed)
-        y = y.to(device) if (cfg.class_conditional and y is not None) else None
+        if cfg.clusters:
+            y = ckpt.extra.get("cluster_labels") if ckpt is not None else None
+            if y is None:
+                y = data_mod.kmeans_labels(x, cfg.clusters, seed=cfg.seed)
+            elif y.shape != (x.shape[0],) or int(y.min()) < 0 or int(y.max()) >= cfg.clusters:
+                raise CheckpointError(
+                    f"{ckpt.path}: its cluster labels do not fit {x.shape[0]} examples in {cfg.clusters} clusters"
+                )
+            y = y.long()
+        y = y.to(device) if ((cfg.class_conditional or cfg.clusters) and y is not None) else None
         return cls(x.to(device), y, cfg.model_config()["num_classes"])
+
+    def label_info(self, cfg: TrainConfig) -> dict:
+        """What a checkpoint keeps of the labels: how often each occurs (:func:`scoresde.train.draw_labels` samples
+        them), and a cluster run's labels themselves."""
+        if self.y is None:
+            return {}
+        y = self.y.cpu()
+        return {"label_counts": torch.bincount(y, minlength=self.num_classes).tolist()} | (
+            {"cluster_labels": y} if cfg.clusters else {}
+        )
 
 
 @dataclass
@@ -208,7 +229,8 @@ class _State:
         except (KeyError, RuntimeError) as err:
             raise CheckpointError(f"{ckpt.path}: missing or invalid generator/loader state ({err})") from err
 
-    def save(self, out: Path, cfg: TrainConfig, device: torch.device) -> None:
+    def save(self, out: Path, cfg: TrainConfig, data: _Data) -> None:
+        device = data.x.device
         rng = {"data": self.g_data.get_state(), "noise": self.g_noise.get_state(), "global": torch.get_rng_state()}
         if device.type == "cuda":
             rng["global_cuda"] = torch.cuda.get_rng_state(device)
@@ -220,7 +242,12 @@ class _State:
             step=self.step,
             rng_state=rng,
             config=cfg.to_dict(),
-            extra={"losses": self.losses, "perm": self.batches.perm, "pos": self.batches.pos},
+            extra={
+                "losses": self.losses,
+                "perm": self.batches.perm,
+                "pos": self.batches.pos,
+                **data.label_info(cfg),
+            },
         )
 
 
@@ -317,7 +344,7 @@ def _progress_bar(cfg: TrainConfig, start: int, progress: bool):
 
 
 def _checkpoint(st: _State, cfg: TrainConfig, sde: SDE, data: _Data, out: Path) -> None:
-    st.save(out, cfg, data.x.device)
+    st.save(out, cfg, data)
     if cfg.plots:
         from .monitor import write_pngs
 
@@ -381,7 +408,7 @@ def train(
     cfg, out, device = config, Path(config.out), replica_device(config.device)  # replicas: cuda:LOCAL_RANK
     ckpt = _open_checkpoint(cfg, out, resume)
     sde = build_sde(cfg.sde)
-    data = _Data.load(cfg, device)
+    data = _Data.load(cfg, device, ckpt)
     batches = _Batches(data.x.shape[0], cfg.batch_size)
     with torch.random.fork_rng(devices=_cuda_index(device)):
         torch.manual_seed(cfg.seed)

@@ -1,7 +1,9 @@
 """A trained network as a score: load its checkpoint, wrap labels and guidance, pick the parameterisation.
 
 ``score, sde, config, model = load_score("runs/digits", y=3, guidance=2.0)`` gives a score for
-:func:`scoresde.sample`; :func:`make_score` does the same for a network already in memory.
+:func:`scoresde.sample`; :func:`make_score` does the same for a network already in memory;
+:func:`draw_labels` draws labels from the frequencies a labelled model was trained on (how a cluster-conditional
+model samples its data's law).
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .. import data as data_mod
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..checks import check_choice, check_int, check_number, is_int
 from ..models import build_model
+from ..noise import LABEL_STREAM, NoiseSource
 from ..param import DataScore, EpsilonScore, Score, VScore
 from ..sde import SDE
 from .config import TrainConfig, build_sde, upgrade_saved_config
 
-__all__ = ["ConditionalModel", "make_score", "load_score", "SCORES"]
+__all__ = ["ConditionalModel", "make_score", "load_score", "draw_labels", "SCORES"]
 
 SCORES = {"eps": EpsilonScore, "x0": DataScore, "v": VScore}
 
@@ -161,3 +165,55 @@ def load_score(
     model = model.to(device).eval().requires_grad_(False)
     sde = build_sde(cfg.sde)
     return make_score(model, sde, cfg.prediction, y, guidance, guidance_interval), sde, cfg, model
+
+
+def draw_labels(source: str | Path | list[int] | Tensor, n: int, seed: int = 0, offset: int = 0) -> Tensor:
+    """``n`` labels ``(n,)`` drawn from the label frequencies of a labelled model's training set: the unconditional
+    law of a cluster-conditional model (``TrainConfig.clusters``) is ``sum_c p(c) p(x | c)``, so draw ``c`` with
+    its training frequency, then sample the model with ``y = c``.
+
+    ``source`` is a checkpoint directory (its ``label_counts``; a class-conditional checkpoint saved before they
+    were kept gets its data's labels) or the counts themselves. Sample ``i``'s label is the inverse CDF of the
+    frequencies at ``Phi(z_i)``, ``z_i`` the normal of :class:`scoresde.noise.NoiseSource` ``(seed, offset + i)`` on
+    stream :data:`~scoresde.noise.LABEL_STREAM`: it depends only on ``(seed, offset + i)``, as a sampler's noise
+    does, so labels and samples agree in any batch layout and under sharding (pass the same ``seed`` and
+    ``offset`` as to :func:`scoresde.sample`)."""
+    check_int("draw_labels", "n", n, ge=1)
+    check_int("draw_labels", "offset", offset, ge=0)
+    counts = source if isinstance(source, (list, tuple, Tensor)) else _label_counts(Path(source))
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.ndim != 1 or counts.numel() == 0 or bool((counts < 0).any()) or float(counts.sum()) <= 0:
+        raise ValueError("draw_labels: label counts must be a non-empty list of counts >= 0 with a positive sum")
+    cdf = counts.cumsum(0) / counts.sum()
+    u = torch.special.ndtr(NoiseSource(seed, offset).randn((n, 1), stream=LABEL_STREAM).double().flatten())
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=counts.numel() - 1)
+
+
+def _label_counts(directory: Path) -> list[int]:
+    ckpt = load_checkpoint(directory)
+    if "label_counts" in ckpt.extra:
+        return ckpt.extra["label_counts"]
+    cfg = TrainConfig.from_dict(upgrade_saved_config(ckpt.config))
+    if not cfg.class_conditional:
+        raise ValueError(f"draw_labels: {directory} holds an unconditional model, which takes no labels")
+    _, y = data_mod.get_dataset(cfg.data, "train", n=cfg.n_train, seed=cfg.data_seed)
+    return torch.bincount(y).tolist()
+
+
+def labels_for(label: str | int | None, checkpoint, num_classes: int | None, seed: int, start: int, stop: int):
+    """The labels of samples ``start .. stop - 1`` for ``scoresde sample --label``: ``None`` for none; an int
+    ``c`` in ``[0, num_classes)`` for every sample; ``"all"`` cycles through the classes by sample index;
+    ``"prior"`` draws each sample's from the training frequencies (:func:`draw_labels` keyed on ``seed`` and the
+    sample's index, so a shard draws what the whole run would)."""
+    if label is None:
+        return None
+    if num_classes is None:
+        raise ValueError(f"--label {label}: {checkpoint} holds an unconditional model, which takes no labels")
+    if label == "all":
+        return torch.arange(start, stop) % num_classes
+    if label == "prior":
+        return draw_labels(checkpoint, stop - start, seed, start) if stop > start else torch.zeros(0, dtype=torch.long)
+    c = int(label) if str(label).isdigit() else -1
+    if not 0 <= c < num_classes:
+        raise ValueError(f"--label must be a class 0-{num_classes - 1}, 'all' or 'prior', got {label!r}")
+    return torch.full((stop - start,), c)
