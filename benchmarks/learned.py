@@ -33,7 +33,8 @@ import scoresde as sd
 from scoresde import metrics
 from scoresde.bench import LearnedProblem
 from scoresde.plot import save_image_grid, save_points
-from scoresde.train import TrainConfig, draw_labels, load_score, train
+from scoresde.train import TrainConfig, draw_labels, load_score, make_score, train
+from scoresde.train.pretrained import label_counts
 from scoresde.util import atomic_write_text
 
 # The digits U-Net at base width 64 and EDM's noise levels moved up (log(sigma / alpha) ~ N(-0.4, 1.4^2) instead of
@@ -216,10 +217,10 @@ def _digits(out: Path, quick: bool) -> dict:
         return row | ({"accuracy": sum(accs) / len(accs)} if accs else {})
 
     rows = {}
-    run_u = out / "runs" / "digits-uncond"
+    counts = label_counts(out / "runs" / "digits-uncond") if prob.config.clusters else None
 
     def uncond(seed):  # the data's law: each sample's cluster drawn from the training frequencies with the seed
-        return load_score(run_u, y=draw_labels(run_u, n, seed))[0]
+        return make_score(prob.model, prob.sde, prob.config.prediction, y=draw_labels(counts, n, seed))
 
     for steps in (10, 25, 50) if not quick else (10,):
         grid = "digits_uncond_samples.png" if steps == (10 if quick else 50) else None

@@ -283,7 +283,7 @@ def _sample_run(args) -> int:
     from .precision import check_dtype_device, network_precision, state_dtype
     from .sample import sample
     from .train import load_score, make_score
-    from .train.pretrained import labels_for
+    from .train.pretrained import label_sampler
     from .util import save_tensors
 
     rank, size = world()
@@ -310,7 +310,7 @@ def _sample_run(args) -> int:
     try:
         check_dtype_device(args.dtype, device)
         _, sde, cfg, net = load_score(args.checkpoint, ema=not args.raw_weights, device=device)
-        y = labels_for(args.label, args.checkpoint, getattr(net, "num_classes", None), args.seed, 0, n)
+        y = label_sampler(args.label, args.checkpoint, getattr(net, "num_classes", None), args.seed)(0, n)
         y_part = y if y is None or stop == start else y[start:stop]
         score = make_score(net, sde, cfg.prediction, y_part, args.guidance, args.guidance_interval)
         net.to(state_dtype(args.dtype))  # float64 weights for a float64 run; bfloat16 autocasts a float32 network

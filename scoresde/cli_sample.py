@@ -27,7 +27,7 @@ def sample_to_shards(args, device: str) -> int:
     from .process_group import any_rank, world
     from .sample import sample
     from .shards import ShardMismatchError, open_everywhere, pending_everywhere, run_shards, share, weights_sha256
-    from .train.pretrained import labels_for, load_score, make_score
+    from .train.pretrained import label_sampler, load_score, make_score
 
     rank, size = world()
     say = print if rank == 0 else (lambda *a, **k: None)
@@ -43,6 +43,7 @@ def sample_to_shards(args, device: str) -> int:
     try:
         check_dtype_device(args.dtype, device)
         score, sde, cfg, model = load_score(args.checkpoint, ema=not args.raw_weights, device=device)
+        labels = label_sampler(args.label, args.checkpoint, getattr(model, "num_classes", None), args.seed)
         identity = weights_sha256(model)
         model.to(state_dtype(args.dtype))
         dims = tuple(data_mod.dataset_info(cfg.data)["shape"])
@@ -87,9 +88,6 @@ def sample_to_shards(args, device: str) -> int:
         steps=args.steps, seed=args.seed, denoise=args.denoise, dtype=state_dtype(args.dtype), check=args.check
     )
     common |= dict(args.option) | ({"grid": args.grid} if args.grid else {})
-
-    def labels(start: int, stop: int):
-        return labels_for(args.label, args.checkpoint, getattr(model, "num_classes", None), args.seed, start, stop)
 
     def draw(start: int, stop: int) -> dict:
         xs = []

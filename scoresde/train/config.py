@@ -186,9 +186,9 @@ class TrainConfig:
 
         if self.class_conditional and data_mod.dataset_info(self.data)["num_classes"] is None:
             bad("class_conditional", f"False for {self.data!r}, which has no labels")
-        if self.clusters and self.class_conditional:
-            bad("clusters", "0 for a class-conditional run (both give the network its labels)")
         if self.clusters:
+            if self.class_conditional:
+                bad("clusters", "0 for a class-conditional run (both give the network its labels)")
             digits = self.data == "digits"
             n = len(data_mod.digit_split_indices("train", seed=self.data_seed)) if digits else self.n_train
             if self.clusters > n:

@@ -23,7 +23,7 @@ from ..param import DataScore, EpsilonScore, Score, VScore
 from ..sde import SDE
 from .config import TrainConfig, build_sde, upgrade_saved_config
 
-__all__ = ["ConditionalModel", "make_score", "load_score", "draw_labels", "SCORES"]
+__all__ = ["ConditionalModel", "make_score", "load_score", "draw_labels", "label_counts", "SCORES"]
 
 SCORES = {"eps": EpsilonScore, "x0": DataScore, "v": VScore}
 
@@ -180,7 +180,7 @@ def draw_labels(source: str | Path | list[int] | Tensor, n: int, seed: int = 0, 
     ``offset`` as to :func:`scoresde.sample`)."""
     check_int("draw_labels", "n", n, ge=1)
     check_int("draw_labels", "offset", offset, ge=0)
-    counts = source if isinstance(source, (list, tuple, Tensor)) else _label_counts(Path(source))
+    counts = source if isinstance(source, (list, tuple, Tensor)) else label_counts(source)
     counts = torch.as_tensor(counts, dtype=torch.float64)
     if counts.ndim != 1 or counts.numel() == 0 or bool((counts < 0).any()) or float(counts.sum()) <= 0:
         raise ValueError("draw_labels: label counts must be a non-empty list of counts >= 0 with a positive sum")
@@ -189,7 +189,9 @@ def draw_labels(source: str | Path | list[int] | Tensor, n: int, seed: int = 0, 
     return torch.searchsorted(cdf, u, right=True).clamp_(max=counts.numel() - 1)
 
 
-def _label_counts(directory: Path) -> list[int]:
+def label_counts(directory: str | Path) -> list[int]:
+    """How often each label occurs in a labelled checkpoint's training set (what :func:`draw_labels` samples): its
+    stored ``label_counts``, or for a class-conditional checkpoint saved before they were kept, its data's labels."""
     ckpt = load_checkpoint(directory)
     if "label_counts" in ckpt.extra:
         return ckpt.extra["label_counts"]
@@ -200,20 +202,24 @@ def _label_counts(directory: Path) -> list[int]:
     return torch.bincount(y).tolist()
 
 
-def labels_for(label: str | int | None, checkpoint, num_classes: int | None, seed: int, start: int, stop: int):
-    """The labels of samples ``start .. stop - 1`` for ``scoresde sample --label``: ``None`` for none; an int
-    ``c`` in ``[0, num_classes)`` for every sample; ``"all"`` cycles through the classes by sample index;
-    ``"prior"`` draws each sample's from the training frequencies (:func:`draw_labels` keyed on ``seed`` and the
-    sample's index, so a shard draws what the whole run would)."""
+def label_sampler(label: str | int | None, checkpoint, num_classes: int | None, seed: int):
+    """For ``scoresde sample --label``: ``labels(start, stop)``, the labels of samples ``start .. stop - 1``, or
+    ``None`` without a label. An int ``c`` in ``[0, num_classes)`` labels every sample; ``"all"`` cycles through the
+    classes by sample index; ``"prior"`` draws each sample's from the training frequencies (:func:`draw_labels`
+    keyed on ``seed`` and the sample's index, so a shard draws what the whole run would). The label is checked,
+    and the checkpoint's counts read, once here."""
     if label is None:
-        return None
+        return lambda start, stop: None
     if num_classes is None:
         raise ValueError(f"--label {label}: {checkpoint} holds an unconditional model, which takes no labels")
     if label == "all":
-        return torch.arange(start, stop) % num_classes
+        return lambda start, stop: torch.arange(start, stop) % num_classes
     if label == "prior":
-        return draw_labels(checkpoint, stop - start, seed, start) if stop > start else torch.zeros(0, dtype=torch.long)
+        counts = label_counts(checkpoint)
+        return lambda start, stop: (
+            draw_labels(counts, stop - start, seed, start) if stop > start else torch.zeros(0, dtype=torch.long)
+        )
     c = int(label) if str(label).isdigit() else -1
     if not 0 <= c < num_classes:
         raise ValueError(f"--label must be a class 0-{num_classes - 1}, 'all' or 'prior', got {label!r}")
-    return torch.full((stop - start,), c)
+    return lambda start, stop: torch.full((stop - start,), c)
