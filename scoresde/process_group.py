@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["world", "init_from_env", "launched", "any_rank", "shard"]
+__all__ = ["world", "init_from_env", "launched", "tear_down", "any_rank", "shard"]
 
 _TEARDOWN_TIMEOUT_S = 60.0
 
@@ -32,7 +32,7 @@ def init_from_env(backend: str = "gloo") -> bool:
     """Start the default process group (``backend``: gloo, or nccl for training on CUDA) when ``WORLD_SIZE > 1``
     and none is running.
 
-    Returns whether it was started here (the caller then ends it with ``torch.distributed.destroy_process_group``).
+    Returns whether it was started here (the caller then ends it with :func:`tear_down`).
     """
     dist = torch.distributed
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
@@ -62,6 +62,23 @@ def launched(backend: str = "gloo") -> Iterator[bool]:
     finally:
         if started:
             _tear_down(wait_for_all=ok)
+
+
+def tear_down() -> None:
+    """End the default process group of a script that started it itself (``init_process_group``) once every process
+    has finished its work: a barrier, then each process destroys its group and returns only when all have (counted
+    on the rendezvous store, 60 s at most).
+
+    Prefer it to a bare ``torch.distributed.destroy_process_group()`` at the end of a gloo job: a process whose
+    peer exited while its own group was still alive is aborted ("terminate called without an active exception",
+    SIGABRT), a race that a spawned 2-process training run lost about one time in ten. A no-op without a group;
+    every process must call it. After an exception, destroy the group directly instead: the others may never come.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    _tear_down(wait_for_all=True)
 
 
 def _tear_down(wait_for_all: bool) -> None:
