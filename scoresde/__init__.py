@@ -25,7 +25,7 @@ from .solvers import NonFiniteError, StepInfo, method_info
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and editors
     from . import data, loss, models, train
     from .checkpoint import CheckpointError
-    from .train import ConditionalModel, TrainConfig, TrainResult, load_score
+    from .train import AutoGuided, ConditionalModel, TrainConfig, TrainResult, load_score
 
 __version__ = "0.1.0"
 
@@ -79,6 +79,7 @@ __all__ = [
     "TrainResult",
     "load_score",
     "ConditionalModel",
+    "AutoGuided",
     "CheckpointError",
 ]
 
@@ -93,6 +94,7 @@ _LAZY = {
     "TrainResult": ".train",
     "load_score": ".train",
     "ConditionalModel": ".train",
+    "AutoGuided": ".train",
     "CheckpointError": ".checkpoint",
 }
 

@@ -271,6 +271,15 @@ def _sample(args) -> int:
         return _sample_run(args)
 
 
+def _load_guide(args, device):
+    """``--guide``'s network (checked against ``--checkpoint``), or ``None``."""
+    if args.guide is None:
+        return None
+    from .train import load_guide
+
+    return load_guide(args.guide, args.checkpoint, ema=not args.raw_weights, device=device)
+
+
 def _sample_run(args) -> int:
     from pathlib import Path
 
@@ -310,10 +319,12 @@ def _sample_run(args) -> int:
     try:
         check_dtype_device(args.dtype, device)
         _, sde, cfg, net = load_score(args.checkpoint, ema=not args.raw_weights, device=device)
+        guide = _load_guide(args, device)
         y = label_sampler(args.label, args.checkpoint, getattr(net, "num_classes", None), args.seed)(0, n)
         y_part = y if y is None or stop == start else y[start:stop]
-        score = make_score(net, sde, cfg.prediction, y_part, args.guidance, args.guidance_interval)
-        net.to(state_dtype(args.dtype))  # float64 weights for a float64 run; bfloat16 autocasts a float32 network
+        score = make_score(net, sde, cfg.prediction, y_part, args.guidance, args.guidance_interval, guide=guide)
+        for m in (net, guide or net):  # float64 weights for a float64 run; bfloat16 autocasts a float32 network
+            m.to(state_dtype(args.dtype))
         info = data_mod.dataset_info(cfg.data)
         common = dict(method=args.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
         if args.grid:
@@ -709,7 +720,15 @@ def main(argv: list[str] | None = None) -> int:
         help="a labelled model's class (0-9 for digits), 'all' to cycle through the classes, or 'prior' to draw each "
         "sample's from the training frequencies (how a cluster-conditional model samples its data)",
     )
-    sp.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w >= 0")
+    sp.add_argument(
+        "--guidance", type=float, default=0.0, help="guidance weight w >= 0 (classifier-free, or of --guide)"
+    )
+    sp.add_argument(
+        "--guide",
+        metavar="CHECKPOINT",
+        help="autoguidance: guide with this weaker model (same data, SDE, prediction and labels; smaller or trained "
+        "shorter) instead of the null label, out = (1 + w) model - w guide; works for unconditional models too",
+    )
     sp.add_argument(
         "--guidance-interval",
         type=_interval,

@@ -23,6 +23,7 @@ def sample_to_shards(args, device: str) -> int:
     """``scoresde sample --shard-size S --out DIR``: the samples as a resumable shard folder (see
     :mod:`scoresde.shards`); every process of a ``torchrun`` job calls it. Returns the exit status."""
     from . import data as data_mod
+    from .cli import _load_guide
     from .precision import check_dtype_device, network_precision, state_dtype
     from .process_group import any_rank, world
     from .sample import sample
@@ -42,10 +43,14 @@ def sample_to_shards(args, device: str) -> int:
     error = None
     try:
         check_dtype_device(args.dtype, device)
-        score, sde, cfg, model = load_score(args.checkpoint, ema=not args.raw_weights, device=device)
+        _, sde, cfg, model = load_score(args.checkpoint, ema=not args.raw_weights, device=device)
         labels = label_sampler(args.label, args.checkpoint, getattr(model, "num_classes", None), args.seed)
+        guide = _load_guide(args, device)
+        # without labels (checked here as in a run without shards: guidance needs labels or a guide)
+        score = make_score(model, sde, cfg.prediction, None, args.guidance, args.guidance_interval, guide=guide)
         identity = weights_sha256(model)
-        model.to(state_dtype(args.dtype))
+        for m in (model, guide or model):
+            m.to(state_dtype(args.dtype))
         dims = tuple(data_mod.dataset_info(cfg.data)["shape"])
         method = args.method
         if args.fitted:
@@ -71,6 +76,7 @@ def sample_to_shards(args, device: str) -> int:
             "dtype": args.dtype,
             # absent unless given, so shard runs written before the option still resume
             **({"guidance_interval": list(args.guidance_interval)} if args.guidance_interval else {}),
+            **({"guide": weights_sha256(guide)} if guide is not None else {}),
             "noise_device": torch.device(device).type,
             # a network's kernels may round differently at another batch size (2e-9 measured on the tiny U-Net)
             "batch_size": args.batch_size or args.shard_size,
@@ -97,7 +103,9 @@ def sample_to_shards(args, device: str) -> int:
             s = (
                 score
                 if y is None
-                else make_score(model, sde, cfg.prediction, y.to(device), args.guidance, args.guidance_interval)
+                else make_score(
+                    model, sde, cfg.prediction, y.to(device), args.guidance, args.guidance_interval, guide=guide
+                )
             )
             with network_precision(args.dtype, device):
                 xs.append(sample(s, sde, (e - b, *dims), method=method, device=device, sample_offset=b, **common).x)

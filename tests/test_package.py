@@ -6,7 +6,7 @@ import sys
 
 import scoresde as sd
 
-LAZY = ("train", "TrainConfig", "TrainResult", "load_score", "ConditionalModel", "CheckpointError")
+LAZY = ("train", "TrainConfig", "TrainResult", "load_score", "ConditionalModel", "AutoGuided", "CheckpointError")
 HEAVY = ("scoresde.train", "scoresde.checkpoint", "scoresde.models", "scoresde.data", "scoresde.loss", "safetensors")
 
 

@@ -2,8 +2,8 @@
 
 - :mod:`~scoresde.train.config`: :class:`TrainConfig`, its checks and its JSON / TOML files;
 - :mod:`~scoresde.train.loop`: :func:`train` (denoising loss, AdamW, EMA, checkpoints, exact resumption);
-- :mod:`~scoresde.train.pretrained`: :func:`load_score`, :class:`ConditionalModel` (labels, guidance) and
-  :func:`draw_labels` (labels from the training frequencies).
+- :mod:`~scoresde.train.pretrained`: :func:`load_score`, :class:`ConditionalModel` (labels, guidance),
+  :class:`AutoGuided` (guidance by a weaker model) and :func:`draw_labels` (labels from the training frequencies).
 
 ``import scoresde`` does not import this package; ``sd.train``, ``sd.TrainConfig``, ``sd.load_score`` ... load
 it on first use.
@@ -11,7 +11,7 @@ it on first use.
 
 from .config import SDES, TrainConfig, build_sde
 from .loop import RESUMABLE_CHANGES, TrainResult, ema_decay_at, learning_rate, train
-from .pretrained import SCORES, ConditionalModel, draw_labels, load_score, make_score
+from .pretrained import SCORES, AutoGuided, ConditionalModel, draw_labels, load_guide, load_score, make_score
 
 __all__ = [
     "TrainConfig",
@@ -19,8 +19,10 @@ __all__ = [
     "train",
     "build_sde",
     "ConditionalModel",
+    "AutoGuided",
     "make_score",
     "load_score",
+    "load_guide",
     "draw_labels",
     "ema_decay_at",
     "learning_rate",

@@ -23,7 +23,16 @@ from ..param import DataScore, EpsilonScore, Score, VScore
 from ..sde import SDE
 from .config import TrainConfig, build_sde, upgrade_saved_config
 
-__all__ = ["ConditionalModel", "make_score", "load_score", "draw_labels", "label_counts", "SCORES"]
+__all__ = [
+    "ConditionalModel",
+    "AutoGuided",
+    "make_score",
+    "load_score",
+    "load_guide",
+    "draw_labels",
+    "label_counts",
+    "SCORES",
+]
 
 SCORES = {"eps": EpsilonScore, "x0": DataScore, "v": VScore}
 
@@ -83,21 +92,63 @@ class ConditionalModel:
         y = self.labels(x.shape[0], x.device)
         if self.guidance == 0.0:
             return self.model(x, t, y)
-        inside = None
-        if self.interval is not None:
-            level = self.sde.marginal_std(t) / self.sde.alpha(t)
-            inside = (level > self.interval[0]) & (level <= self.interval[1])
-            guided = int(inside.sum())  # one host read; with one time for the batch (every sampler) 0 or all
-            if guided == 0:
-                return self.model(x, t, y)
-            if guided == inside.numel():
-                inside = None
+        inside = guided_rows(self.interval, self.sde, t)
+        if inside is False:
+            return self.model(x, t, y)
         null = torch.full_like(y, self.num_classes)
         cond, uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
-        if inside is None:
-            return cond + self.guidance * (cond - uncond)
-        w = self.guidance * inside.to(cond.dtype).view(-1, *[1] * (cond.ndim - 1))
-        return cond + w * (cond - uncond)
+        return _extrapolate(cond, uncond, self.guidance, inside)
+
+
+class AutoGuided:
+    """``model(x, t)`` guided by a weaker version of itself: ``out = (1 + w) m(x, t) - w g(x, t)`` (Karras et al.
+    2024, "Guiding a diffusion model with a bad version of itself", arXiv 2406.02507, eq. 1 with their ``w`` our
+    ``1 + w``).
+
+    The guide ``g`` is the same kind of network, trained on the same data with the same conditioning, but smaller
+    and/or trained for a fraction of the steps. Its errors are those of the main model, only larger, so stepping
+    away from it corrects the main model's errors: it sharpens where the model is vague without pulling every
+    sample towards one mode, as classifier-free guidance does, and it guides unconditional models too. ``model``
+    and ``guide`` are ``(x, t) -> output`` callables with the same parameterisation (wrap labels in
+    :class:`ConditionalModel` with ``guidance=0`` first); outputs combine as eps predictions do (see
+    :class:`ConditionalModel`). Two network calls a step, one of each; ``interval`` as in :class:`ConditionalModel`.
+    """
+
+    def __init__(
+        self, model, guide, guidance: float, interval: tuple[float, float] | None = None, sde: SDE | None = None
+    ):
+        check_number("AutoGuided", "guidance", guidance, ge=0)
+        self.model, self.guide, self.guidance = model, guide, float(guidance)
+        self.interval, self.sde = check_interval(interval), sde
+        if self.interval is not None and sde is None:
+            raise ValueError("AutoGuided: a guidance interval is in sigma / alpha and needs the model's sde")
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        inside = False if self.guidance == 0.0 else guided_rows(self.interval, self.sde, t)
+        if inside is False:
+            return self.model(x, t)
+        return _extrapolate(self.model(x, t), self.guide(x, t), self.guidance, inside)
+
+
+def guided_rows(interval: tuple[float, float] | None, sde: SDE | None, t: Tensor) -> Tensor | bool | None:
+    """Which samples a guidance ``interval`` in ``sigma / alpha`` guides at times ``t``: ``None`` for all of them
+    (or no interval), ``False`` for none, else a boolean mask (samples at different times)."""
+    if interval is None:
+        return None
+    level = sde.marginal_std(t) / sde.alpha(t)
+    inside = (level > interval[0]) & (level <= interval[1])
+    guided = int(inside.sum())  # one host read; with one time for the batch (every sampler) 0 or all
+    if guided == 0:
+        return False
+    return None if guided == inside.numel() else inside
+
+
+def _extrapolate(good: Tensor, bad: Tensor, w: float, inside: Tensor | None) -> Tensor:
+    """``good + w (good - bad)``, on the rows of ``inside`` only when it is a mask."""
+    if inside is None:
+        return good + w * (good - bad)
+    weight = w * inside.to(good.dtype).view(-1, *[1] * (good.ndim - 1))
+    return good + weight * (good - bad)
 
 
 def check_interval(interval) -> tuple[float, float] | None:
@@ -120,11 +171,28 @@ def make_score(
     y: int | Tensor | None = None,
     guidance: float = 0.0,
     guidance_interval: tuple[float, float] | None = None,
+    guide: nn.Module | None = None,
 ) -> Score:
     """The score object of a trained network: :class:`EpsilonScore`, :class:`DataScore` or :class:`VScore` by
-    ``prediction``, around a :class:`ConditionalModel` when the network is class-conditional."""
+    ``prediction``, around a :class:`ConditionalModel` when the network is class-conditional.
+
+    With a ``guide`` network (the same parameterisation and labels, a weaker model: :class:`AutoGuided`),
+    ``guidance`` is the autoguidance weight: both networks see the labels ``y`` and the guide replaces the null
+    label of classifier-free guidance."""
     check_choice("", "prediction", prediction, SCORES)
     num_classes = getattr(model, "num_classes", None)
+    if guide is not None:
+        if getattr(guide, "num_classes", None) != num_classes:
+            raise ValueError(
+                f"the guide must take the model's labels: {getattr(guide, 'num_classes', None)} labels there, "
+                f"{num_classes} here (None: unconditional)"
+            )
+        if num_classes is None:
+            if y is not None:
+                raise ValueError("labels given for an unconditional model")
+            return SCORES[prediction](AutoGuided(model, guide, guidance, guidance_interval, sde), sde)
+        good, bad = ConditionalModel(model, num_classes, y), ConditionalModel(guide, num_classes, y)
+        return SCORES[prediction](AutoGuided(good, bad, guidance, guidance_interval, sde), sde)
     if num_classes is None:
         if y is not None or guidance or guidance_interval is not None:
             raise ValueError("labels or guidance given for an unconditional model")
@@ -140,14 +208,51 @@ def load_score(
     y: int | Tensor | None = None,
     guidance: float = 0.0,
     guidance_interval: tuple[float, float] | None = None,
+    guide: str | Path | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[Score, SDE, TrainConfig, nn.Module]:
     """Load a trained model from its checkpoint directory: ``(score, sde, config, model)``.
 
     ``ema`` picks the EMA weights (else the raw ones); the model is in eval mode on ``device`` with frozen
     parameters; ``y``, ``guidance`` and ``guidance_interval`` go to :class:`ConditionalModel` for a
-    class-conditional model.
+    class-conditional model. ``guide``: the checkpoint directory of a weaker model to guide with instead
+    (:class:`AutoGuided`; ``guidance`` is then its weight), checked by :func:`load_guide`.
     """
+    cfg, model, ckpt = _load_network(directory, ema, device)
+    sde = build_sde(cfg.sde)
+    weak = None if guide is None else _guide_for(guide, cfg, ckpt, directory, ema, device)
+    score = make_score(model, sde, cfg.prediction, y, guidance, guidance_interval, guide=weak)
+    return score, sde, cfg, model
+
+
+def load_guide(
+    directory: str | Path, main: str | Path, ema: bool = True, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """The network of checkpoint ``directory`` as an autoguidance guide for the model of checkpoint ``main``
+    (:class:`AutoGuided`): refused with a clear error unless both were trained on the same data, SDE,
+    parameterisation and labels (the same classes, or the same cluster of every example), since the guidance
+    extrapolates from one output to the other and would otherwise mix two different things."""
+    mckpt = load_checkpoint(main)
+    return _guide_for(directory, TrainConfig.from_dict(upgrade_saved_config(mckpt.config)), mckpt, main, ema, device)
+
+
+def _guide_for(directory, mcfg: TrainConfig, mckpt, main, ema: bool, device) -> nn.Module:
+    gcfg, guide, gckpt = _load_network(directory, ema, device)
+    for name in ("data", "n_train", "data_seed", "sde", "prediction", "class_conditional", "clusters"):
+        if getattr(gcfg, name) != getattr(mcfg, name):
+            raise ValueError(
+                f"the guide {directory} was trained with {name}={getattr(gcfg, name)!r}, the model {main} with "
+                f"{getattr(mcfg, name)!r}: a guide must share the model's data, SDE, prediction and labels"
+            )
+    if mcfg.clusters and not torch.equal(
+        torch.as_tensor(gckpt.extra["cluster_labels"]), torch.as_tensor(mckpt.extra["cluster_labels"])
+    ):
+        raise ValueError(f"the guide {directory} numbers its clusters differently from the model {main}")
+    return guide
+
+
+def _load_network(directory: str | Path, ema: bool, device) -> tuple[TrainConfig, nn.Module, object]:
+    """``(config, network, checkpoint)`` of a checkpoint directory: eval mode on ``device``, frozen."""
     ckpt = load_checkpoint(directory)
     try:
         cfg = TrainConfig.from_dict(upgrade_saved_config(ckpt.config))
@@ -162,9 +267,7 @@ def load_score(
         model.load_state_dict(ckpt.ema if ema else ckpt.model, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{directory}: weights do not fit the model: {err}") from err
-    model = model.to(device).eval().requires_grad_(False)
-    sde = build_sde(cfg.sde)
-    return make_score(model, sde, cfg.prediction, y, guidance, guidance_interval), sde, cfg, model
+    return cfg, model.to(device).eval().requires_grad_(False), ckpt
 
 
 def draw_labels(source: str | Path | list[int] | Tensor, n: int, seed: int = 0, offset: int = 0) -> Tensor:
