@@ -100,8 +100,11 @@ def main(argv=None) -> int:
     p.add_argument("--guide-steps", type=int, default=1000)
     p.add_argument("--weights", default="0,1,2", help="guidance weights, comma-separated")
     p.add_argument("--quick", action="store_true", help="a check that it runs: 20 guide steps, one seed, 10 steps")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     p.add_argument("--out")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out or ("results/autoguidance_quick" if args.quick else "results/autoguidance"))
     weights = [float(v) for v in args.weights.split(",")]
     seeds, steps = (SEEDS[:1], 10) if args.quick else (SEEDS, 50)
