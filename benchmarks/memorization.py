@@ -16,6 +16,7 @@ an unconditional model none. Prints a markdown table; ``--out FILE`` also writes
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -23,20 +24,15 @@ import torch
 
 import scoresde as sd
 from scoresde.checkpoint import load_checkpoint
-from scoresde.train import TrainConfig, load_score
+from scoresde.train import TrainConfig, load_score, make_score
 from scoresde.util import atomic_write_text
 
 LEVELS = (0.1, 0.3, 1.0, 3.0)  # sigma / alpha
 
 
 def _time_at(sde, level: float) -> float:
-    """The time where ``sigma / alpha = level`` (bisection; the ratio rises with t)."""
-    lo, hi = float(sde.t_min), float(sde.T)
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        t = torch.tensor(mid, dtype=torch.float64)
-        lo, hi = (mid, hi) if float(sde.marginal_std(t) / sde.alpha(t)) < level else (lo, mid)
-    return (lo + hi) / 2
+    """The time where ``sigma / alpha = level``: log-SNR ``-2 log(level)``."""
+    return float(sde.t_from_log_snr(torch.tensor(-2 * math.log(level), dtype=torch.float64)))
 
 
 def _labels(run: Path, cfg: TrainConfig, splits: dict) -> dict:
@@ -58,12 +54,13 @@ def denoising_errors(run: Path, n: int | None, draws: int) -> dict:
         raise ValueError(f"{run}: a digits model is needed, got data={cfg.data!r}")
     splits = {s: sd.data.digits(s, seed=cfg.data_seed) for s in ("train", "test")}
     labels = _labels(run, cfg, splits)
+    _, sde, _, net = load_score(run)  # once: each split only labels it differently
     out = {}
     for split, (x, _) in splits.items():
         y = labels[split]
         if n is not None:
             x, y = x[:n], None if y is None else y[:n]
-        score, sde, _, _ = load_score(run, y=y)
+        score = make_score(net, sde, cfg.prediction, y)
         errors = []
         for level in LEVELS:
             t = torch.full((x.shape[0],), _time_at(sde, level))
