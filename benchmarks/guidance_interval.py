@@ -110,7 +110,11 @@ def main(argv=None) -> int:
     out = Path(args.out or ("results/guidance_interval_quick" if args.quick else "results/guidance_interval"))
     out.mkdir(parents=True, exist_ok=True)
     store = out / "guidance_interval.json"
-    cache = json.loads(store.read_text())["figures"] if store.exists() else {}
+    try:
+        cache = json.loads(store.read_text())["figures"] if store.exists() else {}
+    except (ValueError, KeyError) as e:
+        print(f"guidance_interval: error: {store} is not this script's results ({e}); move it away", file=sys.stderr)
+        return 2
     from scoresde.models.classifier import digit_classifier
 
     clf = digit_classifier()
@@ -121,6 +125,9 @@ def main(argv=None) -> int:
             print(f"guidance_interval: error: {run} holds no checkpoint (run benchmarks/learned.py)", file=sys.stderr)
             return 2
         prob = LearnedProblem(str(run))
+        if not (prob.config.class_conditional or prob.config.clusters):
+            print(f"guidance_interval: error: {run} was trained without labels or clusters", file=sys.stderr)
+            return 2
         digest = json.loads((run / "ckpt.json").read_text())["sha256"]
         floor = None
         res["runs"][name] = rows = {}
