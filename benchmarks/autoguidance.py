@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+from _digits import N, score_seed  # benchmarks/_digits.py, beside this script
 
-import scoresde as sd
 from scoresde.bench import LearnedProblem
-from scoresde.train import TrainConfig, draw_labels, load_score, train
+from scoresde.train import TrainConfig, train
 from scoresde.util import atomic_write_text
 
 SEEDS = (0, 1, 2)
@@ -47,30 +47,24 @@ def _guide(run: Path, out: Path, width: int, steps: int) -> tuple[Path, dict]:
 
 
 def _score(run: Path, guide: Path, weights: list[float], seeds: tuple[int, ...], steps: int) -> dict:
-    from scoresde.models.classifier import digit_accuracy, digit_classifier
+    from scoresde.models.classifier import digit_classifier
 
     prob = LearnedProblem(str(run))
-    n = 1437  # the train split's size: the FD floor is test vs train
-    floor = prob.floors(prob.sde, prob.sde.t_min, n, 3)["fd_floor"]
+    floor = prob.floors(prob.sde, prob.sde.t_min, N, 3)["fd_floor"]
     clf = digit_classifier()
-    cond = prob.config.class_conditional
     rows = {}
     for w in weights:
-        fds, accs = [], []
-        for seed in seeds:
-            y = torch.arange(n) % 10 if cond else draw_labels(run, n, seed) if prob.config.clusters else None
-            score, sde, _, _ = load_score(run, y=y, guidance=w, guide=guide if w else None)
-            s = sd.sample(score, sde, (n, 1, 8, 8), method="dpm++2m", steps=steps, seed=seed, denoise=False)
-            fds.append(prob.quality(s.x, sde, float(s.times[-1]), seed=7)["fd"] / floor)
-            if cond:
-                accs.append(digit_accuracy(s.x, y, clf))
-        fd = torch.tensor(fds, dtype=torch.float64)
+        figs = [
+            score_seed(run, prob, floor, clf, seed, steps, guidance=w, guide=guide if w else None) for seed in seeds
+        ]
+        fd = torch.tensor([f["fd_over_floor"] for f in figs], dtype=torch.float64)
         row = {
             "fd_over_floor": float(fd.mean()),
-            "fd_over_floor_std": float(fd.std()) if len(fds) > 1 else 0.0,
-            "fd_over_floor_seeds": [round(v, 4) for v in fds],
-            "nfe": s.nfe,
+            "fd_over_floor_std": float(fd.std()) if len(figs) > 1 else 0.0,
+            "fd_over_floor_seeds": [round(float(v), 4) for v in fd],
+            "nfe": figs[-1]["nfe"],
         }
+        accs = [f["accuracy"] for f in figs if "accuracy" in f]
         rows[f"w={w:g}"] = row | ({"accuracy": sum(accs) / len(accs)} if accs else {})
         print(json.dumps({"run": run.name, f"w={w:g}": rows[f"w={w:g}"]}), flush=True)
     return rows

@@ -23,16 +23,14 @@ import sys
 from pathlib import Path
 
 import torch
+from _digits import N, score_seed  # benchmarks/_digits.py, beside this script
 
-import scoresde as sd
 from scoresde.bench import LearnedProblem
-from scoresde.train import draw_labels, load_score
 from scoresde.train.pretrained import check_interval
 from scoresde.util import atomic_write_text
 
 SEEDS = (0, 1, 2)
 INTERVALS = "all;0.28,5.42;0.28,2;0.1,2;0.1,1"  # every level, EDM2's interval, then narrower ones
-N = 1437  # the train split's size: the FD floor is test vs train
 
 
 def _parse_intervals(text: str) -> list[tuple[float, float] | None]:
@@ -48,23 +46,6 @@ def _parse_intervals(text: str) -> list[tuple[float, float] | None]:
             raise ValueError(f"an interval is 'lo,hi' or 'all', got {part!r}") from None
         out.append(check_interval((lo, hi)))
     return out
-
-
-def _figure(run: Path, prob, floor: float, clf, w: float, interval, seed: int, steps: int) -> dict:
-    """FD / floor (and accuracy) of one sampling seed, and the network's evaluated rows per sample."""
-    from scoresde.models.classifier import digit_accuracy
-
-    cond = prob.config.class_conditional
-    y = torch.arange(N) % 10 if cond else draw_labels(run, N, seed)
-    score, sde, _, model = load_score(run, y=y, guidance=w, guidance_interval=interval)
-    rows = []
-    hook = model.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
-    try:
-        s = sd.sample(score, sde, (N, 1, 8, 8), method="dpm++2m", steps=steps, seed=seed, denoise=False)
-    finally:
-        hook.remove()
-    fig = {"fd_over_floor": prob.quality(s.x, sde, float(s.times[-1]), seed=7)["fd"] / floor, "evals": sum(rows) / N}
-    return fig | ({"accuracy": digit_accuracy(s.x, y, clf)} if cond else {})
 
 
 def _markdown(res: dict) -> str:
@@ -140,7 +121,7 @@ def main(argv=None) -> int:
                 if key not in cache:
                     if floor is None:
                         floor = prob.floors(prob.sde, prob.sde.t_min, N, 3)["fd_floor"]
-                    cache[key] = _figure(run, prob, floor, clf, w, interval, seed, steps)
+                    cache[key] = score_seed(run, prob, floor, clf, seed, steps, guidance=w, guidance_interval=interval)
                     res["load_average"] = [round(v, 2) for v in os.getloadavg()]
                     atomic_write_text(store, json.dumps(res, indent=1))
                 figs.append(cache[key])
