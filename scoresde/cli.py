@@ -196,6 +196,7 @@ def _train(args) -> int:
             "data": args.data,
             "class_conditional": args.class_conditional,
             "clusters": args.clusters,
+            "cluster_method": args.cluster_method,
             "prediction": args.prediction,
             "steps": args.steps,
             "batch_size": args.batch_size,
@@ -671,8 +672,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--data", help="moons, swissroll, checkerboard, rings or digits")
     t.add_argument("--model", choices=("mlp", "unet"), help="architecture (default: mlp for 2-D sets, unet for digits)")
     t.add_argument("--class-conditional", action="store_true", default=None, help="train with labels (digits)")
+    t.add_argument("--clusters", type=int, help="K > 0: condition on K clusters of the data (no labels needed)")
     t.add_argument(
-        "--clusters", type=int, help="K > 0: condition on the K k-means clusters of the data (no labels needed)"
+        "--cluster-method",
+        choices=("kmeans", "spectral"),
+        help="how --clusters finds them: k-means on the pixels (default) or spectral on their neighbour graph",
     )
     t.add_argument("--prediction", choices=("eps", "x0", "v"))
     t.add_argument("--steps", type=_positive, help="optimizer steps (>= 1)")

@@ -41,7 +41,7 @@ TOY_MLP = {"arch": "mlp", "fourier_features": 64, "fourier_scale": 0.5}
 # What the fields added with the lognormal sampler, min-SNR weighting, the cosine schedule and the pictures meant
 # before they existed: a config saved without them is read with these values (upgrade_saved_config).
 # Fields added since, with the value every run saved before them had.
-_ADDED = {"dtype": "float32", "clusters": 0}
+_ADDED = {"dtype": "float32", "clusters": 0, "cluster_method": "kmeans"}
 _LEGACY = {"p_mean": -1.2, "p_std": 1.2, "snr_gamma": 5.0, "lr_schedule": "constant", "lr_min": 0.0, "plots": True}
 
 
@@ -84,12 +84,15 @@ class TrainConfig:
             toy sets, the U-Net for digits. ``dim`` /
             ``in_channels`` and ``num_classes`` are filled in from the data.
         class_conditional: train with labels (digits) and label dropout ``p_uncond``.
-        clusters: ``k > 0`` trains with the k-means cluster of each example as its label instead
-            (:func:`scoresde.data.kmeans_labels` seeded by ``seed``; no supervision, any data set), dropped with
+        clusters: ``k > 0`` trains with the cluster of each example as its label instead
+            (:func:`scoresde.data.cluster_labels` seeded by ``seed``; no supervision, any data set), dropped with
             ``p_uncond`` like a class label: a cluster-conditional model (Bao et al. 2022's self-conditioned
             diffusion models, Adaloglou et al. 2024). Sample it unconditionally by drawing each sample's cluster
             from the training frequencies (:func:`scoresde.train.draw_labels`, ``scoresde sample --label
             prior``); the null label is the plain unconditional model. ``0``: off.
+        cluster_method: how the clusters are found: "kmeans" on the pixels (the default), or "spectral" on their
+            nearest-neighbour graph (:func:`scoresde.data.spectral_labels`), whose clusters agree better with
+            the digit classes at the same ``k``.
         prediction: what the network predicts: "v" (the default), "eps" or "x0". v prediction works with every
             sampler: with eps prediction a 2-D MLP under-predicts eps at the prior's tails and deterministic
             samplers fling those samples out (to |x| ~ 100 after 6000 steps, measured); with v,
@@ -118,6 +121,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)
     class_conditional: bool = False
     clusters: int = 0
+    cluster_method: str = "kmeans"
     prediction: str = "v"
     sde: dict = field(default_factory=lambda: {"name": "vp"})
     t_sampler: str = "lognormal"
@@ -178,6 +182,7 @@ class TrainConfig:
         check_choice(where, "weighting", self.weighting, WEIGHTINGS)
         check_choice(where, "ema_schedule", self.ema_schedule, EMA_SCHEDULES)
         check_choice(where, "dtype", self.dtype, TRAIN_DTYPES)
+        check_choice(where, "cluster_method", self.cluster_method, data_mod.CLUSTER_METHODS)
         check_bool(where, "class_conditional", self.class_conditional)
         check_bool(where, "plots", self.plots)
 

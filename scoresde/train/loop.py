@@ -162,13 +162,14 @@ class _Data:
 
     @classmethod
     def load(cls, cfg: TrainConfig, device: torch.device, ckpt: Checkpoint | None = None) -> _Data:
-        """The data set; a cluster-conditional run's k-means labels come from the checkpoint it resumes (the ones
-        it trained on, whatever this machine's k-means would give), else from :func:`scoresde.data.kmeans_labels`."""
+        """The data set; a cluster-conditional run's cluster labels come from the checkpoint it resumes (the ones
+        it trained on, whatever this machine's clustering would give), else from
+        :func:`scoresde.data.cluster_labels`."""
         x, y = data_mod.get_dataset(cfg.data, "train", n=cfg.n_train, seed=cfg.data_seed)
         if cfg.clusters:
             y = ckpt.extra.get("cluster_labels") if ckpt is not None else None
             if y is None:
-                y = data_mod.kmeans_labels(x, cfg.clusters, seed=cfg.seed)
+                y = data_mod.cluster_labels(x, cfg.clusters, cfg.cluster_method, seed=cfg.seed)
             elif y.shape != (x.shape[0],) or int(y.min()) < 0 or int(y.max()) >= cfg.clusters:
                 raise CheckpointError(
                     f"{ckpt.path}: its cluster labels do not fit {x.shape[0]} examples in {cfg.clusters} clusters"
