@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .grids import check_grid, equidistributed_grid, time_grid
+from .grids import check_grid, equidistributed_grid, time_grid, unit_steps
 from .noise import NoiseSource
 from .param import Score
 from .solvers.base import Context, Evaluator, Solver, State, integrate
@@ -326,7 +326,7 @@ def candidate_grid(sde, steps: int, name: str) -> Tensor:
         p = float(name[6:])
         if not (math.isfinite(p) and p > 0):
             raise ValueError(f"grid {name!r}: the power must be a finite number > 0")
-        u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+        u = unit_steps(steps)
         grid = sde.t_min + (sde.T - sde.t_min) * (1 - u) ** p
         grid[0], grid[-1] = sde.T, sde.t_min
         return check_grid(sde, grid)
