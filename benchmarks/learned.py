@@ -33,6 +33,7 @@ import scoresde as sd
 from scoresde import metrics
 from scoresde.bench import LearnedProblem
 from scoresde.plot import save_image_grid, save_points
+from scoresde.precision import fast_bfloat16
 from scoresde.train import TrainConfig, draw_labels, load_score, make_score, train
 from scoresde.train.pretrained import label_counts
 from scoresde.util import atomic_write_text
@@ -99,10 +100,22 @@ EDM2_INTERVAL = (0.28, 5.42)
 GUIDANCE_INTERVAL = (0.28, 2.0)
 
 
+def recipe_dtype(name: str, saved: Path | None = None) -> str:
+    """The dtype ``name`` trains in: a run already in ``saved`` keeps its own (so it resumes on any machine); a
+    new run takes the recipe's bfloat16 where the CPU has bfloat16 kernels and float32 where it has not, since
+    bfloat16 there runs about 20x slower (:mod:`scoresde.precision`; bfloat16 training follows float32's to
+    within its rounding, tests/test_train.py)."""
+    if saved is not None and (saved / "config.json").is_file():
+        return TrainConfig.from_saved(saved / "config.json").dtype
+    want = FULL[name].get("dtype", "float32")
+    return want if want != "bfloat16" or fast_bfloat16("cpu") else "float32"
+
+
 def _train(name: str, out: Path, quick: bool) -> tuple[dict, dict]:
     kw = dict(FULL[name])
     if quick:
         kw["steps"] = QUICK_STEPS[name]
+    kw["dtype"] = recipe_dtype(name, out / "runs" / name)
     cfg = TrainConfig(**kw, ckpt_every=500, log_every=50, out=str(out / "runs" / name))
     done = Path(cfg.out, "ckpt.json").exists()
     t0 = time.perf_counter()
@@ -112,6 +125,7 @@ def _train(name: str, out: Path, quick: bool) -> tuple[dict, dict]:
         "steps": res.step,
         "steps_this_run": res.steps_run,
         "batch_size": cfg.batch_size,
+        "dtype": cfg.dtype,
         "parameters": res.num_parameters,
         "train_seconds": round(res.seconds, 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -275,7 +289,8 @@ def _markdown(res: dict) -> str:
             t = r[key]
             lines.append(
                 f"{label if 'train_cond' in r else 'training'}: {t['steps']} steps x batch {t['batch_size']}, "
-                f"{t['parameters']:,} parameters, {t['examples_per_s']} examples/s on {t['threads']} threads, "
+                f"{t['parameters']:,} parameters, {t.get('dtype', 'bfloat16')}, {t['examples_per_s']} examples/s on "
+                f"{t['threads']} threads, "
                 f"{t['train_seconds']} s, peak memory {t['peak_memory_mib']} MiB, final loss "
                 f"{t['final_loss_mean_50']:.4f}; load average while training {t.get('load_average', 'not recorded')} "
                 f"on {os.cpu_count()} cores\n"

@@ -343,3 +343,45 @@ def test_bfloat16_training_lowers_the_network_and_nothing_else(tmp_path, dtype_t
     assert json.loads((tmp_path / "b16" / "config.json").read_text())["dtype"] == "bfloat16"
     with pytest.raises(ValueError, match="dtype"):
         tiny(tmp_path, dtype="float16")
+
+
+def test_bfloat16_on_a_cpu_without_its_kernels_warns(tmp_path, monkeypatch):
+    """On a CPU where oneDNN has no bfloat16 kernels (x86 without AVX-512) autocast runs generic code, about 20x
+    slower than float32 (precision module): training, sampling and the benchmark warn then, and only then."""
+    import warnings
+
+    from scoresde import precision
+
+    monkeypatch.setattr(precision, "_cpu_has_bfloat16_kernels", lambda: False)
+    assert not precision.fast_bfloat16("cpu") and precision.fast_bfloat16("cuda")
+    with pytest.warns(RuntimeWarning, match="no bfloat16 kernels .* use dtype 'float32'"):
+        train(tiny(tmp_path, "slow", steps=1, dtype="bfloat16"), progress=False)
+    with pytest.warns(RuntimeWarning, match="no bfloat16 kernels"):
+        precision.check_dtype_device("bfloat16", "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        precision.check_dtype_device("float32", "cpu")
+        precision.check_dtype_device("bfloat16", "cuda")
+        monkeypatch.setattr(precision, "_cpu_has_bfloat16_kernels", lambda: True)
+        precision.check_dtype_device("bfloat16", "cpu")
+        train(tiny(tmp_path, "fast", steps=1, dtype="bfloat16"), progress=False)
+
+
+def test_learned_recipes_train_in_float32_where_bfloat16_is_slow(tmp_path, monkeypatch):
+    """benchmarks/learned.py's recipes ask for bfloat16; a new run takes float32 on a CPU without bfloat16 kernels
+    (20x slower there), and a run already on disk keeps its own dtype so that it resumes on any machine."""
+    from pathlib import Path
+
+    from scoresde import precision
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import learned
+
+    assert learned.FULL["digits"]["dtype"] == "bfloat16"
+    monkeypatch.setattr(precision, "_cpu_has_bfloat16_kernels", lambda: True)
+    assert learned.recipe_dtype("digits") == "bfloat16"
+    monkeypatch.setattr(precision, "_cpu_has_bfloat16_kernels", lambda: False)
+    assert learned.recipe_dtype("digits") == learned.recipe_dtype("2d") == "float32"
+    assert learned.recipe_dtype("digits", tmp_path / "none") == "float32"
+    TrainConfig(**{**learned.FULL["digits"], "out": str(tmp_path)}).save(tmp_path / "config.json")
+    assert learned.recipe_dtype("digits", tmp_path) == "bfloat16"

@@ -32,7 +32,7 @@ from .. import peers
 from ..fitted import MAX_STEPS as FIT_MAX_STEPS
 from ..fitted import fit_solver
 from ..grids import fit_grid
-from ..precision import DTYPES, network_precision, state_dtype
+from ..precision import DTYPES, check_dtype_device, network_precision, state_dtype
 from ..process_group import world
 from ..sample import available_methods, sample
 from ..sde import VPSDE
@@ -301,6 +301,7 @@ def _check_device(cfg: BenchConfig) -> None:
         _fail("--device", f"not a device: {cfg.device!r}")
     if dev.type == "mps" and cfg.dtype == "float64":
         _fail("--dtype", "Apple MPS has no float64; use float32 (the default)")
+    check_dtype_device(cfg.dtype, dev)  # warns about bfloat16 on a CPU without bfloat16 kernels
     if dev.type != "cpu" and (cfg.peers is None or cfg.peers):
         _fail("--peers", f"the peers run on the CPU only; with --device {cfg.device} pass --peers ''")
 

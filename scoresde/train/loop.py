@@ -51,7 +51,7 @@ from .. import data as data_mod
 from ..checkpoint import Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from ..loss import denoising_loss
 from ..models import build_model, count_parameters
-from ..precision import network_precision
+from ..precision import check_dtype_device, network_precision
 from ..sde import SDE
 from .config import TrainConfig, build_sde, upgrade_saved_config
 from .distributed import Replicas, on_rank0, replica_device, start_replicas
@@ -407,6 +407,7 @@ def train(
     if not isinstance(config, TrainConfig):
         raise ValueError(f"train needs a TrainConfig, got {type(config).__name__}")
     cfg, out, device = config, Path(config.out), replica_device(config.device)  # replicas: cuda:LOCAL_RANK
+    check_dtype_device(cfg.dtype, device)  # warns about bfloat16 on a CPU without bfloat16 kernels
     ckpt = _open_checkpoint(cfg, out, resume)
     sde = build_sde(cfg.sde)
     data = _Data.load(cfg, device, ckpt)
