@@ -7,7 +7,7 @@ import torch
 from test_orders import GAUSS, exact_flow
 
 import scoresde as sd
-from scoresde.grids import GRIDS, optimized_grid, time_grid
+from scoresde.grids import GRIDS, optimized_grid, time_grid, unit_steps
 
 SDES = {"vp": sd.VPSDE(), "vp-cosine": sd.VPSDE(schedule="cosine"), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
 
@@ -123,3 +123,14 @@ def test_solver_default_grid_is_used():
         out = sd.sample(score, shape=(4, 2), method=method, steps=5, seed=0)
         torch.testing.assert_close(out.times, time_grid(sde, 5, kind), rtol=0, atol=0)
     assert math.isfinite(float(out.x.sum()))
+
+
+def test_unit_steps_are_correctly_rounded():
+    """Every grid starts from i / steps, each the float64 nearest to the fraction (as Python's division gives it),
+    so grids agree to the last bit on every CPU; torch.linspace's vectorised kernel does not promise that (the golden
+    test of a 10-point grid failed by one ulp on an AVX2 machine against files written with AVX-512)."""
+    for steps in range(1, 300):
+        assert unit_steps(steps).tolist() == [i / steps for i in range(steps + 1)], steps
+    assert time_grid(sd.VPSDE(), 9, "uniform").tolist() == [
+        1.0 + (1e-3 - 1.0) * (i / 9) if 0 < i < 9 else (1.0 if i == 0 else 1e-3) for i in range(10)
+    ]
