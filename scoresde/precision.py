@@ -52,9 +52,10 @@ def fast_bfloat16(device: str | torch.device) -> bool:
     return torch.device(device).type != "cpu" or _cpu_has_bfloat16_kernels()
 
 
-def check_dtype_device(name: str, device: str | torch.device) -> None:
+def check_dtype_device(name: str, device: str | torch.device, stacklevel: int = 2) -> None:
     """Refuse ``float64`` on Apple MPS, which has no float64; warn about ``bfloat16`` on a CPU without bfloat16
-    kernels (:func:`fast_bfloat16`), where it runs about 20 times slower than float32."""
+    kernels (:func:`fast_bfloat16`), where it runs about 20 times slower than float32 (``stacklevel`` as in
+    :func:`warnings.warn`: the caller by default)."""
     if name == "float64" and torch.device(device).type == "mps":
         raise ValueError("--dtype float64: Apple MPS has no float64; use float32 (the default)")
     if name == "bfloat16" and not fast_bfloat16(device):
@@ -63,5 +64,5 @@ def check_dtype_device(name: str, device: str | torch.device) -> None:
             "the network runs in slow generic code (a digits U-Net training step: 24 s against 1.2 s in float32); "
             "use dtype 'float32'",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )

@@ -354,8 +354,9 @@ def test_bfloat16_on_a_cpu_without_its_kernels_warns(tmp_path, monkeypatch):
 
     monkeypatch.setattr(precision, "_cpu_has_bfloat16_kernels", lambda: False)
     assert not precision.fast_bfloat16("cpu") and precision.fast_bfloat16("cuda")
-    with pytest.warns(RuntimeWarning, match="no bfloat16 kernels .* use dtype 'float32'"):
+    with pytest.warns(RuntimeWarning, match="no bfloat16 kernels .* use dtype 'float32'") as record:
         train(tiny(tmp_path, "slow", steps=1, dtype="bfloat16"), progress=False)
+    assert record[0].filename == __file__  # the warning names the caller's line, not the library's
     with pytest.warns(RuntimeWarning, match="no bfloat16 kernels"):
         precision.check_dtype_device("bfloat16", "cpu")
     with warnings.catch_warnings():
