@@ -231,11 +231,10 @@ def spectral_labels(x: Tensor, k: int, seed: int = 0, n_neighbors: int = 10) -> 
     """The spectral cluster (``0 .. k-1``, long ``(N,)``) of each example of ``x`` ``(N, ...)``, flattened: the
     symmetrised ``n_neighbors``-nearest-neighbour graph of the examples, the ``k`` leading eigenvectors of its
     normalised Laplacian (Ng et al. 2002), turned into labels by their column-pivoted QR (Damle et al. 2019):
-    scikit-learn's ``SpectralClustering`` with
-    ``affinity="nearest_neighbors"`` and ``assign_labels="cluster_qr"``, in float64 on one thread, its
-    eigensolver started from ``seed``. Clusters follow the data's manifold rather than Euclidean balls: on the
-    digits train split, 20 spectral clusters agree with the classes on 97 % of the images where 20 k-means
-    clusters agree on 89 %. Numbered by size as :func:`kmeans_labels`."""
+    scikit-learn's ``SpectralClustering`` with ``affinity="nearest_neighbors"`` and ``assign_labels="cluster_qr"``,
+    in float64 on one thread, its eigensolver started from ``seed``. Clusters follow the data's manifold rather
+    than Euclidean balls: on the digits train split, 20 spectral clusters agree with the classes on 97 % of the
+    images where 20 k-means clusters agree on 89 %. Numbered by size as :func:`kmeans_labels`."""
     _check_k("spectral_labels", x, k)
     if not isinstance(n_neighbors, int) or isinstance(n_neighbors, bool) or not 1 <= n_neighbors < x.shape[0]:
         raise ValueError(f"spectral_labels: n_neighbors must be an int in [1, {x.shape[0] - 1}], got {n_neighbors!r}")
