@@ -54,8 +54,9 @@ def fast_bfloat16(device: str | torch.device) -> bool:
 
 def check_dtype_device(name: str, device: str | torch.device, stacklevel: int = 2) -> None:
     """Refuse ``float64`` on Apple MPS, which has no float64; warn about ``bfloat16`` on a CPU without bfloat16
-    kernels (:func:`fast_bfloat16`), where it runs about 20 times slower than float32 (``stacklevel`` as in
-    :func:`warnings.warn`: the caller by default)."""
+    kernels (:func:`fast_bfloat16`), where it runs about 20 times slower than float32. ``stacklevel`` counts as in
+    :func:`warnings.warn`, from the function that calls this one: by default the warning names that function's
+    caller."""
     if name == "float64" and torch.device(device).type == "mps":
         raise ValueError("--dtype float64: Apple MPS has no float64; use float32 (the default)")
     if name == "bfloat16" and not fast_bfloat16(device):

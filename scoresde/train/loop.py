@@ -407,7 +407,7 @@ def train(
     if not isinstance(config, TrainConfig):
         raise ValueError(f"train needs a TrainConfig, got {type(config).__name__}")
     cfg, out, device = config, Path(config.out), replica_device(config.device)  # replicas: cuda:LOCAL_RANK
-    check_dtype_device(cfg.dtype, device, stacklevel=2)  # a bfloat16 warning names the line that called train
+    check_dtype_device(cfg.dtype, device)  # a bfloat16 warning names the line that called train
     ckpt = _open_checkpoint(cfg, out, resume)
     sde = build_sde(cfg.sde)
     data = _Data.load(cfg, device, ckpt)
