@@ -197,6 +197,7 @@ def _train(args) -> int:
             "class_conditional": args.class_conditional,
             "clusters": args.clusters,
             "cluster_method": args.cluster_method,
+            "augment": args.augment,
             "prediction": args.prediction,
             "steps": args.steps,
             "batch_size": args.batch_size,
@@ -677,6 +678,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cluster-method",
         choices=("kmeans", "spectral"),
         help="how --clusters finds them: k-means on the pixels (default) or spectral on their neighbour graph",
+    )
+    t.add_argument(
+        "--augment",
+        type=float,
+        help="P > 0: each of EDM's non-leaking augmentations (flip, quarter turns, shift) with probability P (images)",
     )
     t.add_argument("--prediction", choices=("eps", "x0", "v"))
     t.add_argument("--steps", type=_positive, help="optimizer steps (>= 1)")

@@ -157,6 +157,7 @@ def denoising_loss(
     reduction: str = "mean",
     lognormal: tuple[float, float] = DEFAULT_LOGNORMAL,
     snr_gamma: float = DEFAULT_SNR_GAMMA,
+    augment: Tensor | None = None,
 ) -> Tensor:
     """The denoising loss of the module docstring for ``prediction`` in ``("eps", "x0", "v")``.
 
@@ -170,6 +171,8 @@ def denoising_loss(
         reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample weighted losses, ``(batch,)``).
         lognormal: ``(P_mean, P_std)`` of the ``"lognormal"`` sampler.
         snr_gamma: ``gamma`` of the ``"min-snr"`` weighting.
+        augment: optional augmentation labels ``(batch, k)`` of ``x0`` (:mod:`scoresde.augment`), passed to the
+            model as ``model(x_t, t, y, augment)``.
     """
     check_choice("", "prediction", prediction, PREDICTIONS)
     check_choice("", "weighting", weighting, WEIGHTINGS)
@@ -202,7 +205,12 @@ def denoising_loss(
     t64 = t.double() if x0.device.type == "cpu" else t
     # drawn times lie in [t_eps, T] by construction: no check, so no host synchronisation per step
     x_t, eps = sde.perturb(x0, t64, generator=generator, check=given)
-    out = model(x_t, t) if y is None else model(x_t, t, y)
+    if augment is not None and (not isinstance(augment, Tensor) or augment.ndim != 2 or augment.shape[0] != batch):
+        raise ValueError(f"augment must be a tensor of shape ({batch}, k), got {getattr(augment, 'shape', augment)!r}")
+    if augment is not None:
+        out = model(x_t, t, y, augment)
+    else:
+        out = model(x_t, t) if y is None else model(x_t, t, y)
     if not isinstance(out, Tensor) or out.shape != x0.shape:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"model output has shape {got}, expected x0's shape {tuple(x0.shape)}")

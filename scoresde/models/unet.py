@@ -94,6 +94,9 @@ class UNet(nn.Module):
             class ``num_classes`` (classifier-free guidance, Ho & Salimans 2022).
         groups: the most GroupNorm groups per normalisation (the largest divisor of the channels not above it).
         time_scale: ``t`` is embedded as ``time_scale * t``.
+        augment_dim: ``> 0``: the network also takes augmentation labels ``(batch, augment_dim)`` as its fourth
+            argument, added to the embedding through a linear map without bias, so zero labels (and ``None``, as
+            every sampler passes) mean "not augmented" (:mod:`scoresde.augment`, Karras et al. 2022).
 
     The defaults (1.74M parameters; levels 8x8, 4x4, 2x2 on an 8x8 input) suit the 8x8 digits of
     :func:`scoresde.data.digits`.
@@ -111,6 +114,7 @@ class UNet(nn.Module):
         num_classes: int | None = None,
         groups: int = 8,
         time_scale: float = 1000.0,
+        augment_dim: int = 0,
     ):
         super().__init__()
         channel_mults = tuple(channel_mults)
@@ -123,6 +127,8 @@ class UNet(nn.Module):
         ):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"UNet: {name} must be a positive integer, got {v!r}")
+        if not isinstance(augment_dim, int) or isinstance(augment_dim, bool) or augment_dim < 0:
+            raise ValueError(f"UNet: augment_dim must be a non-negative integer, got {augment_dim!r}")
         if not channel_mults or not all(isinstance(m, int) and m >= 1 for m in channel_mults):
             raise ValueError(
                 f"UNet: channel_mults must be a non-empty sequence of positive integers, got {channel_mults}"
@@ -147,6 +153,8 @@ class UNet(nn.Module):
             "groups": groups,
             "time_scale": float(time_scale),
         }
+        if augment_dim:  # only then: a config saved before the option rebuilds as it was
+            self.config["augment_dim"] = augment_dim
         self.in_channels, self.num_classes = in_channels, num_classes
         emb_dim = 4 * base_channels
         self.time_embed = nn.Sequential(
@@ -156,6 +164,8 @@ class UNet(nn.Module):
             nn.Linear(emb_dim, emb_dim),
         )
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes is not None else None
+        self.augment_dim = augment_dim
+        self.augment_embed = nn.Linear(augment_dim, emb_dim, bias=False) if augment_dim else None
         last = len(chans) - 1
 
         def attn(level: int, c: int) -> nn.Module:
@@ -186,13 +196,22 @@ class UNet(nn.Module):
         self.out_norm = _norm(c, groups)
         self.conv_out = _zero(nn.Conv2d(c, in_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, augment: Tensor | None = None) -> Tensor:
         t, y = check_inputs("UNet", x, t, y, self.num_classes)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet: expected x of shape (batch, {self.in_channels}, H, W), got {tuple(x.shape)}")
         e = self.time_embed(t)
         if self.class_embed is not None:
             e = e + self.class_embed(y)
+        if augment is not None:
+            if self.augment_embed is None:
+                raise ValueError("UNet: augmentation labels given to a network built without augment_dim")
+            if augment.shape != (x.shape[0], self.augment_dim):
+                raise ValueError(
+                    f"UNet: augmentation labels must have shape ({x.shape[0]}, {self.augment_dim}), "
+                    f"got {tuple(augment.shape)}"
+                )
+            e = e + self.augment_embed(augment.to(e.dtype))
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import data as data_mod
+from ..augment import AUGMENT_DIM
 from ..checks import check_bool, check_choice, check_int, check_number
 from ..loss import DEFAULT_LOGNORMAL, DEFAULT_SNR_GAMMA, DEFAULT_T_EPS, PREDICTIONS, T_SAMPLERS, WEIGHTINGS
 from ..sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -41,7 +42,7 @@ TOY_MLP = {"arch": "mlp", "fourier_features": 64, "fourier_scale": 0.5}
 # What the fields added with the lognormal sampler, min-SNR weighting, the cosine schedule and the pictures meant
 # before they existed: a config saved without them is read with these values (upgrade_saved_config).
 # Fields added since, with the value every run saved before them had.
-_ADDED = {"dtype": "float32", "clusters": 0, "cluster_method": "kmeans"}
+_ADDED = {"dtype": "float32", "clusters": 0, "cluster_method": "kmeans", "augment": 0.0}
 _LEGACY = {"p_mean": -1.2, "p_std": 1.2, "snr_gamma": 5.0, "lr_schedule": "constant", "lr_min": 0.0, "plots": True}
 
 
@@ -93,6 +94,9 @@ class TrainConfig:
         cluster_method: how the clusters are found: "kmeans" on the pixels (the default), or "spectral" on their
             nearest-neighbour graph (:func:`scoresde.data.spectral_labels`), whose clusters agree better with
             the digit classes at the same ``k``.
+        augment: the probability of each of EDM's non-leaking augmentations of a training image (a flip, quarter
+            turns, a translation; :mod:`scoresde.augment`, Karras et al. 2022), image data only. The U-Net is
+            conditioned on what was done (``augment_dim``) and sampled as not augmented. ``0``: off.
         prediction: what the network predicts: "v" (the default), "eps" or "x0". v prediction works with every
             sampler: with eps prediction a 2-D MLP under-predicts eps at the prior's tails and deterministic
             samplers fling those samples out (to |x| ~ 100 after 6000 steps, measured); with v,
@@ -142,6 +146,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_power: float = 6.94
     p_uncond: float = 0.1
+    augment: float = 0.0
     seed: int = 0
     ckpt_every: int = 500
     log_every: int = 20
@@ -171,6 +176,7 @@ class TrainConfig:
         check_number(where, "ema_decay", self.ema_decay, ge=0, le=1)
         check_number(where, "ema_power", self.ema_power, ge=0)
         check_number(where, "p_uncond", self.p_uncond, ge=0, lt=1)
+        check_number(where, "augment", self.augment, ge=0, le=1, hint="a probability; 0: off")
         check_number(where, "t_eps", self.t_eps, gt=0, lt=1)
         check_number(where, "p_mean", self.p_mean)
         check_number(where, "p_std", self.p_std, gt=0)
@@ -200,6 +206,8 @@ class TrainConfig:
                 bad("clusters", f"at most the {n} training examples")
         if not isinstance(self.model, dict) or (self.model and self.model.get("arch") not in ("mlp", "unet")):
             bad("model", "a dict with 'arch' in ('mlp', 'unet') (or empty for the data's default)")
+        if self.augment and (len(data_mod.dataset_info(self.data)["shape"]) != 3 or self.model.get("arch") == "mlp"):
+            bad("augment", f"0 for {self.data!r} with this model (the augmentations are for images and the U-Net)")
         if not isinstance(self.sde, dict) or self.sde.get("name") not in SDES:
             bad("sde", f"a dict with 'name' in {tuple(SDES)}")
         for name in ("out", "device"):
@@ -274,4 +282,6 @@ class TrainConfig:
         else:
             cfg.setdefault("in_channels", shape[0])
         cfg["num_classes"] = self.clusters or (info["num_classes"] if self.class_conditional else None)
+        if self.augment:
+            cfg["augment_dim"] = AUGMENT_DIM
         return cfg

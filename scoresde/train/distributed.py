@@ -65,10 +65,11 @@ class Replicas:
         self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.stopped_by: int | None = None
 
-    def loss_model(self, x: Tensor, t: Tensor, *y: Tensor) -> Tensor:
-        """The network (through DDP) on this rank's rows of ``x``; zeros elsewhere (not part of this rank's loss)."""
+    def loss_model(self, x: Tensor, t: Tensor, *y: Tensor | None) -> Tensor:
+        """The network (through DDP) on this rank's rows of ``x``; zeros elsewhere (not part of this rank's loss).
+        ``y``: the labels and augmentation labels the network takes after ``t`` (``None`` passes through)."""
         rows = self.rows
-        part = self.ddp(x[rows], t[rows], *(v[rows] for v in y))
+        part = self.ddp(x[rows], t[rows], *(None if v is None else v[rows] for v in y))
         rest = x.shape[1:]
         return torch.cat([part.new_zeros((rows.start, *rest)), part, part.new_zeros((x.shape[0] - rows.stop, *rest))])
 

@@ -6,7 +6,9 @@ One step (:func:`train`)::
             from the data generator; an incomplete last batch is dropped)
     y     = labels; each replaced by the null class with probability p_uncond (classifier-free guidance,
             Ho & Salimans 2022), drawn from the noise generator
-    loss  = denoising_loss(model, sde, x0, y, prediction, t_sampler, weighting)      (scoresde.loss)
+    x0, a = with augment > 0, EDM's non-leaking augmentations of the batch and their labels, drawn from the
+            noise generator (scoresde.augment)
+    loss  = denoising_loss(model, sde, x0, y, prediction, t_sampler, weighting, augment=a)      (scoresde.loss)
     grads clipped to a global norm of grad_clip (0: off); lr_k = lr min(1, (k + 1) / warmup) for
     lr_schedule "constant"; "cosine" then decays it after the warm-up (Loshchilov & Hutter 2017, one cycle):
         lr_k = lr (r + (1 - r) (1 + cos(pi (k - warmup) / (steps - warmup))) / 2),   r = lr_min
@@ -48,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data as data_mod
+from ..augment import augment_images
 from ..checkpoint import Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from ..loss import denoising_loss
 from ..models import build_model, count_parameters
@@ -272,8 +275,9 @@ def _open_checkpoint(cfg: TrainConfig, out: Path, resume: bool) -> Checkpoint | 
     return None
 
 
-def _next_batch(st: _State, cfg: TrainConfig, data: _Data) -> tuple[Tensor, Tensor | None]:
-    """A batch of data and its labels, each label dropped to the null class with probability ``p_uncond``."""
+def _next_batch(st: _State, cfg: TrainConfig, data: _Data) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """A batch of data, its labels, each dropped to the null class with probability ``p_uncond``, and with
+    ``augment`` its augmentations' labels (the batch augmented), else ``None``."""
     idx = st.batches.next(st.g_data).to(data.x.device)
     x0, y = data.x[idx], None
     if data.num_classes is not None:
@@ -281,7 +285,10 @@ def _next_batch(st: _State, cfg: TrainConfig, data: _Data) -> tuple[Tensor, Tens
         if cfg.p_uncond > 0:
             drop = torch.rand(y.shape, generator=st.g_noise, device=y.device) < cfg.p_uncond
             y = torch.where(drop, torch.full_like(y, data.num_classes), y)
-    return x0, y
+    a = None
+    if cfg.augment:
+        x0, a = augment_images(x0, cfg.augment, st.g_noise)
+    return x0, y, a
 
 
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -304,7 +311,9 @@ def _lowered(net, dtype: str, device: torch.device):
     return forward
 
 
-def _optimise(st: _State, cfg: TrainConfig, sde: SDE, x0: Tensor, y: Tensor | None) -> tuple[float, float]:
+def _optimise(
+    st: _State, cfg: TrainConfig, sde: SDE, x0: Tensor, y: Tensor | None, a: Tensor | None = None
+) -> tuple[float, float]:
     """One AdamW step on the denoising loss, then the EMA; returns ``(loss, lr)`` (under torchrun: this rank's)."""
     replicas = st.replicas  # the global batch's draws on every rank, the network on this rank's rows
     net = st.model if replicas is None else replicas.loss_model
@@ -320,6 +329,7 @@ def _optimise(st: _State, cfg: TrainConfig, sde: SDE, x0: Tensor, y: Tensor | No
         weighting=cfg.weighting,
         lognormal=(cfg.p_mean, cfg.p_std),
         snr_gamma=cfg.snr_gamma,
+        augment=a,
         reduction="mean" if replicas is None else "none",
     )
     if replicas is not None:
@@ -366,8 +376,8 @@ def _run_steps(
     _sync(device)
     tic = time.perf_counter()
     while st.step < cfg.steps:
-        x0, y = _next_batch(st, cfg, data)
-        loss, lr = _optimise(st, cfg, sde, x0, y)
+        x0, y, a = _next_batch(st, cfg, data)
+        loss, lr = _optimise(st, cfg, sde, x0, y, a)
         signum = stop.signum
         if st.replicas is not None:  # the ranks' mean loss; a signal on any rank stops all after this step
             loss, signum = st.replicas.exchange(loss, signum)
