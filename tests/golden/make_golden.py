@@ -1,9 +1,14 @@
-"""Pin every sampler's output to the last bit: ``python tests/golden/make_golden.py`` writes ``methods.json``.
+"""Pin every sampler's output to the last bit: ``python tests/golden/make_golden.py`` writes ``methods-<isa>.json``.
 
 A guard rail for refactors of the solver core, not a correctness test (those check mathematics): the
 recorded values are whatever the code gave when the file was written, so a change that alters them on
 purpose rewrites the file in the same commit and says why. Each case runs in float64 on the CPU from a
 fixed seed on a small exact mixture, in a fresh SDE and score object.
+
+The last bits depend on the instruction set PyTorch's kernels and MKL use (``exp``, ``log`` and the matrix products
+round differently with AVX2 and AVX-512), so there is one record per
+``torch.backends.cpu.get_cpu_capability()``; a change that alters the outputs on purpose rewrites every record
+it can (the other instruction set's by ``ATEN_CPU_CAPABILITY=avx2`` does not suffice: MKL picks its own path).
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ import torch
 import scoresde as sd
 
 HERE = Path(__file__).parent
-OUT = HERE / "methods.json"
+
+
+def record(capability: str | None = None) -> Path:
+    """The record of an instruction set (default: this machine's)."""
+    return HERE / f"methods-{(capability or torch.backends.cpu.get_cpu_capability()).lower()}.json"
+
+
+RECORDS = sorted(HERE.glob("methods-*.json"))
 
 
 def _problem(dim: int) -> sd.GaussianMixture:
@@ -94,8 +106,9 @@ def run(case: dict) -> dict:
 def main() -> None:
     torch.set_num_threads(1)
     table = {name: run(case) for name, case in cases().items()}
-    OUT.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {len(table)} cases to {OUT}", file=sys.stderr)
+    out = record()
+    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {len(table)} cases to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
