@@ -201,12 +201,12 @@ def denoising_loss(
         iw = torch.ones_like(t)
     if y is not None and (not isinstance(y, Tensor) or y.shape != (batch,)):
         raise ValueError(f"y must be a tensor of labels of shape ({batch},), got {getattr(y, 'shape', y)!r}")
+    if augment is not None and (not isinstance(augment, Tensor) or augment.ndim != 2 or augment.shape[0] != batch):
+        raise ValueError(f"augment must be a tensor of shape ({batch}, k), got {getattr(augment, 'shape', augment)!r}")
     # the coefficients in float64 on the CPU, then cast to x0's dtype (as perturb does); on a device in x0's dtype
     t64 = t.double() if x0.device.type == "cpu" else t
     # drawn times lie in [t_eps, T] by construction: no check, so no host synchronisation per step
     x_t, eps = sde.perturb(x0, t64, generator=generator, check=given)
-    if augment is not None and (not isinstance(augment, Tensor) or augment.ndim != 2 or augment.shape[0] != batch):
-        raise ValueError(f"augment must be a tensor of shape ({batch}, k), got {getattr(augment, 'shape', augment)!r}")
     if augment is not None:
         out = model(x_t, t, y, augment)
     else:
