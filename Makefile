@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install test lint format bench bench-full bench-overhead docs clean
+.PHONY: install test lint format golden bench bench-full bench-overhead docs clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+golden: install
+	$(PY) tests/golden/make_golden.py
 
 format: install
 	$(VENV)/bin/ruff format .
