@@ -380,7 +380,13 @@ def _sample_run(args) -> int:
         save_tensors(stem.with_suffix(suffix), tensors, metadata={"method": out.method, "nfe": str(out.nfe)})
     procs = f" on {size} processes" if size > 1 else ""
     what = f"the fitted solver in {args.fitted}" if args.fitted else args.method
-    print(f"{n} samples with {what} in {out.nfe} NFE{procs} -> {stem.with_suffix('.png')}")
+    extra = [f"{out.fit_nfe} pilot calls for the grid"] if out.fit_nfe else []
+    if out.check_nfe:
+        from .fitted import FittedSolver
+
+        extra.append(f"{out.check_nfe} fingerprint check call on {FittedSolver.PROBE_ROWS} probe rows")
+    extra = f" (+ {', '.join(extra)})" if extra else ""
+    print(f"{n} samples with {what} in {out.nfe} NFE{extra}{procs} -> {stem.with_suffix('.png')}")
     return 0
 
 

@@ -34,17 +34,18 @@ def gather_samples(local: Samples | None) -> Samples | None:
     part = None
     if local is not None:
         traj = None if local.trajectory is None else local.trajectory.cpu()
-        part = (local.x.cpu(), local.nfe, local.times.cpu(), traj, local.method, local.fit_nfe)
+        part = (local.x.cpu(), local.nfe, local.times.cpu(), traj, local.method, local.fit_nfe, local.check_nfe)
     parts: list | None = [None] * size if rank == 0 else None
     torch.distributed.gather_object(part, parts, dst=0)
     if rank != 0:
         return None
     parts = [p for p in parts if p is not None]
-    x, nfe, times, _, method, fit_nfe = parts[0]
+    x, nfe, times, _, method, fit_nfe, check_nfe = parts[0]
     trajs = [p[3] for p in parts]
     traj = None if any(t is None for t in trajs) else torch.cat(trajs, dim=1)
     x = torch.cat([p[0] for p in parts])
-    return Samples(x=x, nfe=max(p[1] for p in parts), times=times, trajectory=traj, method=method, fit_nfe=fit_nfe)
+    nfe = max(p[1] for p in parts)
+    return Samples(x=x, nfe=nfe, times=times, trajectory=traj, method=method, fit_nfe=fit_nfe, check_nfe=check_nfe)
 
 
 def sharded(n: int, run: Callable[[int, int], Samples]) -> Samples | None:

@@ -147,6 +147,7 @@ class FittedSolver(Solver):
     kind = "ode"
     order = 2
     nfe_per_step = 1
+    PROBE_ROWS = _PROBE_N  # the rows of the one model call :meth:`check` makes
 
     def __post_init__(self):
         self.grid = check_grid_tensor(self.grid)
@@ -199,9 +200,12 @@ class FittedSolver(Solver):
     # --- what it applies to --------------------------------------------------------------------------
     def check(
         self, score: Score, shape: tuple[int, ...] | None = None, grid: Tensor | None = None, dtype=None, device=None
-    ) -> None:
+    ) -> int:
         """Refuse a score on another SDE, a sample shape or grid it was not fitted for, or a changed model (probed
-        in ``dtype`` on ``device``, those of the sampling run; default: the model's parameters')."""
+        in ``dtype`` on ``device``, those of the sampling run; default: the model's parameters').
+
+        Returns the model calls the check made: 1 (the probe, on :attr:`PROBE_ROWS` rows), or 0 for a solver saved
+        without a probe. :func:`~scoresde.sample` reports it as ``Samples.check_nfe``."""
         if repr(score.sde) != self.meta.get("sde"):
             raise FitError(f"this solver was fitted for {self.meta.get('sde')}, not for {score.sde!r}")
         dims = tuple(self.meta.get("dims", ()))
@@ -219,6 +223,8 @@ class FittedSolver(Solver):
                     f"the score differs from the one this solver was fitted to (fingerprint {self.meta.get('score')};"
                     f" max difference on the probe {diff:.3g}): refit with sd.fit_solver"
                 )
+            return 1
+        return 0
 
     # --- files -----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -33,6 +33,9 @@ class Samples:
         fit_nfe: model calls spent fitting the grid for this call (``grid="optimized"``: the pilot, per pilot
             batch), not part of ``nfe``; 0 otherwise (a :class:`~scoresde.grids.FittedGrid` passed in was paid
             for when it was fitted).
+        check_nfe: model calls spent checking that the solver applies to the score, not part of ``nfe``: a
+            fitted solver's fingerprint probe (one call on its
+            :attr:`~scoresde.fitted.FittedSolver.PROBE_ROWS` fixed rows); 0 otherwise.
     """
 
     x: Tensor
@@ -41,6 +44,12 @@ class Samples:
     trajectory: Tensor | None = None
     method: str = ""
     fit_nfe: int = 0
+    check_nfe: int = 0
+
+    @property
+    def calls(self) -> int:
+        """Every call of the model this run made (``nfe + fit_nfe + check_nfe``): what a counting wrapper sees."""
+        return self.nfe + self.fit_nfe + self.check_nfe
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -180,9 +189,9 @@ def sample(
     shape = _check_shape(shape)
     dtype = dtype or torch.get_default_dtype()
 
-    fitted_check = getattr(solver, "check", None)
+    fitted_check, check_nfe = getattr(solver, "check", None), 0
     if fitted_check is not None:  # a fitted solver: its own SDE, sample shape, grid and score
-        fitted_check(score, shape, grid, dtype, device)
+        check_nfe = fitted_check(score, shape, grid, dtype, device)
         if t_min is not None or T is not None:
             raise ValueError("a fitted solver runs on its own grid; do not pass t_min or T")
     ts, fit_nfe = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
@@ -209,4 +218,12 @@ def sample(
     if check == "end":
         ev.step = None
         x = ev.check(x, ctx.times[-1], what="the sampler", always=True)
-    return Samples(x=x, nfe=ev.nfe, times=res.times, trajectory=res.trajectory, method=name, fit_nfe=fit_nfe)
+    return Samples(
+        x=x,
+        nfe=ev.nfe,
+        times=res.times,
+        trajectory=res.trajectory,
+        method=name,
+        fit_nfe=fit_nfe,
+        check_nfe=check_nfe,
+    )

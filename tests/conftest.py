@@ -5,8 +5,11 @@ import torch
 
 # Under pytest-xdist each worker gets one thread: 2 workers x N intra-op threads on a 2-core machine
 # oversubscribe the cores and slow the suite down by an order of magnitude.
+# The processes a test starts (notebook kernels, the command line, torchrun's ranks) inherit one thread too: a
+# notebook kernel with two threads beside a busy worker ran 10x slower than alone (129 s against 11 s).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture

@@ -49,8 +49,22 @@ def test_fit_cost_is_counted(counting):
     f = fit_solver(sd.EpsilonScore(model, VP), 4, (2,), grids=("logsnr", "power:2"), budget=20_000)
     assert f.fit_nfe == len(calls) - 1  # every call of the fit; the fingerprint's probe (8 rows) is apart
     assert f.fit_evals == f.fit_nfe * f.meta["fit_batch"] + 8 <= 20_000 + 8
-    out = sd.sample(RING.score(VP), VP, (16, 2), method=f, seed=0)
-    assert out.nfe == 4 and out.method == "fitted"
+    calls.clear()
+    out = sd.sample(sd.EpsilonScore(model, VP), VP, (16, 2), method=f, seed=0)
+    # the sampling run's own 4 calls, plus the fingerprint check's one call on its 8 probe rows
+    assert out.nfe == 4 and out.check_nfe == 1 and out.method == "fitted"
+    assert out.calls == len(calls) == 5 and f.PROBE_ROWS == 8
+
+
+@pytest.mark.parametrize("grid", ["optimized", None])
+@pytest.mark.parametrize("method", ["dpm++2m", "unipc"])
+def test_every_call_is_reported(counting, method, grid):
+    """A counting wrapper sees exactly ``out.calls``: the sampler's ``nfe``, an optimized grid's pilot
+    (``fit_nfe``) and nothing else for a registered method."""
+    model, calls = counting(RING.eps_model(VP))
+    out = sd.sample(sd.EpsilonScore(model, VP), VP, (16, 2), method=method, steps=5, grid=grid, seed=0)
+    assert out.calls == len(calls) and out.check_nfe == 0
+    assert out.nfe == 5 and (out.fit_nfe > 0) == (grid == "optimized")
 
 
 def test_save_and_load_give_bit_identical_samples(fitted5, tmp_path):

@@ -4,16 +4,15 @@ Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run onc
 budget and report what they counted. Every run records the counted NFE, the wall time and the time spent
 inside the model (:class:`TimedModel`).
 
-Methods that are fitted before they sample (``fitted``: :func:`scoresde.fit_solver`; ``name@optimized``: the
-pilot of :func:`scoresde.fit_grid`) are fitted once per problem and step count (and, for a grid, solver order)
-and reused by every run that shares the fit. Their rows carry ``fit_evals`` (every model call of the fit times
-the samples it was made on, teacher or pilot included) and ``nfe_amortised = nfe + fit_evals / n``, which the
-summary uses; methods without a fit have ``fit_evals = 0``. Each finished run is appended (and flushed) to
-``<out>/bench_<tag>.partial.jsonl`` with its ``key``: a hash of everything that determines the row (the
-problem's content hash, e.g. a checkpoint's files; the method, its options and grid; ``n``; ``seed``; the
-package version). A rerun skips the rows whose key is there, so an interrupted run resumes, and redoes any
-row whose inputs changed. Every argument, the plan and the output folder are checked before any work
-(:func:`validate`).
+Methods that are fitted before they sample (``fitted``: :func:`scoresde.fit_solver`; ``name@optimized``: the pilot
+of :func:`scoresde.fit_grid`) are fitted once per problem and step count (and, for a grid, solver order) and reused
+by every run that shares the fit. Their rows carry ``fit_evals`` (every model call of the fit times the samples it
+was made on, teacher or pilot included, plus the fitted solver's fingerprint check at sampling) and ``nfe_amortised
+= nfe + fit_evals / n``, which the summary uses; methods without a fit have ``fit_evals = 0``. Each finished run is
+appended (and flushed) to ``<out>/bench_<tag>.partial.jsonl`` with its ``key``: a hash of everything that determines
+the row (the problem's content hash, e.g. a checkpoint's files; the method, its options and grid; ``n``; ``seed``;
+the package version). A rerun skips the rows whose key is there, so an interrupted run resumes, and redoes any row
+whose inputs changed. Every argument, the plan and the output folder are checked before any work (:func:`validate`).
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import torch
 
 from .. import peers
 from ..fitted import MAX_STEPS as FIT_MAX_STEPS
-from ..fitted import fit_solver
+from ..fitted import FittedSolver, fit_solver
 from ..grids import fit_grid
 from ..precision import DTYPES, check_dtype_device, network_precision, state_dtype
 from ..process_group import world
@@ -357,7 +356,8 @@ class _Fits:
 
 
 def _sample(item: dict, problem: BenchProblem, score, cfg: BenchConfig, fit: _Fit | None):
-    """``(x, nfe, t_end, status)`` of one run; ``x`` is ``None`` when it diverged."""
+    """``(x, nfe, check_evals, t_end, status)`` of one run; ``x`` is ``None`` when it diverged. ``check_evals``:
+    the sample-evaluations a fitted solver's fingerprint check made before sampling (its probe rows)."""
     sde, shape = problem.sde, problem.shape(cfg.n)
     try:
         if item["source"] == "ours":
@@ -369,11 +369,12 @@ def _sample(item: dict, problem: BenchProblem, score, cfg: BenchConfig, fit: _Fi
                     if fit is not None:
                         kw["grid"] = fit.value
                     out = sample(score, sde, shape, method=item["method"].partition("@")[0], **kw)
-            return out.x.cpu(), out.nfe, sde.t_min, "ok"
+            check_evals = out.check_nfe * FittedSolver.PROBE_ROWS
+            return out.x.cpu(), out.nfe, check_evals, sde.t_min, "ok"
         res = peers.peer_sample(item["method"], score, score.sde, shape, nfe=item["kwargs"]["nfe"], seed=cfg.seed)
-        return res.x, res.nfe, res.t_end, res.status
+        return res.x, res.nfe, 0, res.t_end, res.status
     except NonFiniteError as e:
-        return None, score.nfe, sde.t_min, f"diverged: {e}"
+        return None, score.nfe, 0, sde.t_min, f"diverged: {e}"
 
 
 def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig, fits: _Fits) -> dict:
@@ -383,11 +384,11 @@ def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig, fits: _Fits) -
     try:
         fit = fits.get(item, problem) if item["source"] == "ours" else None
     except ValueError as err:  # a fit that cannot be made (e.g. a budget too small for its batch) is a failed row
-        fit, (x, nfe, t_end, status) = None, (None, 0, problem.sde.t_min, f"fit failed: {err}")
+        fit, (x, nfe, check_evals, t_end, status) = None, (None, 0, 0, problem.sde.t_min, f"fit failed: {err}")
     else:
         score = _score(item, problem, timer)
         t0 = time.perf_counter()
-        x, nfe, t_end, status = _sample(item, problem, score, cfg, fit)
+        x, nfe, check_evals, t_end, status = _sample(item, problem, score, cfg, fit)
     wall = time.perf_counter() - t0
     ok = x is not None and status == "ok" and bool(torch.isfinite(x).all())
     if x is not None and status == "ok" and not ok:
@@ -402,8 +403,8 @@ def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig, fits: _Fits) -
         "run": item["run"],
         "steps": item["kwargs"].get("steps", ""),
         "nfe": nfe,
-        "fit_evals": fit.evals if fit else 0,
-        "nfe_amortised": round(nfe + (fit.evals / cfg.n if fit else 0), 2),
+        "fit_evals": (fit.evals if fit else 0) + check_evals,
+        "nfe_amortised": round(nfe + ((fit.evals if fit else 0) + check_evals) / cfg.n, 2),
         "t_end": t_end,
         "wall_s": round(wall, 4),
         "model_s": round(timer.seconds, 4),
