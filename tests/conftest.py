@@ -1,7 +1,10 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
+from tiny import TINY_UNET
 
 # Under pytest-xdist each worker gets one thread: 2 workers x N intra-op threads on a 2-core machine
 # oversubscribe the cores and slow the suite down by an order of magnitude.
@@ -49,3 +52,32 @@ def dtype_trace():
             return out
 
     return DtypeTrace
+
+
+def _train_once(tmp_path_factory, name: str, **config) -> Path:
+    """A tiny checkpoint trained once per test run and shared by every test that reads it: the first pytest-xdist
+    worker to ask trains it into the run's common temporary folder under a file lock, the others wait and reuse
+    it. Tests only read it (they write their samples, exports and resumed runs elsewhere)."""
+    from scoresde.train import TrainConfig, train
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    out, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not done.exists():
+            train(TrainConfig(**config, out=str(out)), progress=False)
+            done.touch()
+    return out
+
+
+@pytest.fixture(scope="session")
+def moons_ckpt(tmp_path_factory) -> Path:
+    """An MLP on two moons, 3 steps (checkpointed at step 3)."""
+    return _train_once(tmp_path_factory, "moons", data="moons", n_train=256, steps=3, batch_size=16, ckpt_every=3)
+
+
+@pytest.fixture(scope="session")
+def digits_ckpt(tmp_path_factory) -> Path:
+    """A class-conditional tiny U-Net on the 8x8 digits, 3 steps."""
+    cfg = dict(data="digits", model=TINY_UNET, class_conditional=True, steps=3, batch_size=8, ckpt_every=3)
+    return _train_once(tmp_path_factory, "digits", **cfg)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny import TINY_UNET
 
 from scoresde import checkpoint as ck
 from scoresde.augment import AUGMENT_DIM, augment_images
@@ -18,8 +19,6 @@ from scoresde.models import build_model
 from scoresde.sde import VPSDE
 from scoresde.train import TrainConfig, load_score, train
 from scoresde.train.config import upgrade_saved_config
-
-TINY_UNET = {"arch": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4}
 
 
 def _by_hand(img: np.ndarray, label: np.ndarray) -> np.ndarray:

@@ -5,13 +5,13 @@ the model's data, SDE, parameterisation or labels is refused."""
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import TINY_UNET
 
 import scoresde as sd
 from scoresde.cli import main
 from scoresde.shards import load_shards
 from scoresde.train import AutoGuided, TrainConfig, load_guide, load_score, train
 
-TINY_UNET = {"arch": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4}
 SMALLER_UNET = {**TINY_UNET, "base_channels": 4, "groups": 2}
 
 

@@ -6,14 +6,6 @@ import sys
 import pytest
 
 from scoresde.cli import main
-from scoresde.train import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("moons")
-    train(TrainConfig(data="moons", n_train=256, steps=2, batch_size=16, ckpt_every=2, out=str(out)), progress=False)
-    return str(out)
 
 
 def _usage_error(capsys, argv, flag):
@@ -54,9 +46,9 @@ def test_an_unavailable_device_says_what_is_available(capsys):
     assert "accepted: cpu" in err
 
 
-def test_sample_never_overwrites_silently(ckpt, tmp_path, capsys):
+def test_sample_never_overwrites_silently(moons_ckpt, tmp_path, capsys):
     stem = str(tmp_path / "s")
-    args = ["sample", "--checkpoint", ckpt, "--n", "5", "--steps", "2", "--out", stem]
+    args = ["sample", "--checkpoint", str(moons_ckpt), "--n", "5", "--steps", "2", "--out", stem]
     assert main(args) == 0
     (tmp_path / "s.png").write_bytes(b"mine")
     capsys.readouterr()
@@ -68,7 +60,7 @@ def test_sample_never_overwrites_silently(ckpt, tmp_path, capsys):
     assert (tmp_path / "s.png").read_bytes() != b"mine" and (tmp_path / "s.safetensors").exists()
 
 
-def test_sample_checks_out_before_sampling(ckpt, tmp_path, capsys, monkeypatch):
+def test_sample_checks_out_before_sampling(moons_ckpt, tmp_path, capsys, monkeypatch):
     import importlib
 
     sample_mod = importlib.import_module("scoresde.sample")
@@ -78,7 +70,7 @@ def test_sample_checks_out_before_sampling(ckpt, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(sample_mod, "sample", never)
     (tmp_path / "file").write_text("x")
-    assert main(["sample", "--checkpoint", ckpt, "--out", str(tmp_path / "file" / "s")]) == 2
+    assert main(["sample", "--checkpoint", str(moons_ckpt), "--out", str(tmp_path / "file" / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("scoresde sample: error: --out:") and "\n" not in err
 

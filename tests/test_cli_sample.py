@@ -1,31 +1,10 @@
 """`scoresde sample` end to end on tiny trained checkpoints: files written, labels, guidance, inpainting."""
 
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from scoresde.cli import main
-from scoresde.train import TrainConfig, train
-
-TINY_UNET = {"arch": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4}
-
-
-@pytest.fixture(scope="module")
-def digits_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits")
-    cfg = TrainConfig(
-        data="digits", model=TINY_UNET, class_conditional=True, steps=3, batch_size=8, ckpt_every=3, out=str(out)
-    )
-    train(cfg, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def moons_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("moons")
-    train(TrainConfig(data="moons", n_train=256, steps=3, batch_size=16, ckpt_every=3, out=str(out)), progress=False)
-    return out
 
 
 def test_class_conditional_grid_and_tensors(digits_ckpt, tmp_path, capsys):

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import TINY_UNET
 
 import scoresde as sd
 from scoresde import checkpoint as ck
@@ -15,8 +16,6 @@ from scoresde.cli import main
 from scoresde.data import cluster_labels, kmeans_labels, spectral_labels
 from scoresde.shards import load_shards
 from scoresde.train import TrainConfig, draw_labels, load_score, train
-
-TINY_UNET = {"arch": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4}
 
 
 def test_kmeans_finds_separated_blobs_and_numbers_them_by_size():

@@ -16,7 +16,6 @@ import scoresde as sd
 from scoresde.cli import main
 from scoresde.distributed import shard
 from scoresde.process_group import tear_down
-from scoresde.train import TrainConfig, train
 
 
 def test_shards_cover_the_samples_once():
@@ -28,13 +27,6 @@ def test_shards_cover_the_samples_once():
             assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1
     with pytest.raises(ValueError, match="rank"):
         shard(4, 2, 2)
-
-
-@pytest.fixture(scope="module")
-def moons_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("moons")
-    train(TrainConfig(data="moons", n_train=256, steps=3, batch_size=16, ckpt_every=3, out=str(out)), progress=False)
-    return out
 
 
 def test_torchrun_sample_equals_one_process(moons_ckpt, tmp_path):

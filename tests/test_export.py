@@ -9,19 +9,7 @@ from safetensors.torch import load_file
 
 import scoresde as sd
 from scoresde.export import export_pretrained, load_pretrained
-from scoresde.train import TrainConfig, load_score, train
-
-TINY_UNET = {"arch": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4}
-
-
-@pytest.fixture(scope="module")
-def digits_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits")
-    cfg = TrainConfig(
-        data="digits", model=TINY_UNET, class_conditional=True, steps=2, batch_size=8, ckpt_every=2, out=str(out)
-    )
-    train(cfg, progress=False)
-    return out
+from scoresde.train import load_score
 
 
 def test_export_round_trip(digits_ckpt, tmp_path):

@@ -19,13 +19,6 @@ from scoresde.shards import ShardMismatchError, load_shards, open_sharded, share
 from scoresde.train import TrainConfig, train
 
 
-@pytest.fixture(scope="module")
-def moons_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("moons")
-    train(TrainConfig(data="moons", n_train=256, steps=3, batch_size=16, ckpt_every=3, out=str(out)), progress=False)
-    return out
-
-
 def _env():
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
