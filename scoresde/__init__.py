@@ -15,10 +15,10 @@ from .grids import GRIDS, FittedGrid, fit_grid, optimized_grid, time_grid
 from .interop import diffusers_sde, from_diffusers
 from .likelihood import Likelihood, log_likelihood
 from .noise import NoiseSource
-from .param import DataScore, DenoiserScore, EpsilonScore, Score, VScore, discrete_time_model
+from .param import DataScore, DenoiserScore, EpsilonScore, FlowVelocityScore, Score, VScore, discrete_time_model
 from .problems import GaussianMixture, get_problem
 from .sample import Samples, available_methods, sample
-from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, FlowSDE, SubVPSDE
 from .shards import load_shards, sample_shards
 from .solvers import NonFiniteError, StepInfo, method_info
 
@@ -34,6 +34,7 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "VESDE",
+    "FlowSDE",
     "DiscreteVPSDE",
     "discrete_time_model",
     "from_diffusers",
@@ -42,6 +43,7 @@ __all__ = [
     "EpsilonScore",
     "DataScore",
     "VScore",
+    "FlowVelocityScore",
     "DenoiserScore",
     "GaussianMixture",
     "get_problem",

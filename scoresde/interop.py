@@ -7,6 +7,12 @@ A diffusers DDPM-family scheduler describes a discrete chain ``alpha_bar_i = pro
 ``prediction_type`` picks the conversion: ``"epsilon"`` -> :class:`~scoresde.param.EpsilonScore`,
 ``"v_prediction"`` -> :class:`~scoresde.param.VScore`, ``"sample"`` -> :class:`~scoresde.param.DataScore`.
 
+A flow-matching scheduler (``FlowMatchEulerDiscreteScheduler``, ``FlowMatchHeunDiscreteScheduler``, or a
+DPM-Solver / UniPC config with ``use_flow_sigmas=True``) describes the rectified-flow path ``x = (1 - s) x_0 + s eps``
+at the shifted noise level ``s = shift t / (1 + (shift - 1) t)``: :class:`~scoresde.sde.FlowSDE` with its ``shift``
+(``flow_shift``), a model predicting the velocity ``eps - x_0`` (``flow_prediction``) wrapped in
+:class:`~scoresde.param.FlowVelocityScore`, called at diffusers' timestep ``s * num_train_timesteps``.
+
 diffusers itself is never imported here unless a scheduler is given only as a config without betas (then its
 ``DDPMScheduler`` computes them); a model and a scheduler are used through their attributes.
 """
@@ -19,10 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .param import DataScore, EpsilonScore, Score, VScore
-from .sde import DiscreteVPSDE
+from .param import DataScore, EpsilonScore, FlowVelocityScore, Score, VScore
+from .sde import DiscreteVPSDE, FlowSDE
 
-__all__ = ["from_diffusers", "diffusers_sde"]
+__all__ = ["from_diffusers", "diffusers_sde", "flow_sde", "is_flow_scheduler"]
 
 _PARAM = {"epsilon": EpsilonScore, "v_prediction": VScore, "sample": DataScore}
 _SNAP = 1e-6  # a timestep index this close to an integer is passed as that integer (float rounding of t n - 1)
@@ -81,7 +87,72 @@ def diffusers_sde(scheduler: Any) -> DiscreteVPSDE:
     return DiscreteVPSDE(betas)
 
 
-def from_diffusers(model: Callable, scheduler: Any, *, ignore_clip_sample: bool = False) -> Score:
+def is_flow_scheduler(scheduler: Any) -> bool:
+    """Whether a diffusers scheduler (or config) describes a flow-matching path rather than a DDPM chain."""
+    config = _config(scheduler)
+    cls = str(config.get("_class_name", type(scheduler).__name__))
+    return (
+        cls.startswith("FlowMatch")
+        or bool(config.get("use_flow_sigmas"))
+        or (config.get("prediction_type") == "flow_prediction")
+    )
+
+
+def flow_sde(scheduler: Any, *, mu: float | None = None, T: float | None = None) -> FlowSDE:
+    """The :class:`~scoresde.sde.FlowSDE` of a flow-matching scheduler: its ``shift`` (``flow_shift``), or
+    ``exp(mu)`` for a scheduler with ``use_dynamic_shifting`` (the resolution-dependent shift, given per call)."""
+    config = _config(scheduler)
+    if config.get("use_dynamic_shifting") or mu is not None:
+        if mu is None:
+            raise ValueError(
+                "from_diffusers: the scheduler uses dynamic (resolution-dependent) shifting: pass mu=, the value "
+                "its pipeline gives set_timesteps"
+            )
+        if config.get("time_shift_type", "exponential") != "exponential":
+            raise ValueError("from_diffusers: only the exponential time shift (exp(mu)) is a FlowSDE shift")
+        shift = float(torch.tensor(float(mu), dtype=torch.float64).exp())
+    else:
+        shift = float(config.get("shift", config.get("flow_shift", 1.0)))
+    for key in ("shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas"):
+        if config.get(key):
+            raise ValueError(
+                f"from_diffusers: {key} changes the scheduler's inference sigmas, not its path; pass its sigmas as "
+                f"a grid instead (FlowSDE.unshifted(sigmas)) with a scheduler config without {key}"
+            )
+    return FlowSDE(shift=shift, T=T)
+
+
+def _flow_score(model: Callable, scheduler: Any, config: Mapping, mu: float | None, T: float | None) -> Score:
+    pred = config.get("prediction_type", "flow_prediction")
+    if str(config.get("_class_name", type(scheduler).__name__)).startswith("FlowMatch"):
+        pred = "flow_prediction"  # its loop takes the model output as the velocity, whatever else the config says
+    if pred != "flow_prediction":
+        raise ValueError(
+            f"from_diffusers: a flow-sigma scheduler with prediction_type {pred!r}: only 'flow_prediction' "
+            "(the velocity eps - x0) is defined on the flow path"
+        )
+    sde = flow_sde(scheduler, mu=mu, T=T)
+    n = int(config.get("num_train_timesteps", 1000))
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        dtype = getattr(model, "dtype", None)
+        out = model(x if not isinstance(dtype, torch.dtype) else x.to(dtype), sde.shifted(t).to(t.dtype) * n)
+        out = getattr(out, "sample", out)
+        if isinstance(out, tuple):
+            out = out[0]
+        return out.to(x.dtype)
+
+    return FlowVelocityScore(velocity, sde)
+
+
+def from_diffusers(
+    model: Callable,
+    scheduler: Any,
+    *,
+    ignore_clip_sample: bool = False,
+    mu: float | None = None,
+    T: float | None = None,
+) -> Score:
     """A diffusers model and its scheduler as a :class:`~scoresde.param.Score` on a ``DiscreteVPSDE``.
 
     Args:
@@ -97,12 +168,23 @@ def from_diffusers(model: Callable, scheduler: Any, *, ignore_clip_sample: bool 
             unless you accept the difference with ``True``. For data in ``[-1, 1]`` the difference is small
             once the model is good; for other data, clipping was wrong anyway.
 
+        mu, T: flow-matching schedulers only: ``mu`` of a scheduler with ``use_dynamic_shifting`` (shift
+            ``exp(mu)``), and the start time of the :class:`~scoresde.sde.FlowSDE` (default its ``1 - 2^-10``;
+            ``T=1`` starts from pure noise as diffusers does, for ``ddim``, which is then its Euler loop).
+
     Returns:
-        The score; its SDE is ``score.sde``. The scheduler's timestep ``i`` is at time
+        The score; its SDE is ``score.sde``. For a DDPM chain, the scheduler's timestep ``i`` is at time
         ``score.sde.timestep_to_t(i, score.sde.n) = (i + 1) / n``, so its inference grid is
-        ``score.sde.timestep_to_t(scheduler.timesteps, score.sde.n)``.
+        ``score.sde.timestep_to_t(scheduler.timesteps, score.sde.n)``. For a flow path the model is called at
+        ``sigma * num_train_timesteps``, and a scheduler's ``sigmas`` are the times ``score.sde.unshifted(sigmas)``.
     """
     config = _config(scheduler)
+    if not callable(model):
+        raise TypeError(f"from_diffusers: model must be callable as model(sample, t), got {type(model).__name__}")
+    if is_flow_scheduler(scheduler):
+        return _flow_score(model, scheduler, config, mu, T)
+    if mu is not None or T is not None:
+        raise ValueError("from_diffusers: mu and T apply to flow-matching schedulers only")
     pred = config.get("prediction_type", "epsilon")
     if pred not in _PARAM:
         raise ValueError(

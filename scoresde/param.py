@@ -6,6 +6,7 @@ With ``x_t = alpha x_0 + sigma eps`` (see :mod:`scoresde.sde`), the identities u
     x0 = (x - sigma eps) / alpha                               (Tweedie: x0 = E[x_0 | x_t])
     v  = alpha eps - sigma x0                                  (Salimans & Ho 2022, for alpha^2 + sigma^2 = 1)
     D(x / alpha; sigma / alpha) = x0                           (Karras et al. 2022, the denoiser in sigma-space)
+    u  = eps - x0                                              (the rectified-flow velocity, Liu et al. 2023)
 
 Every class exposes ``score``, ``eps`` and ``x0``; each call evaluates the model exactly once and adds one
 to ``nfe``, the count the samplers report. A model is any callable ``model(x, t) -> Tensor`` of ``x``'s
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from .sde import SDE, Coefs, append_dims
 
-__all__ = ["Score", "EpsilonScore", "DataScore", "VScore", "DenoiserScore", "discrete_time_model"]
+__all__ = ["Score", "EpsilonScore", "DataScore", "VScore", "FlowVelocityScore", "DenoiserScore", "discrete_time_model"]
 
 Model = Callable[[Tensor, Tensor], Tensor]
 
@@ -113,6 +114,12 @@ class Score:
         out, a, s = self._eval(x, t, coefs)
         return self.to_eps(out, x, a, s), self.to_x0(out, x, a, s)
 
+    def velocity(self, x: Tensor, t: float | Tensor, coefs: Coefs | None = None) -> Tensor:
+        """The rectified-flow velocity ``eps - x0`` (one model call): what a flow-matching network predicts, and
+        ``dx/dt`` of the probability-flow ODE on :class:`~scoresde.sde.FlowSDE` with ``shift = 1``."""
+        eps, x0 = self.eps_and_x0(x, t, coefs)
+        return eps - x0
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.sde!r})"
 
@@ -149,6 +156,22 @@ class VScore(Score):
 
     def to_x0(self, out, x, alpha, sigma):
         return (alpha * x - sigma * out) / (alpha**2 + sigma**2)
+
+
+class FlowVelocityScore(Score):
+    """The model predicts the rectified-flow velocity ``u = eps - x0`` (Liu et al. 2023; Lipman et al. 2023;
+    Esser et al. 2024), the target of the conditional flow-matching loss on :class:`~scoresde.sde.FlowSDE`.
+
+    Not the diffusion v-prediction of :class:`VScore` (``alpha eps - sigma x0``). With ``x = alpha x0 + sigma eps``:
+    ``x0 = (x - sigma u) / (alpha + sigma)`` and ``eps = (x + alpha u) / (alpha + sigma)``; the denominator is 1
+    on the flow path (any shift), so ``x0 = x - sigma u``, and both stay finite at its pure-noise end ``alpha = 0``.
+    """
+
+    def to_eps(self, out, x, alpha, sigma):
+        return (x + alpha * out) / (alpha + sigma)
+
+    def to_x0(self, out, x, alpha, sigma):
+        return (x - sigma * out) / (alpha + sigma)
 
 
 class DenoiserScore(Score):
