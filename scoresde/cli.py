@@ -120,6 +120,7 @@ def _bench(args) -> int:
         "fit_budget": args.fit_budget,
         "device": args.device,
         "dtype": args.dtype,
+        "sde": args.sde,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
@@ -666,6 +667,12 @@ def main(argv: list[str] | None = None) -> int:
         "--dtype",
         choices=("float32", "float64", "bfloat16"),
         help="our methods' state; bfloat16: float32 state, the network under bfloat16 autocast (default float32)",
+    )
+    b.add_argument(
+        "--sde",
+        choices=("vp", "flow"),
+        help="the path of the exact problems: vp (the linear VP SDE, default) or flow (the rectified-flow path, "
+        "FlowSDE(), with the flow-matching peers)",
     )
     b.add_argument("--out", help="output folder (default results/); a rerun there merges into its tables")
     b.add_argument("--no-progress", action="store_true")

@@ -45,6 +45,14 @@ the reason (``"not installed (ModuleNotFoundError: ...)"`` for an ``ImportError`
 (RuntimeError: ...)"`` for any other exception, e.g. a broken install), and the first attempt warns once per
 library with a :class:`PeerUnavailableWarning` naming it and the exception.
 
+Flow-matching peers (``flow-*``) run on the rectified-flow path ``FlowSDE(T=1)`` (shift 1: the noise level is the
+time), driven by the exact velocity ``eps - x0`` of the score (:meth:`~scoresde.param.Score.velocity`): diffusers'
+``FlowMatchEulerDiscreteScheduler`` and ``FlowMatchHeunDiscreteScheduler`` (their ``shift``), its
+``DPMSolverMultistepScheduler`` and ``UniPCMultistepScheduler`` with ``use_flow_sigmas``, ``flow_shift`` and
+``prediction_type="flow_prediction"`` (Sana, Wan), and torchdiffeq's fixed-step Euler and midpoint on
+``dx/dt = u(x, t)`` over a uniform grid from 1 to 0. Each starts from pure noise at noise level 1 and ends at 0
+(``t_end = 0``), as their pipelines do; a shift changes where a scheduler puts its steps, not the path.
+
 NFE is counted by the score's own counter (``score.nfe``), never taken from a peer's documentation; the step
 count is chosen from each sampler's cost per step so that the counted NFE stays within the budget. Every random
 draw comes from a ``torch.Generator`` seeded with ``seed``. A run whose model output or state becomes NaN/inf
@@ -68,7 +76,7 @@ import torch
 from torch import Tensor
 
 from .param import Score
-from .sde import SDE, VPSDE, append_dims
+from .sde import SDE, VPSDE, FlowSDE, append_dims
 
 __all__ = [
     "PEER_T",
@@ -81,6 +89,8 @@ __all__ = [
     "timestep_times",
     "sigma_to_t",
     "sigma_hat",
+    "peer_path",
+    "FLOW_PEER_T",
 ]
 
 _BETA_START, _BETA_END, _TRAIN_STEPS = 1e-4, 0.02, 1000
@@ -138,6 +148,43 @@ _DIFFUSERS = {
     "diffusers-euler": _Diffusers("EulerDiscreteScheduler", {"final_sigmas_type": "sigma_min"}, 1, True),
     "diffusers-heun": _Diffusers("HeunDiscreteScheduler", {"clip_sample": False}, 2, True),
 }
+
+FLOW_PEER_T = 1.0  # the flow peers start from pure noise
+
+
+@dataclass(frozen=True)
+class _FlowPeer:
+    library: str  # "diffusers" (a scheduler class) or "torchdiffeq" (a fixed-grid method)
+    cls: str
+    config: dict
+    per_step: int  # model calls per step (Heun: all steps but the last; midpoint: 2)
+    sigma_from_timestep: bool = True  # FlowMatch schedulers: the timestep is sigma * 1000 (others: int(sigma * 1000))
+
+
+def _flow_sigmas(shift: float, scheduler: str) -> _FlowPeer:
+    config = dict(use_flow_sigmas=True, flow_shift=shift, prediction_type="flow_prediction")
+    if scheduler == "DPMSolverMultistepScheduler":
+        config.update(algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True)
+    return _FlowPeer("diffusers", scheduler, config, 1, sigma_from_timestep=False)
+
+
+_FLOW = {
+    "flow-diffusers-euler": _FlowPeer("diffusers", "FlowMatchEulerDiscreteScheduler", {"shift": 1.0}, 1),
+    "flow-diffusers-euler-shift3": _FlowPeer("diffusers", "FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 1),
+    "flow-diffusers-heun": _FlowPeer("diffusers", "FlowMatchHeunDiscreteScheduler", {"shift": 1.0}, 2),
+    "flow-diffusers-dpmpp_2m": _flow_sigmas(1.0, "DPMSolverMultistepScheduler"),
+    "flow-diffusers-dpmpp_2m-shift3": _flow_sigmas(3.0, "DPMSolverMultistepScheduler"),
+    "flow-diffusers-unipc": _flow_sigmas(1.0, "UniPCMultistepScheduler"),
+    "flow-diffusers-unipc-shift3": _flow_sigmas(3.0, "UniPCMultistepScheduler"),
+    "flow-torchdiffeq-euler": _FlowPeer("torchdiffeq", "euler", {}, 1),
+    "flow-torchdiffeq-midpoint": _FlowPeer("torchdiffeq", "midpoint", {}, 2),
+}
+
+
+def peer_path(name: str) -> str:
+    """The path a peer samples: ``"flow"`` for the ``flow-*`` peers (on ``FlowSDE(T=1)``), else ``"vp"``."""
+    return "flow" if name in _FLOW else "vp"
+
 
 # name -> (k-diffusion function, model calls per step on a grid that does not end at sigma = 0; None: takes n)
 _KDIFF = {
@@ -236,6 +283,7 @@ def available_peers() -> list[str]:
     """Peer sampler names whose library imports, sorted (a library that does not is in :func:`unavailable`)."""
     names = list(_DIFFUSERS) if _diffusers() is not None else []
     names += list(_KDIFF) if _kdiffusion() is not None else []
+    names += [k for k, v in _FLOW.items() if v.library == "torchdiffeq" or _diffusers() is not None]
     return sorted(names)
 
 
@@ -278,11 +326,20 @@ def peer_sample(name: str, score: Score, sde: SDE, shape: tuple[int, ...], nfe: 
     """Draw ``shape`` samples with peer sampler ``name`` within about ``nfe`` model calls (counted, not assumed).
 
     ``score`` must be built on ``sde``, a linear ``VPSDE`` (``VPSDE(T=PEER_T)`` for the diffusers peers, whose
-    chain reaches past ``t = 1``). Returns the samples at ``t_end`` (float32), the counted NFE and a status.
+    chain reaches past ``t = 1``), or ``FlowSDE(T=1)`` for the ``flow-*`` peers. Returns the samples at ``t_end``
+    (float32), the counted NFE and a status.
     """
     peers = available_peers()
     if name not in peers:
         raise ValueError(f"unknown or uninstalled peer {name!r}; available peers: {', '.join(peers) or 'none'}")
+    if name in _FLOW:
+        if not (isinstance(sde, FlowSDE) and sde.shift == 1.0 and sde.T == FLOW_PEER_T):
+            raise ValueError(f"the flow peers are driven on FlowSDE(T={FLOW_PEER_T}) (shift 1), got {sde!r}")
+        if repr(score.sde) != repr(sde):
+            raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
+        if int(nfe) < 1:
+            raise ValueError(f"nfe must be >= 1, got {nfe}")
+        return _flow_sample(name, score, tuple(int(s) for s in shape), int(nfe), seed)
     if not (isinstance(sde, VPSDE) and sde.schedule == "linear" and (sde.beta_min, sde.beta_max) == (0.1, 20.0)):
         raise ValueError(
             f"peers are driven on the linear VP schedule of Ho et al.; pass VPSDE(T={PEER_T}), got {sde!r}"
@@ -391,3 +448,32 @@ def _kdiff_sample(name: str, score: Score, sde: SDE, shape, nfe: int, seed: int)
     except _Diverged as e:
         return PeerResult(x, score.nfe - nfe0, 0.0, f"diverged: {e}")
     return PeerResult(x * float(sde.alpha(t_end)), score.nfe - nfe0, t_end, "ok")
+
+
+def _flow_sample(name: str, score: Score, shape, nfe: int, seed: int) -> PeerResult:
+    spec = _FLOW[name]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float32)  # pure noise at noise level 1
+    nfe0 = score.nfe
+
+    def velocity(y: Tensor, sigma: float) -> Tensor:  # on the shift-1 path the noise level is the time
+        return _checked(score.velocity(y, sigma), "model output", score.nfe - nfe0, sigma)
+
+    try:
+        with _seeded_global_rng(seed), torch.no_grad():
+            if spec.library == "torchdiffeq":
+                import torchdiffeq
+
+                ts = torch.linspace(1.0, 0.0, max(1, nfe // spec.per_step) + 1)
+                x = torchdiffeq.odeint(lambda t, y: velocity(y, float(t)), x, ts, method=spec.cls)[-1]
+            else:
+                scheduler = getattr(_diffusers(), spec.cls)(num_train_timesteps=_TRAIN_STEPS, **spec.config)
+                scheduler.set_timesteps((nfe + 1) // 2 if spec.per_step == 2 else nfe)
+                for i, timestep in enumerate(scheduler.timesteps):
+                    sigma = float(timestep) / _TRAIN_STEPS if spec.sigma_from_timestep else float(scheduler.sigmas[i])
+                    u = velocity(x, sigma)
+                    x = _checked(scheduler.step(u, timestep, x).prev_sample, "state", score.nfe - nfe0, sigma)
+            _checked(x, "state", score.nfe - nfe0, 0.0)
+    except _Diverged as e:
+        return PeerResult(x, score.nfe - nfe0, 0.0, f"diverged: {e}")
+    return PeerResult(x.float(), score.nfe - nfe0, 0.0, "ok")

@@ -125,6 +125,31 @@ class GaussianMixture:
         w = r[:, :, None] * z / var
         return -torch.einsum("kij,bkj->bi", self._evecs.to(x.device), w).to(x.dtype)
 
+    def x0_fn(self, x: Tensor, t: Tensor | float, sde: SDE) -> Tensor:
+        """The exact posterior mean ``E[x_0 | x_t = x] = sum_k r_k (m_k + alpha C_k (alpha^2 C_k + sigma^2 I)^-1
+        (x - alpha m_k))``: Tweedie's ``(x - sigma eps) / alpha`` without the division, so it stays finite where
+        ``alpha = 0`` (the flow path's pure-noise end, where it is the data mean)."""
+        logp, z, var = self._component_terms(x, t, sde)
+        r = torch.softmax(logp, dim=1)
+        tt = torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(x.shape[0])
+        a = sde.alpha(tt)[:, None, None]
+        w = r[:, :, None] * a * self._evals.to(x.device) / var * z  # r_k alpha l / (alpha^2 l + sigma^2) U^T resid
+        shift = torch.einsum("kij,bkj->bi", self._evecs.to(x.device), w)
+        return (r @ self.means.to(x.device) + shift).to(x.dtype)
+
+    def velocity_model(self, sde: SDE):
+        """The exact rectified-flow velocity ``u(x, t) = eps - x0`` with ``eps = (x - alpha x0) / sigma``, as a
+        model callable for :class:`~scoresde.param.FlowVelocityScore` (finite at ``alpha = 0``; not at
+        ``sigma = 0``)."""
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            x0 = self.x0_fn(x, t, sde).double()
+            tt = t.double()
+            a, s = sde.alpha(tt)[:, None], sde.marginal_std(tt)[:, None]
+            return ((x.double() - a * x0) / s - x0).to(x.dtype)
+
+        return velocity
+
     def eps_model(self, sde: SDE):
         """The exact noise prediction ``eps(x, t) = -sigma(t) grad log p_t(x)`` as a model callable."""
 

@@ -20,14 +20,17 @@ from scoresde.metrics import mode_conditional_swd
 
 SDE = sd.VPSDE(T=peers.PEER_T)
 RING = sd.get_problem("ring")
-PEERS = peers.available_peers()
+PEERS = [p for p in peers.available_peers() if peers.peer_path(p) == "vp"]
+FLOW_PEERS = [p for p in peers.available_peers() if peers.peer_path(p) == "flow"]
+FLOW = sd.FlowSDE(T=peers.FLOW_PEER_T)
 DIFFUSERS_PEERS = [p for p in PEERS if p.startswith("diffusers-")]
 KDIFF_PEERS = [p for p in PEERS if p.startswith("kdiff-")]
 
 
 def test_import_and_listing_need_no_peer_library():
     assert set(PEERS) <= set(peers._DIFFUSERS) | set(peers._KDIFF)
-    assert PEERS == sorted(PEERS)
+    assert set(FLOW_PEERS) == {p for p in peers._FLOW if "diffusers" not in p or DIFFUSERS_PEERS}
+    assert peers.available_peers() == sorted(PEERS + FLOW_PEERS)
 
 
 def test_unavailable_agrees_with_the_listing():
@@ -273,3 +276,51 @@ def test_diffusers_ddim_is_our_ddim_on_its_grid():
     assert res.nfe == 10 and res.t_end == float(times[0])
     ours = sd.sample(RING.score(SDE), SDE, method="ddim", grid=grid, x_init=torch.randn((64, 2), generator=_g(5))).x
     assert torch.allclose(res.x, ours, atol=1e-4), (res.x - ours).abs().max()
+
+
+# --- flow-matching peers: FlowSDE(T=1), driven by the exact velocity --------------------------------------------
+def _flow_score(counting=None):
+    model = RING.velocity_model(FLOW)
+    calls = None
+    if counting is not None:
+        model, calls = counting(model)
+    return sd.FlowVelocityScore(model, FLOW), calls
+
+
+# Measured on the ring at 50 NFE, n = 2000, seed 0, against the floor at t = 0: every flow peer at 1.19x-1.27x the
+# floor (DPM-Solver++, Heun, UniPC and midpoint 1.19-1.20x, the shift-3 schedulers 1.23-1.27x); the bound is the VP
+# peers' 2x.
+@pytest.mark.parametrize("name", FLOW_PEERS)
+def test_each_flow_peer_counts_nfe_and_reaches_near_the_floor(name, counting):
+    score, calls = _flow_score(counting)
+    res = peers.peer_sample(name, score, FLOW, (2000, 2), 50, seed=0)
+    assert res.status == "ok" and res.t_end == 0.0 and torch.isfinite(res.x).all()
+    assert 0 < res.nfe == len(calls) == score.nfe and 45 <= res.nfe <= 50
+    assert min(calls) > 0 and max(calls) <= 1.0  # never at noise level 0, where eps is undefined
+    assert mode_conditional_swd(res.x.double(), RING, _g(9))[0] < 2 * _ring_floor()
+
+
+@pytest.mark.parametrize("name", FLOW_PEERS)
+def test_flow_peers_small_budgets_divergence_and_seeds(name):
+    for nfe in (1, 2, 7):
+        score, _ = _flow_score()
+        res = peers.peer_sample(name, score, FLOW, (8, 2), nfe, seed=0)
+        assert res.nfe == score.nfe and 1 <= res.nfe <= max(nfe, 2)
+    exact = RING.velocity_model(FLOW)
+    bad = sd.FlowVelocityScore(lambda x, t: exact(x, t) * (math.nan if float(t[0]) < 0.5 else 1.0), FLOW)
+    res = peers.peer_sample(name, bad, FLOW, (8, 2), 10, seed=0)
+    assert res.status.startswith("diverged") and "non-finite" in res.status
+    a, b = (peers.peer_sample(name, _flow_score()[0], FLOW, (16, 2), 10, seed=3).x for _ in range(2))
+    assert torch.equal(a, b)
+
+
+def test_flow_peers_refuse_another_path():
+    if not FLOW_PEERS:
+        pytest.skip("no flow peer")
+    with pytest.raises(ValueError, match="FlowSDE"):
+        peers.peer_sample(FLOW_PEERS[0], RING.score(SDE), SDE, (8, 2), 5, seed=0)
+    with pytest.raises(ValueError, match="FlowSDE"):
+        shifted = sd.FlowSDE(shift=3.0, T=1.0)
+        peers.peer_sample(
+            FLOW_PEERS[0], sd.FlowVelocityScore(RING.velocity_model(shifted), shifted), shifted, (8, 2), 5, 0
+        )

@@ -24,7 +24,7 @@ from ..metrics import (
     mode_diagnostics,
     sliced_wasserstein,
 )
-from ..param import EpsilonScore, Score
+from ..param import EpsilonScore, FlowVelocityScore, Score
 from ..problems import GaussianMixture, get_problem
 from ..sde import SDE, VPSDE
 
@@ -112,6 +112,13 @@ class ExactProblem:
         if timer is not None:
             timer.model, model = model, timer
         return EpsilonScore(model, sde)
+
+    def velocity_score(self, sde: SDE, timer: TimedModel | None = None) -> FlowVelocityScore:
+        """The exact velocity ``eps - x0`` as a score (finite at the flow path's pure-noise end, ``t = 1``)."""
+        model = self.mixture.velocity_model(sde)
+        if timer is not None:
+            timer.model, model = model, timer
+        return FlowVelocityScore(model, sde)
 
     def place(self, device: str, dtype: torch.dtype) -> None:
         """Nothing to move: the exact score computes in float64 on its input's device."""
@@ -282,9 +289,10 @@ def family_of(name: str) -> str | None:
     return "gmm-family:" + ",".join(p for p in body.split(",") if p and not p.startswith("seed="))
 
 
-def make_problem(name: str) -> BenchProblem:
-    """``"ring"``, ``"gmm16"``, ``"gmm64"``, ``"gmm-family:d=D,k=K,seed=S"``: an :class:`ExactProblem`;
-    ``"learned:DIR"``: a :class:`LearnedProblem`.
+def make_problem(name: str, sde: SDE | None = None) -> BenchProblem:
+    """``"ring"``, ``"gmm16"``, ``"gmm64"``, ``"gmm-family:d=D,k=K,seed=S"``: an :class:`ExactProblem` on ``sde``
+    (default the linear VP SDE); ``"learned:DIR"``: a :class:`LearnedProblem` (on its own SDE: ``sde`` must be
+    ``None``).
 
     Raises ``ValueError`` naming the accepted values for an unknown name or a folder without a checkpoint.
     """
@@ -296,10 +304,12 @@ def make_problem(name: str) -> BenchProblem:
         directory = name.split(":", 1)[1]
         if not directory or not has_checkpoint(directory):
             raise ValueError(f"--problems: {name!r} names no checkpoint (learned:DIR needs a `scoresde train` folder)")
+        if sde is not None:
+            raise ValueError(f"--sde: {name!r} samples the SDE it was trained on; --sde applies to exact problems")
         return LearnedProblem(directory)
     if name.startswith("gmm-family"):
         try:
-            return ExactProblem(name)
+            return ExactProblem(name, sde=sde)
         except ValueError as e:
             raise ValueError(f"--problems: {e}") from None
     if name not in PROBLEMS:
@@ -307,7 +317,7 @@ def make_problem(name: str) -> BenchProblem:
             f"--problems: unknown problem {name!r}; accepted: {', '.join(PROBLEMS)}, gmm-family:d=D,k=K,seed=S, "
             "learned:DIR"
         )
-    return ExactProblem(name)
+    return ExactProblem(name, sde=sde)
 
 
 def quality(x: torch.Tensor, target: GaussianMixture, seed: int, bandwidth: float | None = None) -> dict:

@@ -34,7 +34,7 @@ from ..grids import fit_grid
 from ..precision import DTYPES, check_dtype_device, network_precision, state_dtype
 from ..process_group import world
 from ..sample import available_methods, sample
-from ..sde import VPSDE
+from ..sde import VPSDE, FlowSDE
 from ..solvers import NonFiniteError, method_info
 from ..util import unwritable
 from .problems import MEASURE_REVISION, BenchProblem, expand_problems, make_problem
@@ -69,6 +69,17 @@ QUICK_PEERS = (
     "diffusers-dpmpp_2m-karras",
     "diffusers-ddim",
 )
+# On the flow path (``--sde flow``): the schedulers flow-matching models ship with, at shift 1 and SD3's 3, and
+# torchdiffeq on the velocity.
+QUICK_FLOW_PEERS = (
+    "flow-diffusers-euler",
+    "flow-diffusers-heun",
+    "flow-diffusers-unipc",
+    "flow-diffusers-unipc-shift3",
+    "flow-diffusers-dpmpp_2m",
+    "flow-torchdiffeq-midpoint",
+)
+SDES = {"vp": VPSDE, "flow": FlowSDE}  # --sde: the path of the exact problems
 
 
 @dataclass
@@ -87,6 +98,7 @@ class BenchConfig:
     device: str = "cpu"  # where our methods run (network, state, noise); peers run on the CPU
     dtype: str = "float32"  # our methods' state: float32, float64, or bfloat16 (float32 state, network autocast)
     fit_budget: int | None = None  # sample-evaluations per fit of `fitted`; None: 2 per sample of n, <= 40,000
+    sde: str = "vp"  # the exact problems' path: "vp" (VPSDE()) or "flow" (FlowSDE(), with the flow peers)
 
     def __post_init__(self):
         self.problems = expand_problems(self.problems)
@@ -102,7 +114,7 @@ class BenchConfig:
         :data:`QUICK_PEERS` of those installed) on ring and gmm16, 4,000 samples, NFE 5 to 50, 3 floor seeds."""
         if "peers" not in kw:
             have = peers.available_peers()
-            kw["peers"] = tuple(p for p in QUICK_PEERS if p in have)
+            kw["peers"] = tuple(p for p in (QUICK_FLOW_PEERS if kw.get("sde") == "flow" else QUICK_PEERS) if p in have)
         base = dict(
             problems=("ring", "gmm16"),
             methods=QUICK_METHODS,
@@ -161,6 +173,7 @@ def plan(cfg: BenchConfig) -> list[dict]:
     """Every run of the grid as ``{problem, method, source, run, kwargs}``, in execution order."""
     methods = cfg.methods or (*available_methods(), *cfg.variants)
     peer_names = tuple(peers.available_peers()) if cfg.peers is None else cfg.peers
+    peer_names = tuple(p for p in peer_names if peers.peer_path(p) == cfg.sde or cfg.peers is not None)
     runs = []
     for pname in cfg.problems:
         for method in methods:
@@ -286,8 +299,13 @@ def validate(cfg: BenchConfig) -> None:
         _fail("floor_seeds", f"must be >= 1, got {cfg.floor_seeds}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.tag or ""):
         _fail("tag", f"must be letters, digits, '_', '-' or '.', got {cfg.tag!r}")
+    if cfg.sde not in SDES:
+        _fail("--sde", f"unknown path {cfg.sde!r}; accepted: {', '.join(SDES)}")
     _check_methods(cfg)
     _check_peers(cfg)
+    for name in cfg.peers or ():
+        if peers.peer_path(name) != cfg.sde:
+            _fail("--peers", f"{name!r} samples the {peers.peer_path(name)} path, not --sde {cfg.sde}")
     _check_device(cfg)
 
 
@@ -309,6 +327,10 @@ def _score(item: dict, problem: BenchProblem, timer: TimedModel):
     """The problem's score for this run, every model call timed: on its SDE, or the peers' extended one."""
     if item["source"] != "peer":
         return problem.score(problem.sde, timer)
+    if peers.peer_path(item["method"]) == "flow":  # from pure noise, driven by the exact velocity
+        if repr(problem.sde) != repr(FlowSDE()):
+            raise ValueError(f"the flow peers run on FlowSDE() problems only; {problem.name} is on {problem.sde!r}")
+        return problem.velocity_score(FlowSDE(T=peers.FLOW_PEER_T), timer)
     if repr(problem.sde) != repr(VPSDE()):
         raise ValueError(f"peers run on the linear VP SDE only; {problem.name} was trained on {problem.sde!r}")
     return problem.score(VPSDE(T=peers.PEER_T), timer)  # diffusers' chain ends at t = 1.0034 on this schedule
@@ -429,12 +451,15 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     from tqdm.auto import tqdm
 
     validate(cfg)
-    problems: dict[str, BenchProblem] = {name: make_problem(name) for name in dict.fromkeys(cfg.problems)}
+    sde = SDES[cfg.sde]() if cfg.sde != "vp" else None
+    problems: dict[str, BenchProblem] = {name: make_problem(name, sde) for name in dict.fromkeys(cfg.problems)}
     items = plan(cfg)
     for item in items:
         prob = problems[item["problem"]]
-        if item["source"] == "peer" and repr(prob.sde) != repr(VPSDE()):
-            _fail("--peers", f"peers run on the linear VP SDE only; {prob.name} is on {prob.sde!r} (pass --peers '')")
+        path = repr(FlowSDE()) if item["source"] == "peer" and peers.peer_path(item["method"]) == "flow" else None
+        if item["source"] == "peer" and repr(prob.sde) != (path or repr(VPSDE())):
+            want = "the flow path (--sde flow)" if path else "the linear VP SDE"
+            _fail("--peers", f"{item['method']} runs on {want} only; {prob.name} is on {prob.sde!r} (pass --peers '')")
     if not items:
         _fail("--nfe", f"nothing to run: no method fits the budgets {cfg.budgets} (a step costs more NFE)")
     for prob in problems.values():
