@@ -359,3 +359,26 @@ def test_quick_bench_runs_on_one_thread_unless_told(monkeypatch, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert seen == [1, 2]
+
+
+def test_flow_path_runs_ours_and_the_flow_peers(tmp_path, moons_ckpt):
+    """``--sde flow``: the exact problem on FlowSDE(), our methods from its T, the flow peers from pure noise; the
+    rows differ from the VP bench's (the problem's identity holds its path) and peers of the other path are refused."""
+    cfg = _cfg(tmp_path, sde="flow", methods=("ddim",), peers=("flow-torchdiffeq-euler",), tolerances=())
+    rows = bench.run_bench(cfg, progress=False)
+    assert [(r["method"], r["nfe"], r["status"]) for r in rows] == [
+        ("ddim", 5, "ok"),
+        ("ddim", 10, "ok"),
+        ("flow-torchdiffeq-euler", 5, "ok"),
+        ("flow-torchdiffeq-euler", 10, "ok"),
+    ]
+    assert rows[0]["t_end"] == 1e-3 and rows[2]["t_end"] == 0.0
+    assert all(r["mode_swd"] < 10 * r["mode_swd_floor"] for r in rows)
+    vp = bench.run_bench(_cfg(tmp_path / "vp", methods=("ddim",), tolerances=()), progress=False)
+    assert vp[0]["mode_swd"] != rows[0]["mode_swd"]
+    with pytest.raises(ValueError, match="--peers: 'flow-torchdiffeq-euler' samples the flow path"):
+        bench.validate(_cfg(tmp_path, peers=("flow-torchdiffeq-euler",)))
+    with pytest.raises(ValueError, match="--sde: unknown path"):
+        bench.validate(_cfg(tmp_path, sde="ve"))
+    with pytest.raises(ValueError, match="--sde"):
+        bench.make_problem(f"learned:{moons_ckpt}", bench.runner.SDES["flow"]())
