@@ -200,6 +200,7 @@ def _train(args) -> int:
             "cluster_method": args.cluster_method,
             "augment": args.augment,
             "prediction": args.prediction,
+            "sde": {"name": args.sde} if args.sde else None,
             "steps": args.steps,
             "batch_size": args.batch_size,
             "lr": args.lr,
@@ -697,12 +698,17 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="P > 0: each of EDM's non-leaking augmentations (flip, quarter turns, shift) with probability P (images)",
     )
-    t.add_argument("--prediction", choices=("eps", "x0", "v"))
+    t.add_argument("--prediction", choices=("eps", "x0", "v", "flow"), help="flow: the velocity eps - x0 (--sde flow)")
+    t.add_argument(
+        "--sde",
+        choices=("vp", "subvp", "ve", "flow"),
+        help="the forward process: vp (linear VP SDE), subvp, ve, or flow (the rectified-flow path, shift 1)",
+    )
     t.add_argument("--steps", type=_positive, help="optimizer steps (>= 1)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=_seed, help="seed (>= 0)")
-    t.add_argument("--t-sampler", choices=("uniform", "stratified", "importance", "lognormal"))
+    t.add_argument("--t-sampler", choices=("uniform", "stratified", "importance", "lognormal", "logit-normal"))
     t.add_argument("--weighting", choices=("unit", "likelihood", "min-snr"))
     t.add_argument("--lr-schedule", choices=("constant", "cosine"))
     t.add_argument("--warmup", type=int, help="learning-rate warm-up steps")

@@ -5,11 +5,13 @@ Monte Carlo estimate of one objective::
 
     L = 1/(T - t_eps) int_{t_eps}^{T} w(t) E_{x_0, eps} [ mean_i (model(x_t, t)_i - target_i)^2 ] dt
 
-with ``target = eps`` (:func:`eps_mse`, Ho et al. 2020, eq. 14), ``x_0`` (:func:`x0_mse`) or
-``v = alpha eps - sigma x_0`` (:func:`v_mse`, Salimans & Ho 2022, appendix D). The squared error is
+with ``target = eps`` (:func:`eps_mse`, Ho et al. 2020, eq. 14), ``x_0`` (:func:`x0_mse`),
+``v = alpha eps - sigma x_0`` (:func:`v_mse`, Salimans & Ho 2022, appendix D) or the rectified-flow velocity
+``u = eps - x_0`` (:func:`flow_mse`, the conditional flow-matching loss of Lipman et al. 2023 and Liu et al. 2023
+on :class:`~scoresde.sde.FlowSDE`, where ``dx_t / dt = u`` at shift 1). The squared error is
 averaged over the elements of one sample and the batch. Its minimiser at each ``t`` is the conditional mean
 of the target given ``x_t``: ``E[eps | x_t] = -sigma grad log p_t`` (Vincent 2011), so a trained eps model
-plugs into :class:`scoresde.param.EpsilonScore` (x0: ``DataScore``, v: ``VScore``).
+plugs into :class:`scoresde.param.EpsilonScore` (x0: ``DataScore``, v: ``VScore``, flow: ``FlowVelocityScore``).
 
 The weight ``w(t)``:
 
@@ -21,8 +23,9 @@ The weight ``w(t)``:
 - ``"min-snr"``: the min-SNR-gamma weighting of Hang et al. 2023: the error of the implied data prediction
   ``x0_hat`` weighted by ``min(SNR, gamma)``, ``SNR = alpha^2 / sigma^2``, written for the target at hand:
   ``w = min(SNR, gamma) (d x0 / d target)^2``, i.e. ``min(SNR, gamma) / SNR`` for eps,
-  ``min(SNR, gamma)`` for x0 and ``min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2`` for v
-  (``min(SNR, gamma) / (SNR + 1)`` on a VP SDE). It caps the weight of the nearly clean, easy levels.
+  ``min(SNR, gamma)`` for x0, ``min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2`` for v
+  (``min(SNR, gamma) / (SNR + 1)`` on a VP SDE) and ``min(SNR, gamma) sigma^2 / (alpha + sigma)^2`` for the flow
+  velocity. It caps the weight of the nearly clean, easy levels.
 
 The first three ways to draw ``t`` change only the variance of the estimate, never the objective (they are
 unbiased); the fourth is a choice of objective:
@@ -42,7 +45,10 @@ unbiased); the fourth is a choice of objective:
   the objective (towards the middle noise levels where the data's structure is decided). With ``prediction="v"``
   and unit weighting on a VP SDE and data of unit variance this is EDM's training exactly: EDM's
   preconditioning with ``sigma_data = 1`` gives ``c_in x_hat = x``, ``D = alpha x - sigma F`` (``F = v``) and
-  its loss weight ``1 / c_out^2`` turns ``|D - x_0|^2`` into ``|F - v|^2``.
+  its loss weight ``1 / c_out^2`` turns ``|D - x_0|^2`` into ``|F - v|^2``;
+- ``"logit-normal"``: SD3's times (Esser et al. 2024, eq. 19): ``t = sigmoid(m + s z)``, ``z ~ N(0, 1)``, clamped to
+  ``[t_eps, T]``, no importance weight (a choice of objective, like lognormal): on the flow path at shift 1 the
+  noise level is ``t`` itself, and the default ``(m, s) = (0, 1)`` favours the middle levels.
 
 The identity ``d lambda / dt = -g^2 / sigma^2`` holds for every SDE with linear drift here: ``lambda = log
 alpha^2 - log sigma^2`` and ``d sigma^2 / dt = 2 f sigma^2 + g^2`` (Song et al. 2021, appendix B) give
@@ -72,18 +78,21 @@ __all__ = [
     "eps_mse",
     "x0_mse",
     "v_mse",
+    "flow_mse",
     "target",
     "min_snr_weight",
     "DEFAULT_LOGNORMAL",
     "DEFAULT_SNR_GAMMA",
+    "DEFAULT_LOGIT_NORMAL",
 ]
 
-PREDICTIONS = ("eps", "x0", "v")
-T_SAMPLERS = ("uniform", "stratified", "importance", "lognormal")
+PREDICTIONS = ("eps", "x0", "v", "flow")
+T_SAMPLERS = ("uniform", "stratified", "importance", "lognormal", "logit-normal")
 WEIGHTINGS = ("unit", "likelihood", "min-snr")
 DEFAULT_T_EPS = 1e-5
 DEFAULT_LOGNORMAL = (-1.2, 1.2)  # EDM's (P_mean, P_std) of log(sigma / alpha)
 DEFAULT_SNR_GAMMA = 5.0  # Hang et al. 2023
+DEFAULT_LOGIT_NORMAL = (0.0, 1.0)  # SD3's (m, s) of logit(t)
 
 
 def sample_t(
@@ -96,13 +105,15 @@ def sample_t(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     lognormal: tuple[float, float] = DEFAULT_LOGNORMAL,
+    logit_normal: tuple[float, float] = DEFAULT_LOGIT_NORMAL,
 ) -> tuple[Tensor, Tensor]:
     """Draw ``batch`` times in ``[t_eps, T]`` and their importance weights ``1 / ((T - t_eps) q(t))``.
 
     Returns ``(t, iw)``, both ``(batch,)`` of ``dtype`` on ``device``; ``iw`` is all ones for the uniform,
-    stratified and lognormal samplers (see the module docstring). ``lognormal`` is ``(P_mean, P_std)`` of
-    the lognormal sampler. The draws are made on the generator's device, in float64 on the CPU and in ``dtype``
-    on a device (Apple MPS has no float64), then cast and moved.
+    stratified, lognormal and logit-normal samplers (see the module docstring). ``lognormal`` is ``(P_mean, P_std)``
+    of the lognormal sampler, ``logit_normal`` the ``(m, s)`` of the logit-normal one. The draws are made on the
+    generator's device, in float64 on the CPU and in ``dtype`` on a device (Apple MPS has no float64), then cast
+    and moved.
     """
     check_choice("", "t_sampler", t_sampler, T_SAMPLERS)
     check_number("", "t_eps", t_eps, gt=0, lt=sde.T, hint="the SDE's (0, T)")
@@ -115,6 +126,12 @@ def sample_t(
         check_number("", "lognormal P_std", p_std, gt=0)
         z = torch.randn(batch, generator=generator, dtype=wide, device=gdev)
         t = sde.t_from_log_snr(-2.0 * (p_mean + p_std * z)).clamp(t_eps, T)
+        return t.to(dtype=dtype, device=device), torch.ones(batch, dtype=dtype, device=device)
+    if t_sampler == "logit-normal":
+        m, s = (float(v) for v in logit_normal)
+        check_number("", "logit-normal s", s, gt=0)
+        z = torch.randn(batch, generator=generator, dtype=wide, device=gdev)
+        t = torch.sigmoid(m + s * z).clamp(t_eps, T)
         return t.to(dtype=dtype, device=device), torch.ones(batch, dtype=dtype, device=device)
     if t_sampler == "stratified":
         u0 = torch.rand((), generator=generator, dtype=wide, device=gdev)
@@ -133,12 +150,15 @@ def sample_t(
 
 
 def target(prediction: str, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """The regression target of ``prediction``: ``eps``, ``x0`` or ``v = alpha eps - sigma x0``."""
+    """The regression target of ``prediction``: ``eps``, ``x0``, ``v = alpha eps - sigma x0`` or the flow velocity
+    ``eps - x0``."""
     check_choice("", "prediction", prediction, PREDICTIONS)
     if prediction == "eps":
         return eps
     if prediction == "x0":
         return x0
+    if prediction == "flow":
+        return eps - x0
     return alpha * eps - sigma * x0
 
 
@@ -158,8 +178,9 @@ def denoising_loss(
     lognormal: tuple[float, float] = DEFAULT_LOGNORMAL,
     snr_gamma: float = DEFAULT_SNR_GAMMA,
     augment: Tensor | None = None,
+    logit_normal: tuple[float, float] = DEFAULT_LOGIT_NORMAL,
 ) -> Tensor:
-    """The denoising loss of the module docstring for ``prediction`` in ``("eps", "x0", "v")``.
+    """The denoising loss of the module docstring for ``prediction`` in ``("eps", "x0", "v", "flow")``.
 
     Args:
         model: ``model(x_t, t) -> Tensor`` of ``x_t``'s shape, or ``model(x_t, t, y)`` when ``y`` is given.
@@ -169,7 +190,8 @@ def denoising_loss(
         t: fixed times ``(batch,)`` (or a scalar) in ``[0, T]``; then ``t_sampler`` is not used and the
             importance weight is 1.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample weighted losses, ``(batch,)``).
-        lognormal: ``(P_mean, P_std)`` of the ``"lognormal"`` sampler.
+        lognormal: ``(P_mean, P_std)`` of the ``"lognormal"`` sampler; ``logit_normal``: ``(m, s)`` of the
+            ``"logit-normal"`` one.
         snr_gamma: ``gamma`` of the ``"min-snr"`` weighting.
         augment: optional augmentation labels ``(batch, k)`` of ``x0`` (:mod:`scoresde.augment`), passed to the
             model as ``model(x_t, t, y, augment)``.
@@ -192,6 +214,7 @@ def denoising_loss(
             dtype=x0.dtype,
             device=x0.device,
             lognormal=lognormal,
+            logit_normal=logit_normal,
         )
     else:
         t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
@@ -238,6 +261,8 @@ def min_snr_weight(sde: SDE, t: Tensor, prediction: str, gamma: float = DEFAULT_
         return capped / snr
     if prediction == "x0":
         return capped
+    if prediction == "flow":
+        return capped * s2 / (sde.alpha(t) + sde.marginal_std(t)) ** 2
     return capped * s2 / (a2 + s2) ** 2
 
 
@@ -249,6 +274,11 @@ def eps_mse(model, sde: SDE, x0: Tensor, **kw) -> Tensor:
 def x0_mse(model, sde: SDE, x0: Tensor, **kw) -> Tensor:
     """``mean |model(x_t, t) - x_0|^2``; keywords as :func:`denoising_loss`."""
     return denoising_loss(model, sde, x0, prediction="x0", **kw)
+
+
+def flow_mse(model, sde: SDE, x0: Tensor, **kw) -> Tensor:
+    """``mean |model(x_t, t) - (eps - x_0)|^2``, the conditional flow-matching loss; as :func:`denoising_loss`."""
+    return denoising_loss(model, sde, x0, prediction="flow", **kw)
 
 
 def v_mse(model, sde: SDE, x0: Tensor, **kw) -> Tensor:

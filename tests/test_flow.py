@@ -187,3 +187,58 @@ def test_fitted_solver_grid_and_likelihood_on_the_flow_path():
     x = GAUSS.sample(200, generator=torch.Generator().manual_seed(0)).to(F64)
     res = sd.log_likelihood(score, sde, x, rtol=1e-6, atol=1e-6)
     assert float((res.nats - GAUSS.marginal(sde, sde.t_min).log_prob(x)).abs().max()) < 5e-3
+
+
+# --- training with flow matching ----------------------------------------------------------------------------------
+def test_flow_matching_loss_target_and_its_minimiser():
+    """The flow loss regresses eps - x0 (a constant offset of the model adds its square to the loss, with the same
+    draws), and its min-SNR weight is the data-prediction error's."""
+    from scoresde.loss import denoising_loss, flow_mse, min_snr_weight, target
+
+    x0, eps = torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64)
+    assert torch.equal(target("flow", x0, eps, 0.3, 0.7), eps - x0)
+    sde = sd.FlowSDE()
+    g = torch.Generator().manual_seed(0)
+    data = GAUSS.sample(4096, generator=g)
+    exact = GAUSS.velocity_model(sde)
+    best = flow_mse(exact, sde, data, generator=torch.Generator().manual_seed(1))
+    up = flow_mse(lambda x, t: exact(x, t) + 0.1, sde, data, generator=torch.Generator().manual_seed(1))
+    down = flow_mse(lambda x, t: exact(x, t) - 0.1, sde, data, generator=torch.Generator().manual_seed(1))
+    # the same draws: E|a + c|^2 + E|a - c|^2 - 2 E|a|^2 = 2 c^2 exactly, a = u* - (eps - x0)
+    assert float(up + down - 2 * best) == pytest.approx(0.02, rel=1e-9)
+    assert float(best) < float(up) or float(best) < float(down)
+    same = denoising_loss(exact, sde, data, prediction="flow", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(best, same)
+    # min-SNR weight of the velocity: min(SNR, gamma) (d x0 / d u)^2 with x0 = (x - sigma u) / (alpha + sigma)
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=F64)
+    a, s = sde.alpha(t), sde.marginal_std(t)
+    want = torch.minimum(a**2 / s**2, torch.tensor(5.0, dtype=F64)) * (s / (a + s)) ** 2
+    torch.testing.assert_close(min_snr_weight(sde, t, "flow", 5.0), want)
+
+
+def test_logit_normal_times():
+    """SD3's sampler: logit(t) ~ N(m, s^2), clamped to [t_eps, T]; 20,000 draws, mean and std within 5 SE."""
+    from scoresde.loss import sample_t
+
+    sde = sd.FlowSDE()
+    t, iw = sample_t(
+        20_000, sde, t_sampler="logit-normal", logit_normal=(0.5, 0.8), generator=torch.Generator(), dtype=F64
+    )
+    assert float(t.min()) >= 1e-5 and float(t.max()) <= sde.T and torch.equal(iw, torch.ones_like(iw))
+    z = torch.logit(t)
+    assert abs(float(z.mean()) - 0.5) < 5 * 0.8 / math.sqrt(20_000)
+    assert abs(float(z.std()) - 0.8) < 5 * 0.8 / math.sqrt(2 * 20_000)
+
+
+def test_train_with_flow_matching_records_it_and_loads_the_velocity_wrapper(tmp_path, capsys):
+    from scoresde.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", "moons", "--sde", "flow", "--prediction", "flow", "--t-sampler", "logit-normal"]
+    assert main([*args, "--steps", "3", "--batch-size", "16", "--no-progress", "--out", str(out)]) == 0
+    score, sde, cfg, _ = sd.load_score(out)
+    assert isinstance(score, sd.FlowVelocityScore) and repr(sde) == repr(sd.FlowSDE())
+    assert cfg.sde == {"name": "flow"} and cfg.prediction == "flow" and cfg.t_sampler == "logit-normal"
+    assert (cfg.logit_mean, cfg.logit_std) == (0.0, 1.0)
+    x = sd.sample(score, sde, (64, 2), method="dpm++2m", steps=5, seed=0).x
+    assert x.shape == (64, 2) and torch.isfinite(x).all()

@@ -17,8 +17,16 @@ from pathlib import Path
 from .. import data as data_mod
 from ..augment import AUGMENT_DIM
 from ..checks import check_bool, check_choice, check_int, check_number
-from ..loss import DEFAULT_LOGNORMAL, DEFAULT_SNR_GAMMA, DEFAULT_T_EPS, PREDICTIONS, T_SAMPLERS, WEIGHTINGS
-from ..sde import SDE, VESDE, VPSDE, SubVPSDE
+from ..loss import (
+    DEFAULT_LOGIT_NORMAL,
+    DEFAULT_LOGNORMAL,
+    DEFAULT_SNR_GAMMA,
+    DEFAULT_T_EPS,
+    PREDICTIONS,
+    T_SAMPLERS,
+    WEIGHTINGS,
+)
+from ..sde import SDE, VESDE, VPSDE, FlowSDE, SubVPSDE
 from ..util import atomic_write_text
 
 __all__ = [
@@ -32,7 +40,7 @@ __all__ = [
     "TOY_MLP",
 ]
 
-SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "flow": FlowSDE}
 EMA_SCHEDULES = ("power", "fixed")
 LR_SCHEDULES = ("constant", "cosine")
 TRAIN_DTYPES = ("float32", "bfloat16")  # float64 is for sampling (scoresde sample --dtype)
@@ -42,7 +50,14 @@ TOY_MLP = {"arch": "mlp", "fourier_features": 64, "fourier_scale": 0.5}
 # What the fields added with the lognormal sampler, min-SNR weighting, the cosine schedule and the pictures meant
 # before they existed: a config saved without them is read with these values (upgrade_saved_config).
 # Fields added since, with the value every run saved before them had.
-_ADDED = {"dtype": "float32", "clusters": 0, "cluster_method": "kmeans", "augment": 0.0}
+_ADDED = {
+    "dtype": "float32",
+    "clusters": 0,
+    "cluster_method": "kmeans",
+    "augment": 0.0,
+    "logit_mean": DEFAULT_LOGIT_NORMAL[0],
+    "logit_std": DEFAULT_LOGIT_NORMAL[1],
+}
 _LEGACY = {"p_mean": -1.2, "p_std": 1.2, "snr_gamma": 5.0, "lr_schedule": "constant", "lr_min": 0.0, "plots": True}
 
 
@@ -63,7 +78,8 @@ def upgrade_saved_config(d: dict) -> dict:
 
 
 def build_sde(config: dict) -> SDE:
-    """An SDE from ``{"name": "vp" | "subvp" | "ve", **constructor kwargs}``, e.g. ``{"name": "vp"}``."""
+    """An SDE from ``{"name": "vp" | "subvp" | "ve" | "flow", **constructor kwargs}``, e.g. ``{"name": "vp"}`` or
+    ``{"name": "flow", "shift": 3.0}``."""
     if not isinstance(config, dict) or config.get("name") not in SDES:
         raise ValueError(f"sde config must be a dict with 'name' in {tuple(SDES)}, got {config!r}")
     kw = {k: v for k, v in config.items() if k != "name"}
@@ -97,13 +113,15 @@ class TrainConfig:
         augment: the probability of each of EDM's non-leaking augmentations of a training image (a flip, quarter
             turns, a translation; :mod:`scoresde.augment`, Karras et al. 2022), image data only. The U-Net is
             conditioned on what was done (``augment_dim``) and sampled as not augmented. ``0``: off.
-        prediction: what the network predicts: "v" (the default), "eps" or "x0". v prediction works with every
+        prediction: what the network predicts: "v" (the default), "eps", "x0", or "flow" (the velocity
+            ``eps - x0`` of flow matching, for ``sde={"name": "flow"}``). v prediction works with every
             sampler: with eps prediction a 2-D MLP under-predicts eps at the prior's tails and deterministic
             samplers fling those samples out (to |x| ~ 100 after 6000 steps, measured); with v,
             eps = alpha v + sigma x tends to x at T whatever the network says.
-        sde: ``{"name": "vp" | "subvp" | "ve", **kwargs}``; default the linear VP SDE (beta 0.1 to 20).
+        sde: ``{"name": "vp" | "subvp" | "ve" | "flow", **kwargs}``; default the linear VP SDE (beta 0.1 to 20).
         t_sampler, t_eps, weighting: see :mod:`scoresde.loss`; ``p_mean``, ``p_std``: the lognormal sampler's
-            ``(P_mean, P_std)``; ``snr_gamma``: gamma of the min-SNR weighting.
+            ``(P_mean, P_std)``; ``logit_mean``, ``logit_std``: the logit-normal sampler's ``(m, s)``;
+            ``snr_gamma``: gamma of the min-SNR weighting.
         steps, batch_size, lr, weight_decay, warmup, grad_clip: the optimisation (AdamW).
         lr_schedule, lr_min: after the warm-up, "constant" keeps ``lr``; "cosine" decays it to ``lr_min * lr``
             at the last step (:func:`scoresde.train.learning_rate`).
@@ -133,6 +151,8 @@ class TrainConfig:
     weighting: str = "unit"
     p_mean: float = DEFAULT_LOGNORMAL[0]
     p_std: float = DEFAULT_LOGNORMAL[1]
+    logit_mean: float = DEFAULT_LOGIT_NORMAL[0]
+    logit_std: float = DEFAULT_LOGIT_NORMAL[1]
     snr_gamma: float = DEFAULT_SNR_GAMMA
     steps: int = 2000
     batch_size: int = 128
@@ -180,6 +200,8 @@ class TrainConfig:
         check_number(where, "t_eps", self.t_eps, gt=0, lt=1)
         check_number(where, "p_mean", self.p_mean)
         check_number(where, "p_std", self.p_std, gt=0)
+        check_number(where, "logit_mean", self.logit_mean)
+        check_number(where, "logit_std", self.logit_std, gt=0)
         check_number(where, "snr_gamma", self.snr_gamma, gt=0)
         check_number(where, "lr_min", self.lr_min, ge=0, le=1, hint="a fraction of lr")
         check_choice(where, "lr_schedule", self.lr_schedule, LR_SCHEDULES)

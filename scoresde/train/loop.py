@@ -328,6 +328,7 @@ def _optimise(
         t_eps=cfg.t_eps,
         weighting=cfg.weighting,
         lognormal=(cfg.p_mean, cfg.p_std),
+        logit_normal=(cfg.logit_mean, cfg.logit_std),
         snr_gamma=cfg.snr_gamma,
         augment=a,
         reduction="mean" if replicas is None else "none",

@@ -19,7 +19,7 @@ from ..checkpoint import CheckpointError, load_checkpoint
 from ..checks import check_choice, check_int, check_number, is_int
 from ..models import build_model
 from ..noise import LABEL_STREAM, NoiseSource
-from ..param import DataScore, EpsilonScore, Score, VScore
+from ..param import DataScore, EpsilonScore, FlowVelocityScore, Score, VScore
 from ..sde import SDE
 from .config import TrainConfig, build_sde, upgrade_saved_config
 
@@ -34,7 +34,7 @@ __all__ = [
     "SCORES",
 ]
 
-SCORES = {"eps": EpsilonScore, "x0": DataScore, "v": VScore}
+SCORES = {"eps": EpsilonScore, "x0": DataScore, "v": VScore, "flow": FlowVelocityScore}
 
 
 class ConditionalModel:
