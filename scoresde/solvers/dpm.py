@@ -41,7 +41,7 @@ class _DPMSolverPPMultistep(ExpSolver):
 
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
-        q = self.step_order(k, ctx.n_steps)
+        q = self.step_order(ctx, k)
         h = cs.lam - ct.lam
         m0 = ctx.ev.x0(x, ct)
         hist = (*state.history, (ct.lam, m0))[-self.max_order :]
@@ -139,7 +139,7 @@ class DPMSolverPP2MSDE(ExpSolver):
 
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
-        q = self.step_order(k, ctx.n_steps)
+        q = self.step_order(ctx, k)
         h = cs.lam - ct.lam
         m0 = ctx.ev.x0(x, ct)
         hist = (*state.history, (ct.lam, m0))[-self.max_order :]

@@ -70,7 +70,7 @@ class UniPC(ExpSolver):
             x = ctx.ev.check(_combine(base, scale, _coefficients(rs + [1.0], rhs), diffs + [m - m0]), ct.t, "UniC")
         h = cs.lam - ct.lam
         hist = (*state.history, (ct.lam, m))[-self.max_order :]
-        q = self.step_order(k, ctx.n_steps)
+        q = self.step_order(ctx, k)
         past = hist[-q:-1][::-1]
         rs = [(lam_j - ct.lam) / h for lam_j, _ in past]
         big_b = h if self.variant == "bh1" else -math.expm1(-h)
