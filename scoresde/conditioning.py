@@ -160,8 +160,9 @@ def inpaint(
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     solver = solver_for(method, options)
+    check_nfe = 0
     if getattr(solver, "check", None) is not None:  # a fitted solver: its own SDE, shape, grid and score
-        solver.check(score, tuple(x_known.shape), grid, x_known.dtype, x_known.device)
+        check_nfe = solver.check(score, tuple(x_known.shape), grid, x_known.dtype, x_known.device)
     if solver.adaptive:
         raise ValueError(f"inpainting replaces the known entries after every grid step; {method!r} is adaptive")
     sde: SDE = score.sde
@@ -211,4 +212,4 @@ def inpaint(
     if not math.isfinite(float(x.sum())):
         raise FloatingPointError("inpainting produced non-finite samples")
     name = method if isinstance(method, str) else solver.name
-    return Samples(x=x, nfe=ev.nfe, times=ts, trajectory=traj, method=name)
+    return Samples(x=x, nfe=ev.nfe, times=ts, trajectory=traj, method=name, check_nfe=check_nfe)

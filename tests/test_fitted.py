@@ -143,3 +143,14 @@ def test_the_command_line_fits_samples_and_refuses(tmp_path):
     args = ["sample", "--checkpoint", str(run), "--fitted", str(out), "--n", "16", "--out", str(stem)]
     assert main([*args, "--no-progress"]) == 0 and stem.with_suffix(".png").exists()
     assert main([*args, "--grid", "logsnr", "--force"]) == 2
+
+
+def test_inpainting_with_a_fitted_solver_reports_its_check(fitted5, counting):
+    """inpaint runs the fitted solver's fingerprint check too: its call is in ``check_nfe``, so ``calls`` is what a
+    counting wrapper sees."""
+    from scoresde.conditioning import inpaint
+
+    model, calls = counting(RING.eps_model(VP))
+    y = torch.zeros(16, 2)
+    out = inpaint(sd.EpsilonScore(model, VP), y, torch.tensor([True, False]), method=fitted5, seed=0)
+    assert out.nfe == 5 and out.check_nfe == 1 and out.calls == len(calls) == 6
