@@ -473,17 +473,15 @@ def _likelihood(args) -> int:
 
     from .likelihood import log_likelihood
     from .problems import get_problem
-    from .sde import VESDE, VPSDE, SubVPSDE
 
     gmm, kw = None, {}
     try:
         if (args.problem is None) == (args.checkpoint is None):
             raise ValueError("give exactly one of --problem NAME and --checkpoint DIR")
         if args.problem is not None:
-            sdes = {"vp": VPSDE, "vp-cosine": lambda: VPSDE(schedule="cosine"), "subvp": SubVPSDE, "ve": VESDE}
-            if args.sde not in sdes:
-                raise ValueError(f"--sde must be one of {', '.join(sdes)}, got {args.sde!r}")
-            gmm, sde = get_problem(args.problem), sdes[args.sde]()
+            if args.sde not in _SDES:
+                raise ValueError(f"--sde must be one of {', '.join(_SDES)}, got {args.sde!r}")
+            gmm, sde = get_problem(args.problem), _SDES[args.sde]()
             score, what = gmm.score(sde), args.problem
             x = gmm.sample(args.n or 200, generator=torch.Generator().manual_seed(args.seed))
         else:
@@ -615,6 +613,7 @@ _SDES = {
     "vp-cosine": lambda: __import__("scoresde.sde", fromlist=["VPSDE"]).VPSDE(schedule="cosine"),
     "subvp": lambda: __import__("scoresde.sde", fromlist=["SubVPSDE"]).SubVPSDE(),
     "ve": lambda: __import__("scoresde.sde", fromlist=["VESDE"]).VESDE(),
+    "flow": lambda: __import__("scoresde.sde", fromlist=["FlowSDE"]).FlowSDE(),
 }
 
 
@@ -799,9 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     lk = sub.add_parser("likelihood", help="log-likelihood and bits/dim through the probability-flow ODE")
     lk.add_argument("--problem", help="an exact problem (ring, gmm16, gmm64): errors vs its exact log-density")
     lk.add_argument("--checkpoint", help="a trained checkpoint directory (its test split; digits are dequantised)")
-    lk.add_argument(
-        "--sde", default="vp", choices=("vp", "vp-cosine", "subvp", "ve"), help="for --problem (default: %(default)s)"
-    )
+    lk.add_argument("--sde", default="vp", choices=tuple(_SDES), help="for --problem (default: %(default)s)")
     lk.add_argument("--n", type=_positive, help="samples (default 200 for a problem, the whole test split otherwise)")
     lk.add_argument("--trace", default="exact", choices=("exact", "hutchinson"), help="default: %(default)s")
     lk.add_argument(
