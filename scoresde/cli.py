@@ -544,7 +544,7 @@ def _fields(args) -> int:
 
     if args.problem is not None and args.checkpoint is not None:
         return fail("give at most one of --problem NAME and --checkpoint DIR")
-    if not args.t:
+    if args.t is not None and not args.t:
         return fail("--t: give at least one time, e.g. --t 0.05,0.2,0.5,1.0")
     if not args.lim > 0:
         return fail(f"--lim must be > 0, got {args.lim:g}")
@@ -589,17 +589,18 @@ def _fields(args) -> int:
                 raise ValueError(f"--problem: {err}") from None
             if field.dim != 2:
                 raise ValueError(f"--problem: fields need a 2-D problem (ring), {name} has d = {field.dim}")
-        bad = [t for t in args.t if not 0 < t <= sde.T]
+        ts = tuple(args.t) if args.t is not None else (0.05, 0.2, 0.5, sde.T)
+        bad = [t for t in ts if not 0 < t <= sde.T]
         if bad:
             raise ValueError(f"--t: times must lie in (0, {sde.T:g}], got {', '.join(f'{t:g}' for t in bad)}")
         from .plot import animate_fields, plot_fields, save_figure
 
         kw = dict(lim=args.lim, n=args.grid_size)
-        fig = plot_fields({label: field}, sde, args.t, args.kind, style=args.style, **kw)
+        fig = plot_fields({label: field}, sde, ts, args.kind, style=args.style, **kw)
         save_figure(fig, out, dpi=110)
-        print(f"{args.kind} field at t = {', '.join(f'{t:g}' for t in args.t)} -> {out}")
+        print(f"{args.kind} field at t = {', '.join(f'{t:g}' for t in ts)} -> {out}")
         if args.animate is not None:
-            lo, hi = min(args.t), max(args.t)
+            lo, hi = min(ts), max(ts)
             frames = [hi * (lo / hi) ** (i / max(args.frames - 1, 1)) for i in range(args.frames)]
             animate_fields(field, sde, frames, args.animate, args.kind, **kw)
             print(f"animation, {args.frames} frames from t = {hi:g} to {lo:g} -> {args.animate}")
@@ -819,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     fl = sub.add_parser("fields", help="score, PF-ODE or reverse-SDE drift field of a 2-D problem or model (PNG, GIF)")
     fl.add_argument("--problem", help="an exact 2-D problem (default: ring)")
     fl.add_argument("--checkpoint", help="a trained 2-D model's checkpoint directory instead of --problem")
-    fl.add_argument("--t", type=_csv(float), default=(0.05, 0.2, 0.5, 1.0), help="comma-separated times in (0, T]")
+    fl.add_argument("--t", type=_csv(float), help="comma-separated times in (0, T] (default: 0.05,0.2,0.5,T)")
     fl.add_argument("--kind", default="score", choices=("score", "pf-drift", "sde-drift"), help="default: %(default)s")
     fl.add_argument("--sde", default="vp", choices=tuple(_SDES), help="for --problem (default: %(default)s)")
     fl.add_argument("--style", default="stream", choices=("stream", "quiver"), help="default: %(default)s")
