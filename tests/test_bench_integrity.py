@@ -228,12 +228,12 @@ def test_peers_on_another_sde_are_refused_before_any_run(tmp_path, runs, monkeyp
     from scoresde import peers
     from scoresde.sde import VPSDE
 
-    if not peers.available_peers():
-        pytest.skip("no peer library installed")
+    if "diffusers-ddim" not in peers.available_peers():
+        pytest.skip("diffusers is not installed")
     cosine = bench.ExactProblem("ring", sde=VPSDE(schedule="cosine"))
-    monkeypatch.setattr(bench.runner, "make_problem", lambda name: cosine)
-    with pytest.raises(ValueError, match="^--peers: peers run on the linear VP SDE only"):
-        bench.run_bench(_cfg(tmp_path, peers=(peers.available_peers()[0],)), progress=False)
+    monkeypatch.setattr(bench.runner, "make_problem", lambda name, sde=None: cosine)
+    with pytest.raises(ValueError, match="^--peers: diffusers-ddim runs on the linear VP SDE only"):
+        bench.run_bench(_cfg(tmp_path, peers=("diffusers-ddim",)), progress=False)
     assert runs == [] and not list(tmp_path.iterdir())
 
 
