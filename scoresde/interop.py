@@ -87,12 +87,25 @@ def diffusers_sde(scheduler: Any) -> DiscreteVPSDE:
     return DiscreteVPSDE(betas)
 
 
+def _is_flow_match(scheduler: Any, config: Mapping) -> bool:
+    """A FlowMatch* scheduler (object or saved config): its loop takes the model output as the velocity."""
+    return str(config.get("_class_name", type(scheduler).__name__)).startswith("FlowMatch")
+
+
+def _call(model: Callable, x: Tensor, timestep: Tensor) -> Tensor:
+    """One call of a diffusers-style model: the input in the model's parameter dtype (a ModelMixin's ``dtype``), the
+    output unwrapped from ``.sample`` or a tuple's first element."""
+    dtype = getattr(model, "dtype", None)
+    out = model(x if not isinstance(dtype, torch.dtype) else x.to(dtype), timestep)
+    out = getattr(out, "sample", out)
+    return out[0] if isinstance(out, tuple) else out
+
+
 def is_flow_scheduler(scheduler: Any) -> bool:
     """Whether a diffusers scheduler (or config) describes a flow-matching path rather than a DDPM chain."""
     config = _config(scheduler)
-    cls = str(config.get("_class_name", type(scheduler).__name__))
     return (
-        cls.startswith("FlowMatch")
+        _is_flow_match(scheduler, config)
         or bool(config.get("use_flow_sigmas"))
         or (config.get("prediction_type") == "flow_prediction")
     )
@@ -124,7 +137,7 @@ def flow_sde(scheduler: Any, *, mu: float | None = None, T: float | None = None)
 
 def _flow_score(model: Callable, scheduler: Any, config: Mapping, mu: float | None, T: float | None) -> Score:
     pred = config.get("prediction_type", "flow_prediction")
-    if str(config.get("_class_name", type(scheduler).__name__)).startswith("FlowMatch"):
+    if _is_flow_match(scheduler, config):
         pred = "flow_prediction"  # its loop takes the model output as the velocity, whatever else the config says
     if pred != "flow_prediction":
         raise ValueError(
@@ -135,12 +148,7 @@ def _flow_score(model: Callable, scheduler: Any, config: Mapping, mu: float | No
     n = int(config.get("num_train_timesteps", 1000))
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
-        dtype = getattr(model, "dtype", None)
-        out = model(x if not isinstance(dtype, torch.dtype) else x.to(dtype), sde.shifted(t).to(t.dtype) * n)
-        out = getattr(out, "sample", out)
-        if isinstance(out, tuple):
-            out = out[0]
-        return out.to(x.dtype)
+        return _call(model, x, sde.shifted(t).to(t.dtype) * n).to(x.dtype)
 
     return FlowVelocityScore(velocity, sde)
 
@@ -197,8 +205,6 @@ def from_diffusers(
                 "which a continuous-time solver does not do; pass ignore_clip_sample=True to sample without it, "
                 f"or a scheduler with {key}=False"
             )
-    if not callable(model):
-        raise TypeError(f"from_diffusers: model must be callable as model(sample, t), got {type(model).__name__}")
     sde = diffusers_sde(scheduler)
     n = sde.n
     learned = config.get("variance_type") in ("learned", "learned_range")
@@ -207,11 +213,7 @@ def from_diffusers(
         idx = t * n - 1  # timestep_to_t's inverse, t_to_timestep
         near = idx.round()
         idx = torch.where((idx - near).abs() < _SNAP, near, idx)
-        dtype = getattr(model, "dtype", None)  # a diffusers ModelMixin's parameter dtype: the input follows it
-        out = model(x if not isinstance(dtype, torch.dtype) else x.to(dtype), idx)
-        out = getattr(out, "sample", out)
-        if isinstance(out, tuple):
-            out = out[0]
+        out = _call(model, x, idx)
         if learned and out.ndim > 1 and out.shape[1] == 2 * x.shape[1]:
             out = out[:, : x.shape[1]]
         return out.to(x.dtype)

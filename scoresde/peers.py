@@ -335,12 +335,7 @@ def peer_sample(name: str, score: Score, sde: SDE, shape: tuple[int, ...], nfe: 
     if name in _FLOW:
         if not (isinstance(sde, FlowSDE) and sde.shift == 1.0 and sde.T == FLOW_PEER_T):
             raise ValueError(f"the flow peers are driven on FlowSDE(T={FLOW_PEER_T}) (shift 1), got {sde!r}")
-        if repr(score.sde) != repr(sde):
-            raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
-        if int(nfe) < 1:
-            raise ValueError(f"nfe must be >= 1, got {nfe}")
-        return _flow_sample(name, score, tuple(int(s) for s in shape), int(nfe), seed)
-    if not (isinstance(sde, VPSDE) and sde.schedule == "linear" and (sde.beta_min, sde.beta_max) == (0.1, 20.0)):
+    elif not (isinstance(sde, VPSDE) and sde.schedule == "linear" and (sde.beta_min, sde.beta_max) == (0.1, 20.0)):
         raise ValueError(
             f"peers are driven on the linear VP schedule of Ho et al.; pass VPSDE(T={PEER_T}), got {sde!r}"
         )
@@ -349,6 +344,8 @@ def peer_sample(name: str, score: Score, sde: SDE, shape: tuple[int, ...], nfe: 
     if int(nfe) < 1:
         raise ValueError(f"nfe must be >= 1, got {nfe}")
     shape = tuple(int(s) for s in shape)
+    if name in _FLOW:
+        return _flow_sample(name, score, shape, int(nfe), seed)
     run = _kdiff_sample if name in _KDIFF else _diffusers_sample
     return run(name, score, sde, shape, int(nfe), seed)
 

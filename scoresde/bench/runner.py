@@ -172,8 +172,10 @@ def _planned(pname: str, method: str, cfg: BenchConfig) -> list[dict]:
 def plan(cfg: BenchConfig) -> list[dict]:
     """Every run of the grid as ``{problem, method, source, run, kwargs}``, in execution order."""
     methods = cfg.methods or (*available_methods(), *cfg.variants)
-    peer_names = tuple(peers.available_peers()) if cfg.peers is None else cfg.peers
-    peer_names = tuple(p for p in peer_names if peers.peer_path(p) == cfg.sde or cfg.peers is not None)
+    if cfg.peers is None:  # every installed peer of the problems' path (validate checks a given list)
+        peer_names = tuple(p for p in peers.available_peers() if peers.peer_path(p) == cfg.sde)
+    else:
+        peer_names = cfg.peers
     runs = []
     for pname in cfg.problems:
         for method in methods:
@@ -323,16 +325,24 @@ def _check_device(cfg: BenchConfig) -> None:
         _fail("--peers", f"the peers run on the CPU only; with --device {cfg.device} pass --peers ''")
 
 
+def _peer_mismatch(name: str, problem: BenchProblem) -> str | None:
+    """Why peer ``name`` cannot run on ``problem`` (it is on another path than the peer's), or ``None``."""
+    flow = peers.peer_path(name) == "flow"
+    if repr(problem.sde) == repr(FlowSDE() if flow else VPSDE()):
+        return None
+    want = "the flow path (--sde flow)" if flow else "the linear VP SDE"
+    return f"{name} runs on {want} only; {problem.name} is on {problem.sde!r}"
+
+
 def _score(item: dict, problem: BenchProblem, timer: TimedModel):
     """The problem's score for this run, every model call timed: on its SDE, or the peers' extended one."""
     if item["source"] != "peer":
         return problem.score(problem.sde, timer)
+    why = _peer_mismatch(item["method"], problem)
+    if why:
+        raise ValueError(why)
     if peers.peer_path(item["method"]) == "flow":  # from pure noise, driven by the exact velocity
-        if repr(problem.sde) != repr(FlowSDE()):
-            raise ValueError(f"the flow peers run on FlowSDE() problems only; {problem.name} is on {problem.sde!r}")
         return problem.velocity_score(FlowSDE(T=peers.FLOW_PEER_T), timer)
-    if repr(problem.sde) != repr(VPSDE()):
-        raise ValueError(f"peers run on the linear VP SDE only; {problem.name} was trained on {problem.sde!r}")
     return problem.score(VPSDE(T=peers.PEER_T), timer)  # diffusers' chain ends at t = 1.0034 on this schedule
 
 
@@ -455,11 +465,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     problems: dict[str, BenchProblem] = {name: make_problem(name, sde) for name in dict.fromkeys(cfg.problems)}
     items = plan(cfg)
     for item in items:
-        prob = problems[item["problem"]]
-        path = repr(FlowSDE()) if item["source"] == "peer" and peers.peer_path(item["method"]) == "flow" else None
-        if item["source"] == "peer" and repr(prob.sde) != (path or repr(VPSDE())):
-            want = "the flow path (--sde flow)" if path else "the linear VP SDE"
-            _fail("--peers", f"{item['method']} runs on {want} only; {prob.name} is on {prob.sde!r} (pass --peers '')")
+        why = _peer_mismatch(item["method"], problems[item["problem"]]) if item["source"] == "peer" else None
+        if why:
+            _fail("--peers", f"{why} (pass --peers '')")
     if not items:
         _fail("--nfe", f"nothing to run: no method fits the budgets {cfg.budgets} (a step costs more NFE)")
     for prob in problems.values():

@@ -103,7 +103,7 @@ class ExpSolver(Solver):
         q = min(self.max_order, k + 1)
         q = min(q, n - k) if lof else q
         if q > 1 and self.lower_order_final is None:
-            lam = ctx.coefs
-            if lam[k + 1].lam - lam[k].lam > MAX_STEP_RATIO * (lam[k].lam - lam[k - 1].lam):
+            c = ctx.coefs
+            if c[k + 1].lam - c[k].lam > MAX_STEP_RATIO * (c[k].lam - c[k - 1].lam):
                 q = 1
         return q
