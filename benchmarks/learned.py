@@ -33,60 +33,29 @@ import scoresde as sd
 from scoresde import metrics
 from scoresde.bench import LearnedProblem
 from scoresde.plot import save_image_grid, save_points
-from scoresde.precision import fast_bfloat16
 from scoresde.train import TrainConfig, draw_labels, load_score, make_score, train
 from scoresde.train.pretrained import label_counts
+from scoresde.train.recipes import recipe
 from scoresde.util import atomic_write_text
 
-# The digits U-Net at base width 64 and EDM's noise levels moved up (log(sigma / alpha) ~ N(-0.4, 1.4^2) instead of
-# N(-1.2, 1.2^2)): sampling with the network above a time and the train set's exact posterior mean below it (and
-# the other way round) put the network's error at sigma / alpha in about (0.3, 3.4], the upper tail of EDM's levels.
-# Equal-time proxies, FD / floor as the mean of 3 sampling seeds (docs/guides/training.md): width 32, EDM's levels,
-# 20,000 steps 1.96; width 32, N(-0.4, 1.4^2), 10,000 steps 1.91 (N(0.2, 1.4^2): worse); width 64, N(-0.4, 1.4^2),
-# 5,400 steps 1.74. At about the recipe's time, widths 96 and 128, dropout, a doubled learning rate or batch did not
-# beat one sampling draw's noise (the same table). What did: conditioning the unconditional model on 20 k-means
-# clusters of the pixels, sampled with clusters drawn from their training frequencies (Bao et al. 2022), 1.79 ->
-# 1.64 (the guide's cluster table, with a second training seed and held-out sampling seeds).
-_DIGITS = dict(
-    data="digits",
-    prediction="v",
-    model={"arch": "unet", "base_channels": 64, "channel_mults": [1, 2], "num_res_blocks": 1},
-    p_mean=-0.4,
-    p_std=1.4,
-    steps=8000,
-    batch_size=128,
-    lr=1e-3,
-    warmup=200,
-    dtype="bfloat16",
-)
+# The recipes are scoresde.train.recipes' table, the one `scoresde train --data ...` uses by default; the reasons
+# and the equal-time variants behind each are in docs/guides/training.md. The digits U-Net is at base width 64 with
+# EDM's noise levels moved up (log(sigma / alpha) ~ N(-0.4, 1.4^2)): equal-time proxies, FD / floor as the mean of 3
+# sampling seeds: width 32, EDM's levels, 20,000 steps 1.96; width 32, N(-0.4, 1.4^2), 10,000 steps 1.91; width 64,
+# N(-0.4, 1.4^2), 5,400 steps 1.74; conditioning the unconditional model on 20 k-means clusters of the pixels,
+# sampled with clusters drawn from their training frequencies (Bao et al. 2022), 1.79 -> 1.64. Two digits models: an
+# unconditional one for the unconditional figure (sampled through the null label, a class-conditional model trained
+# with p_uncond = 0.1 gave FD 3.36x its floor where its class-conditional samples gave 1.62x), and a
+# class-conditional one for guidance, scored with labels cycling through the classes. The 2-D recipe: v prediction
+# (with eps prediction the MLP flung DDIM samples out to |x| = 125), batch 1,024 at lr 2e-3, 256 Fourier
+# frequencies, bfloat16 autocast, 6,000 steps: a histogram TV of 1.53x its floor without the final denoising step,
+# where 10,000 steps of batch 256 with 64 frequencies stopped at 1.70x.
 FULL = {
-    # v prediction (Salimans & Ho 2022): eps = alpha v + sigma x tends to x at T whatever the network says, so
-    # the prior's tails cannot be flung outwards. With eps prediction the same MLP, after 6000 steps, gave DDIM
-    # samples out to |x| = 125 from prior draws at |x| ~ 4 (it predicted eps ~ 0.87 x there, and x0 = (x -
-    # sigma eps) / alpha amplifies the shortfall by 1 / alpha_T ~ 160). The rest is TrainConfig's defaults:
-    # lognormal noise levels, warm-up + cosine decay, and the MLP on Fourier features (written out, so the
-    # run's config says what it trained).
-    # Batch 1024 at twice the rate, 256 frequencies instead of 64, bfloat16 autocast: 6,000 steps reach a
-    # histogram TV of 1.50x its floor without the final denoising step, where 10,000 steps of batch 256 with 64
-    # frequencies stopped at 1.70x (docs/guides/training.md has the ablation).
-    "2d": dict(
-        data="checkerboard",
-        n_train=100_000,
-        prediction="v",
-        model={"arch": "mlp", "fourier_features": 256, "fourier_scale": 0.5},
-        steps=6000,
-        batch_size=1024,
-        lr=2e-3,
-        warmup=200,
-        dtype="bfloat16",
-    ),
-    # Two digits models. An unconditional one for the unconditional figure: sampled through the null label, a
-    # class-conditional model trained with p_uncond = 0.1 gave FD 3.36x its floor where its class-conditional
-    # samples gave 1.62x, since only a tenth of its training saw the null label. And a class-conditional one for
-    # guidance, scored with labels cycling through the classes.
-    "digits-uncond": {**_DIGITS, "clusters": 20},
-    "digits": {**_DIGITS, "class_conditional": True, "p_uncond": 0.1},
+    "2d": recipe("checkerboard").settings,
+    "digits-uncond": recipe("digits").settings,
+    "digits": recipe("digits", class_conditional=True).settings,
 }
+RECIPE_OF = {"2d": recipe("checkerboard"), "digits-uncond": recipe("digits"), "digits": recipe("digits", True)}
 QUICK_STEPS = {"2d": 300, "digits-uncond": 150, "digits": 150}
 SEEDS = (0, 1, 2)  # sampling seeds of every digits figure
 # Guidance only at noise levels lo < sigma / alpha <= hi (Kynkaenniemi et al. 2024). Their interval for EDM2,
@@ -102,13 +71,11 @@ GUIDANCE_INTERVAL = (0.28, 2.0)
 
 def recipe_dtype(name: str, saved: Path | None = None) -> str:
     """The dtype ``name`` trains in: a run already in ``saved`` keeps its own (so it resumes on any machine); a
-    new run takes the recipe's bfloat16 where the CPU has bfloat16 kernels and float32 where it has not, since
-    bfloat16 there runs about 20x slower (:mod:`scoresde.precision`; bfloat16 training follows float32's to
-    within its rounding, tests/test_train.py)."""
+    new run takes the recipe's (bfloat16 where the CPU has bfloat16 kernels, float32 where it has not: bfloat16 runs
+    about 20x slower there, :meth:`scoresde.train.recipes.Recipe.config`)."""
     if saved is not None and (saved / "config.json").is_file():
         return TrainConfig.from_saved(saved / "config.json").dtype
-    want = FULL[name].get("dtype", "float32")
-    return want if want != "bfloat16" or fast_bfloat16("cpu") else "float32"
+    return RECIPE_OF[name].config().dtype
 
 
 def _train(name: str, out: Path, quick: bool) -> tuple[dict, dict]:

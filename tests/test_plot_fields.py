@@ -103,6 +103,32 @@ def test_the_simulated_forward_process_matches_the_closed_form_marginal():
         assert abs(float(x.std()) - s) < 0.03
 
 
+def test_a_data_overlay_is_drawn_on_every_panel_with_the_axes_on_the_outer_ones(ring):
+    """Issue 32: a learned 2-D model's fields were drawn without axes or its data; the data now lie over every panel
+    (one scatter each) and the outer panels carry tick labels."""
+    from matplotlib.collections import PathCollection
+
+    sde = sd.VPSDE()
+    pts = sd.data.toy_2d("moons", 300, seed=0)
+    fig = plot.plot_fields({"a": ring, "b": ring}, sde, [0.1, 1.0], n=8, data=pts, lim=plot.data_extent(pts))
+    axes = fig.axes
+    assert len(axes) == 4
+    for ax in axes:
+        scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+        assert len(scatters) == 1 and scatters[0].get_offsets().shape == (300, 2)
+        assert len(ax.get_xticks()) > 0 and len(ax.get_yticks()) > 0
+    labelled = [(ax.xaxis.get_tick_params()["labelbottom"], ax.yaxis.get_tick_params()["labelleft"]) for ax in axes]
+    assert labelled == [(False, True), (False, False), (True, True), (True, False)]
+
+
+def test_data_extent_holds_the_data_and_is_not_the_exact_problems_4_5():
+    pts = sd.data.toy_2d("moons", 2000, seed=0)
+    lim = plot.data_extent(pts)
+    assert (pts.abs() <= lim).float().mean() > 0.995
+    assert lim < 3.5  # standardised moons lie within about 2.2: the old default 4.5 drew them in a quarter of the panel
+    assert plot.data_extent(torch.tensor([[0.5, -1.0]])) == pytest.approx(1.2)
+
+
 def test_cli_fields_writes_the_png_and_the_gif_and_never_overwrites(tmp_path, capsys):
     out, gif = tmp_path / "f.png", tmp_path / "f.gif"
     args = ["fields", "--t", "0.1,1", "--grid-size", "8", "--out", str(out), "--animate", str(gif), "--frames", "3"]

@@ -11,6 +11,7 @@ from .density import plot_image_rows, plot_log_density
 from .fields import (
     FIELD_KINDS,
     animate_fields,
+    data_extent,
     field_error,
     field_grid,
     plot_field_error,
@@ -36,6 +37,7 @@ __all__ = [
     "record_trajectory",
     "plot_trajectories",
     "animate_fields",
+    "data_extent",
     "sharpness",
     "simulate_forward",
     "plot_forward",

@@ -13,6 +13,7 @@ drift exactly as written above.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "field_error",
     "plot_fields",
     "plot_field_error",
+    "data_extent",
     "record_trajectory",
     "plot_trajectories",
     "animate_fields",
@@ -97,8 +99,9 @@ def _log_density(mixture, sde, t: float, points: Tensor) -> Tensor:
     return mixture.log_prob(points.double(), float(t), sde)
 
 
-def _panel(ax, xs, ys, v: Tensor, n: int, travel: bool, kind: str, style: str, background=None):
-    """One stream (or quiver) plot of ``v`` on the grid, coloured by log10 |v|, over an optional background."""
+def _panel(ax, xs, ys, v: Tensor, n: int, travel: bool, kind: str, style: str, background=None, data=None):
+    """One stream (or quiver) plot of ``v`` on the grid, coloured by log10 |v|, over an optional background and
+    under an optional scatter of ``data``."""
     import numpy as np
 
     lim = float(xs[-1])
@@ -124,19 +127,35 @@ def _panel(ax, xs, ys, v: Tensor, n: int, travel: bool, kind: str, style: str, b
         ax.quiver(XX[sl], YY[sl], (u / norm)[sl], (w / norm)[sl], speed[sl], cmap="viridis", scale=20, width=0.006)
     else:
         ax.streamplot(X, Y, u, w, color=speed, cmap="viridis", density=1.1, linewidth=0.8, arrowsize=0.8)
-    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+    if data is not None:
+        pts = data.detach().double().cpu().numpy()
+        ax.scatter(pts[:, 0], pts[:, 1], s=1.5, c="tab:red", alpha=0.25, linewidths=0, zorder=3)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    ax.tick_params(labelsize=7)
 
 
-def _field_rows(axes, scores: dict, sde, ts, kind, lim, n, density, travel, style) -> None:
+def _field_rows(axes, scores: dict, sde, ts, kind, lim, n, density, travel, style, data=None) -> None:
     xs, ys, pts = field_grid(lim, n)
+    rows = len(scores)
     for r, (label, sc) in enumerate(scores.items()):
         for c, t in enumerate(ts):
             ax = axes[r][c]
             bg = _log_density(density, sde, t, pts).clamp_min(-30).float() if density is not None else None
-            _panel(ax, xs, ys, vector_field(sc, t, pts, kind, sde).float(), n, travel, kind, style, bg)
+            _panel(ax, xs, ys, vector_field(sc, t, pts, kind, sde).float(), n, travel, kind, style, bg, data)
             ax.set_title(f"t = {t:g}" if r == 0 else "", fontsize=10)
             if c == 0:
                 ax.set_ylabel(label, fontsize=10)
+            else:
+                ax.tick_params(labelleft=False)
+            if r + 1 < rows:
+                ax.tick_params(labelbottom=False)
+
+
+def data_extent(points: Tensor, margin: float = 1.15) -> float:
+    """A plot half-width ``lim`` that holds ``points`` ``(m, 2)``: ``margin`` times their largest |coordinate| at
+    the 99.5th percentile, rounded up to a tenth."""
+    q = torch.quantile(points.detach().abs().double().cpu().reshape(-1), 0.995).item()
+    return math.ceil(10 * margin * max(q, 1e-3)) / 10
 
 
 def plot_fields(
@@ -150,6 +169,7 @@ def plot_fields(
     density=None,
     travel: bool = True,
     style: str = "stream",
+    data: Tensor | None = None,
 ):
     """Stream plots of the field ``kind`` at each time of ``ts`` side by side, one row per entry of ``scores``.
 
@@ -163,8 +183,10 @@ def plot_fields(
             among ``scores``, if any).
         travel: draw the drifts as the direction a sample moves while ``t`` decreases (``-drift``).
         style: ``stream`` or ``quiver``.
+        data: points ``(m, 2)`` (a learned model's training data) drawn faintly over every panel, where the field
+            should lead at small ``t``.
 
-    Returns the matplotlib Figure (colour: log10 of the field's length).
+    Returns the matplotlib Figure (colour: log10 of the field's length); the outer panels carry the axes' ticks.
     """
     _check_kind(kind)
     plt = pyplot()
@@ -174,7 +196,7 @@ def plot_fields(
         density = next((s for s in scores.values() if _is_mixture(s)), None)
     ts = [float(t) for t in ts]
     fig, axes = plt.subplots(len(scores), len(ts), figsize=(3.0 * len(ts), 3.1 * len(scores)), squeeze=False)
-    _field_rows(axes, scores, sde, ts, kind, lim, n, density, travel, style)
+    _field_rows(axes, scores, sde, ts, kind, lim, n, density, travel, style, data)
     arrow = " (direction of travel as t decreases)" if kind != "score" and travel else ""
     fig.suptitle(f"{_LABELS[kind]}{arrow}; {sde!r}", fontsize=10)
     fig.tight_layout()
@@ -207,7 +229,9 @@ def plot_field_error(learned, exact, sde, ts, kind: str = "score", *, lim: float
         logp = _log_density(exact, sde, t, pts).reshape(n, n).numpy()
         levels = np.linspace(logp.max() - 8, logp.max(), 5)
         ax.contour(xs.numpy(), ys.numpy(), logp, levels=levels, colors="w", linewidths=0.5)
-        ax.set(aspect="equal", xticks=[], yticks=[])
+        ax.set(aspect="equal")
+        ax.tick_params(labelsize=7, labelleft=c == 0)
+        axes[1][c].tick_params(labelbottom=False)
         if c == 0:
             ax.set_ylabel("relative error", fontsize=10)
     fig.suptitle(f"learned vs exact {_LABELS[kind]}; white: contours of the exact log p_t", fontsize=10)
@@ -270,9 +294,11 @@ def animate_fields(
     density=None,
     fps: int = 4,
     travel: bool = True,
+    data: Tensor | None = None,
 ) -> Path:
     """Write a GIF (PillowWriter) of the field ``kind`` at each time of ``ts`` in turn, one frame per time; atomic.
-    ``score`` is a Score or a GaussianMixture (whose density is then drawn behind the field)."""
+    ``score`` is a Score or a GaussianMixture (whose density is then drawn behind the field); ``data`` as in
+    :func:`plot_fields`."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     _check_kind(kind)
@@ -287,7 +313,7 @@ def animate_fields(
         ax.clear()
         t = ts[i]
         bg = _log_density(density, sde, t, pts).clamp_min(-30).float() if density is not None else None
-        _panel(ax, xs, ys, vector_field(score, t, pts, kind, sde).float(), n, travel, kind, "stream", bg)
+        _panel(ax, xs, ys, vector_field(score, t, pts, kind, sde).float(), n, travel, kind, "stream", bg, data)
         ax.set_title(f"{_LABELS[kind]}, t = {t:.3g}", fontsize=9)
         return []
 

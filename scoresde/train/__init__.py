@@ -1,6 +1,7 @@
 """Training a score network, and loading it back as a score.
 
 - :mod:`~scoresde.train.config`: :class:`TrainConfig`, its checks and its JSON / TOML files;
+- :mod:`~scoresde.train.recipes`: :func:`recipe`, the measured recipes behind ``scoresde train``'s defaults;
 - :mod:`~scoresde.train.loop`: :func:`train` (denoising loss, AdamW, EMA, checkpoints, exact resumption);
 - :mod:`~scoresde.train.pretrained`: :func:`load_score`, :class:`ConditionalModel` (labels, guidance),
   :class:`AutoGuided` (guidance by a weaker model) and :func:`draw_labels` (labels from the training frequencies).
@@ -12,6 +13,7 @@ it on first use.
 from .config import SDES, TrainConfig, build_sde
 from .loop import RESUMABLE_CHANGES, TrainResult, ema_decay_at, learning_rate, train
 from .pretrained import SCORES, AutoGuided, ConditionalModel, draw_labels, load_guide, load_score, make_score
+from .recipes import RECIPES, Recipe, recipe
 
 __all__ = [
     "TrainConfig",
@@ -29,4 +31,7 @@ __all__ = [
     "RESUMABLE_CHANGES",
     "SDES",
     "SCORES",
+    "Recipe",
+    "RECIPES",
+    "recipe",
 ]
