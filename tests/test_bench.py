@@ -211,6 +211,19 @@ def test_learned_problem_through_the_runner(tmp_path):
     assert "learned:moons" in table and "tv floor" in table and "swd floor" in table
 
 
+def test_the_learned_table_gives_mmd_in_floor_standard_deviations_not_a_ratio_to_a_negative_floor():
+    """Issue 32: the unbiased MMD^2 floor is about 0 and often negative, so "mmd / floor" was nan in every row."""
+    from scoresde.bench.report import _learned_table
+
+    row = dict(problem="learned:moons", dim=2, n=1000, method="ddim", run="ode", steps=5, nfe=5, wall_s=1.0,
+               model_s=0.5, status="ok", tv=0.2, tv_floor=0.1, tv_floor_std=0.01, swd=0.03, swd_floor=0.01,
+               swd_floor_std=0.002, mmd=4e-4, mmd_floor=-1e-4, mmd_floor_std=2.5e-4)  # fmt: skip
+    lines = _learned_table([row])
+    assert "mmd | (- floor) / floor std" in lines[1]
+    cells = [c.strip() for c in lines[-1].split("|")]
+    assert cells[5:11] == ["0.2", "2.00", "0.03", "3.00", "0.0004", "2.00"]
+
+
 def test_grid_variants_are_planned_and_run(tmp_path):
     cfg = bench.BenchConfig(problems=("ring",), methods=("unipc@optimized",), peers=(), budgets=(4,), n=200)
     (item,) = bench.plan(cfg)
