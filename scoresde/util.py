@@ -17,9 +17,11 @@ def _umask() -> int:
 
 
 def unwritable(folder: str | Path) -> str | None:
-    """Why no file can be written in ``folder`` (created if missing), or ``None`` when one can: checked by writing
-    and removing a probe file, before any work whose results would have nowhere to go."""
+    """Why no file can be written in ``folder``, or ``None`` when one can: checked by writing and removing a probe
+    file, before any work whose results would have nowhere to go. Folders it had to create for the probe are
+    removed again, so a command refused later leaves nothing behind."""
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
@@ -27,6 +29,12 @@ def unwritable(folder: str | Path) -> str | None:
         os.unlink(probe)
     except OSError as err:
         return err.strerror or str(err)
+    finally:
+        for p in created:  # deepest first
+            try:
+                p.rmdir()
+            except OSError:
+                break
     return None
 
 

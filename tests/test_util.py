@@ -34,3 +34,21 @@ def test_replacing_a_file_keeps_the_content_atomic_and_readable(tmp_path):
     assert (tmp_path / "r.txt").read_text() == "new"
     assert stat.S_IMODE((tmp_path / "r.txt").stat().st_mode) == 0o644
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_the_write_probe_leaves_no_folder_it_had_to_create(tmp_path):
+    """Issue 32: a refused `scoresde train --resume` left an empty folder behind (the probe created it)."""
+    from scoresde.util import unwritable
+
+    assert unwritable(tmp_path / "a" / "b") is None
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    assert unwritable(tmp_path / "kept") is None and (tmp_path / "kept").is_dir()
+
+
+def test_a_refused_resume_creates_nothing(tmp_path, capsys):
+    from scoresde.cli import main
+
+    assert main(["train", "--data", "moons", "--out", str(tmp_path / "run"), "--resume", "--no-progress"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
