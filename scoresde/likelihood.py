@@ -166,6 +166,20 @@ class _Divergence:
         return total[:, None]
 
 
+def _progress_bar(batch: int, t_min: float, T: float):
+    """A tqdm bar on stderr over the share of the integration from ``t_min`` to ``T`` done."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=1.0,
+        desc=f"log-likelihood of {batch} points, t from {t_min:g} to {T:g}",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+        file=sys.stderr,
+    )
+
+
 def _per_sample_max_rms(err: Tensor) -> Tensor:
     """Error norm for the step-size control: the worst sample's RMS over its own state (x and log p)."""
     return err.pow(2).mean(1).sqrt().max()
@@ -192,6 +206,7 @@ def log_likelihood(
     data_range: tuple[float, float] = (-1.0, 1.0),
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     max_steps: int = 10_000,
+    progress: bool = False,
 ) -> Likelihood:
     """``log p_{t_min}(x)`` per sample by integrating the PF-ODE with its log-density from ``t_min`` to ``T``.
 
@@ -210,6 +225,8 @@ def log_likelihood(
         probe, n_probes: Hutchinson's probe distribution (``"rademacher"`` or ``"gaussian"``) and count; probe
             ``j`` of sample ``i`` depends only on (seed, ``sample_offset + i``, ``j``).
         rtol, atol, method, max_steps: torchdiffeq's adaptive solver and its tolerances.
+        progress: show a bar on stderr of the share of the integration done, with the time reached and the model
+            calls so far (a likelihood of a few thousand points takes minutes on a CPU).
         time: the integration variable, ``"t"`` (default) or ``"logsnr"`` (see the module docstring).
         generator, seed: randomness for the probes and the dequantisation (one of them, or neither for the global
             RNG; no draw is made when nothing is random). ``sample_offset``: global index of sample 0.
@@ -285,9 +302,15 @@ def log_likelihood(
             return u, 1.0
 
     nfe0 = score.nfe
+    bar = _progress_bar(B, t_min, T) if progress else None
 
     def rhs(u: Tensor, state: Tensor) -> Tensor:
         t, dt_du = to_t(float(u))
+        if bar is not None:  # the share of [u0, u1] covered so far (stages may look back; the bar only moves on)
+            done = round((float(u) - u0) / (u1 - u0), 3)
+            if done > bar.n:
+                bar.update(done - bar.n)
+            bar.set_postfix_str(f"t = {t:.3g}, {score.nfe - nfe0 + 1} model calls", refresh=False)
         c = sde.coefs(t)
         xt = state[:, :d].reshape(shape)
         with torch.enable_grad():
@@ -315,6 +338,9 @@ def log_likelihood(
             out = torchdiffeq.odeint(rhs, state0, ts, method=method, rtol=rtol, atol=atol, options=options)[-1]
     except AssertionError as e:  # torchdiffeq reports step-size underflow and max_num_steps with assert
         raise NonFiniteError(f"log_likelihood: torchdiffeq failed ({e}) after {score.nfe - nfe0} model calls") from e
+    finally:
+        if bar is not None:
+            bar.close()
 
     x_T = out[:, :d].reshape(shape)
     per_probe = _host64(out[:, d:])  # (B, P): int div F dt for each probe
