@@ -1,10 +1,11 @@
 """Every notebook runs top to bottom at CI size (SCORESDE_NB_SMALL=1), in a fresh kernel, from notebooks/."""
 
 import os
-import time
+import re
 from pathlib import Path
 
 import pytest
+from nbtools import run_build_dir, tools
 
 nbformat = pytest.importorskip("nbformat", reason="the dev extra installs nbformat, nbclient and ipykernel")
 nbclient = pytest.importorskip("nbclient")
@@ -21,22 +22,30 @@ def test_the_seven_notebooks_are_there_and_committed_without_outputs():
         assert "SMALL = " in code[0].source, f"{path.name}: the size switch belongs in the first cell"
 
 
+# a cell that calls a plotting function of scoresde.plot or shows an image file
+DRAWS = re.compile(r"\bplot\.(plot_|animate_)\w*\(|\bImage\(")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, tmp_path_factory, monkeypatch):
+    """Executed in a fresh kernel (tools/notebooks.py, the docs build's executor), every drawing cell shows a figure.
+
+    The executed copy goes to this run's folder, where the docs-build test renders the site from it: whichever of the
+    two tests gets to a notebook first executes it, the other reads that copy (same notebook, code and size).
+    """
     monkeypatch.setenv("SCORESDE_NB_SMALL", "1")
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(path, as_version=4)
-    start = time.perf_counter()
-    client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": path.parent}}
-    )
-    client.execute()
-    seconds = time.perf_counter() - start
-    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert images >= 1, f"{path.name} showed no figure"
-    print(f"{path.name}: {seconds:.1f} s, {images} figures")
+    monkeypatch.setenv("SCORESDE_NB_BUILD", str(run_build_dir(tmp_path_factory)))
+    done = tools().execute(path)
+    nb = nbformat.read(done.path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert done.figures >= 1, f"{path.name} showed no figure"
+    for i, cell in enumerate(code):
+        images = [o for o in cell.outputs if any(m.startswith("image/") for m in o.get("data", {}))]
+        if DRAWS.search(cell.source):
+            assert images, f"{path.name}, code cell {i}: it draws, but shows no image"
+    how = "read the docs build's copy" if done.reused else "executed"
+    print(f"{path.name}: {done.seconds:.1f} s, {done.figures} figures ({how})")
     if os.environ.get("SCORESDE_NB_TIMES"):
         with open(os.environ["SCORESDE_NB_TIMES"], "a") as f:
-            f.write(f"{path.name} {seconds:.1f}\n")
+            f.write(f"{path.name} {done.seconds:.1f}\n")

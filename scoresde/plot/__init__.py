@@ -6,7 +6,7 @@ it with :func:`save_figure`); ``save_*`` and :func:`animate_fields` write files 
 """
 
 from ._mpl import save_figure
-from .bench import plot_nfe_quality, save_image_grid, save_points
+from .bench import nfe_quality_figure, nfe_ticks, plot_nfe_quality, save_image_grid, save_points
 from .density import plot_image_rows, plot_log_density
 from .fields import (
     FIELD_KINDS,
@@ -25,6 +25,8 @@ from .forward import plot_forward, plot_noising, plot_schedules, plot_variance_r
 
 __all__ = [
     "plot_nfe_quality",
+    "nfe_quality_figure",
+    "nfe_ticks",
     "save_image_grid",
     "save_points",
     "save_figure",

@@ -8,54 +8,133 @@ from pathlib import Path
 
 from ..util import atomic_write_bytes
 
-__all__ = ["plot_nfe_quality", "save_image_grid", "save_points"]
+__all__ = ["plot_nfe_quality", "nfe_quality_figure", "nfe_ticks", "save_image_grid", "save_points"]
 
 
-def plot_nfe_quality(rows: list[dict], path: str | Path, metric: str = "mode_swd") -> None:
-    """Log-log NFE vs ``metric``: one line per method (ours solid, peers dashed), floor mean +- std shaded; a fitted
-    method is placed at its amortised NFE (``nfe_amortised``: its fit's calls spread over the run's samples)."""
-    import matplotlib
+# ours in cool colours (blues, greens, purples, teals), filled markers, solid lines; peers in warm colours (oranges,
+# reds, browns), open markers, dashed lines: two cues each way, so the two families stay apart in grey print too
+OURS_COLOURS = (
+    "#08306b", "#2171b5", "#6baed6", "#00441b", "#238b45", "#74c476", "#3f007d", "#6a51a3", "#9e9ac8",
+    "#0c8e9e", "#525252", "#969696",
+)  # fmt: skip
+PEER_COLOURS = ("#7f2704", "#d94801", "#fd8d3c", "#a50f15", "#ef3b2c", "#fc9272", "#8c510a", "#bf812d", "#dfc27d")
+MARKERS = "osD^vPXhp<>"
+METRIC_NAMES = {"mode_swd": "mode-conditional SWD", "swd": "sliced W2", "fd": "Frechet distance", "tv": "histogram TV"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def nfe_ticks(rows: list[dict], min_ratio: float = 1.3) -> list[int]:
+    """The x ticks of the NFE axis: the run's budgets (``run = "budget=N"``; else the NFE values seen), thinned so
+    that neighbours differ by a factor of at least ``min_ratio`` and their labels cannot collide on a log axis."""
+    budgets = sorted({int(r["run"].split("=", 1)[1]) for r in rows if str(r.get("run", "")).startswith("budget=")})
+    values = budgets or sorted({int(round(float(r["nfe"]))) for r in rows if float(r["nfe"]) >= 1})
+    ticks: list[int] = []
+    for v in values:
+        if not ticks or v >= ticks[-1] * min_ratio:
+            ticks.append(v)
+    return ticks
+
+
+def _method_styles(rows: list[dict]) -> dict[str, dict]:
+    """One style per method, the same in every panel: ours first (cool, solid, filled), then the peers (warm,
+    dashed, open markers)."""
+    methods = dict.fromkeys(r["method"] for r in rows)
+    peers = [m for m in methods if any(r["method"] == m and r.get("source") == "peer" for r in rows)]
+    ours = [m for m in methods if m not in peers]
+    styles = {}
+    for i, m in enumerate(ours):
+        c = OURS_COLOURS[i % len(OURS_COLOURS)]
+        styles[m] = dict(color=c, ls="-", lw=1.6, marker=MARKERS[i % len(MARKERS)], ms=4.5, mfc=c, mec=c)
+    for i, m in enumerate(peers):
+        c = PEER_COLOURS[i % len(PEER_COLOURS)]
+        styles[m] = dict(color=c, ls=(0, (4, 2)), lw=1.3, marker=MARKERS[i % len(MARKERS)], ms=5, mfc="white", mec=c)
+    return styles
+
+
+def nfe_quality_figure(rows: list[dict], metric: str = "mode_swd"):
+    """The figure of :func:`plot_nfe_quality`: one log-log panel per problem and the legend in a column of its own
+    on the right (ours, then peers, then the floor), x ticks at the NFE budgets, the floor band labelled."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    from ._mpl import pyplot
+
+    plt = pyplot()
     problems = list(dict.fromkeys(r["problem"] for r in rows))
-    if not problems:
-        return
-    fig, axes = plt.subplots(1, len(problems), figsize=(6.5 * len(problems), 5), squeeze=False)
+    styles = _method_styles(rows)
+    peers = {m for m in styles if styles[m]["mfc"] == "white"}
+    entries = len(styles) + 4
+    height = max(4.6, 0.16 * entries + 1.0)
+    fig = plt.figure(figsize=(5.6 * len(problems) + 2.4, height), layout="constrained")
+    grid = fig.add_gridspec(1, len(problems) + 1, width_ratios=[5.6] * len(problems) + [2.4])
     default = metric
-    for ax, pname in zip(axes[0], problems, strict=True):
+    drawn: set[str] = set()
+    for col, pname in enumerate(problems):
+        ax = fig.add_subplot(grid[0, col])
         sub = [r for r in rows if r["problem"] == pname]
         metric = sub[0].get("primary", default) if default == "mode_swd" else default
-        cmap = plt.get_cmap("tab20")
-        for i, method in enumerate(dict.fromkeys(r["method"] for r in sub)):
+        for method in dict.fromkeys(r["method"] for r in sub):
             pts = sorted(
                 (float(r.get("nfe_amortised") or r["nfe"]), r[metric])
                 for r in sub
                 if r["method"] == method and not math.isnan(r[metric])
             )
-            if not pts:
-                continue
-            peer = sub[[r["method"] for r in sub].index(method)]["source"] == "peer"
-            style = dict(ls="--" if peer else "-", marker="os^vDP"[i % 6], ms=3.5, lw=1.2, color=cmap(i % 20))
-            ax.plot(*zip(*pts, strict=True), label=method, **style)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=method, zorder=3 if method in peers else 4, **styles[method])
+                drawn.add(method)
         f, fs = sub[0][f"{metric}_floor"], sub[0][f"{metric}_floor_std"]
-        ax.axhspan(max(f - fs, f * 1e-3), f + fs, color="0.8", zorder=0, label="two-sample floor")
-        ax.axhline(f, color="0.5", lw=0.8, zorder=0)
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="NFE per sample (counted model calls, fits amortised)",
-            ylabel=metric.replace("_", " "),
+        ax.axhspan(max(f - fs, f * 1e-3), f + fs, color="0.85", zorder=0)
+        ax.axhline(f, color="0.5", lw=0.8, zorder=1)
+        ax.set(xscale="log", yscale="log", xlabel="NFE per sample (counted model calls, fits amortised)")
+        ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric.replace('_', ' '))} (lower is better)")
+        ax.annotate(
+            "two-sample floor",
+            xy=(0.02, f + fs),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 2),
+            textcoords="offset points",
+            fontsize=8,
+            color="0.3",
+            va="bottom",
         )
+        ticks = nfe_ticks(sub)
+        if ticks:
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.set_xticklabels([str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{pname} (d = {sub[0]['dim']}, n = {sub[0]['n']})")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, ncol=2, loc="upper right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+        ax.grid(True, which="major", alpha=0.3)
+        ax.grid(True, which="minor", axis="y", alpha=0.15)
+
+    def header(text):
+        return Line2D([], [], ls="none", label=text)
+
+    handles = [header("ours")]
+    handles += [Line2D([], [], label=m, **styles[m]) for m in styles if m in drawn and m not in peers]
+    if peers & drawn:
+        handles += [header("peers (same exact score, NFE counted by us)")]
+        handles += [Line2D([], [], label=m, **styles[m]) for m in styles if m in drawn and m in peers]
+    handles += [Patch(color="0.85", label="two-sample floor")]
+    lax = fig.add_subplot(grid[0, -1])
+    lax.axis("off")
+    legend = lax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, borderaxespad=0, handlelength=3)
+    for text, handle in zip(legend.get_texts(), handles, strict=True):
+        if isinstance(handle, Line2D) and handle.get_linestyle() == "None":
+            text.set_fontweight("bold")
+    return fig
+
+
+def plot_nfe_quality(rows: list[dict], path: str | Path, metric: str = "mode_swd") -> None:
+    """Log-log NFE vs ``metric`` (``path``, a PNG): one line per method, ours in cool colours with filled markers and
+    solid lines, peers in warm colours with open markers and dashes, the legend beside the panels, the floor mean +-
+    std shaded and labelled; a fitted method is placed at its amortised NFE (``nfe_amortised``: its fit's calls
+    spread over the run's samples)."""
+    if not rows:
+        return
+    from ._mpl import save_figure
+
+    save_figure(nfe_quality_figure(rows, metric), path, dpi=100)
 
 
 def _save_fig(fig, path: str | Path) -> None:
