@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from scoresde import bench
+from scoresde.sde import FlowSDE
 
 
 def _cfg(tmp_path, **kw):
@@ -381,4 +382,4 @@ def test_flow_path_runs_ours_and_the_flow_peers(tmp_path, moons_ckpt):
     with pytest.raises(ValueError, match="--sde: unknown path"):
         bench.validate(_cfg(tmp_path, sde="ve"))
     with pytest.raises(ValueError, match="--sde"):
-        bench.make_problem(f"learned:{moons_ckpt}", bench.runner.SDES["flow"]())
+        bench.make_problem(f"learned:{moons_ckpt}", FlowSDE())
