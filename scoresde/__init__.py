@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .checkpoint import CheckpointError
     from .train import AutoGuided, ConditionalModel, TrainConfig, TrainResult, load_score
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "SDE",

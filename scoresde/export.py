@@ -36,7 +36,7 @@ DESCRIPTIVE = ("prediction_type", "time_input", "sample_shape", "num_class_embed
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from scoresde import bench
+from scoresde.sde import FlowSDE
 
 
 def _cfg(tmp_path, **kw):
@@ -186,13 +187,10 @@ def test_timed_model_accumulates_model_time():
     assert torch.equal(timer(x, torch.zeros(3)), 2 * x) and timer.seconds > 0
 
 
-def test_learned_problem_through_the_runner(tmp_path):
+def test_learned_problem_through_the_runner(tmp_path, moons_ckpt):
     # A (barely) trained 2-D checkpoint goes through the same runner: TV / SWD / MMD against fresh data noised to
     # t_end, with their two-sample floors, and the summary picks the problem's primary figure.
-    from scoresde.train import TrainConfig, train
-
-    ckpt = tmp_path / "moons"
-    train(TrainConfig(data="moons", n_train=256, steps=2, batch_size=16, ckpt_every=2, out=str(ckpt)), progress=False)
+    ckpt = moons_ckpt
     cfg = bench.BenchConfig(
         problems=(f"learned:{ckpt}",),
         methods=("ddim",),
@@ -205,10 +203,10 @@ def test_learned_problem_through_the_runner(tmp_path):
     )
     rows = bench.run_bench(cfg, progress=False)
     (row,) = rows
-    assert row["problem"] == "learned:moons" and row["primary"] == "tv" and row["nfe"] == 3
+    assert row["problem"] == f"learned:{ckpt.name}" and row["primary"] == "tv" and row["nfe"] == 3
     assert row["tv"] > row["tv_floor"] > 0 and row["swd"] > row["swd_floor"] > 0 and row["mmd_floor_std"] >= 0
     table = (tmp_path / "res" / "bench_t.md").read_text()
-    assert "learned:moons" in table and "tv floor" in table and "swd floor" in table
+    assert f"learned:{ckpt.name}" in table and "tv floor" in table and "swd floor" in table
 
 
 def test_the_learned_table_gives_mmd_in_floor_standard_deviations_not_a_ratio_to_a_negative_floor():
@@ -235,17 +233,10 @@ def test_grid_variants_are_planned_and_run(tmp_path):
     assert row["method"] == "unipc@optimized" and row["nfe"] == 4 and row["status"] == "ok"
 
 
-def _tiny_checkpoint(path):
-    from scoresde.train import TrainConfig, train
-
-    train(TrainConfig(data="moons", n_train=256, steps=2, batch_size=16, ckpt_every=2, out=str(path)), progress=False)
-    return path
-
-
-def test_problems_share_one_interface(tmp_path):
+def test_problems_share_one_interface(moons_ckpt):
     # The runner asks every problem the same things: its SDE, the keys its quality returns (all of them nan
     # when a run fails), its primary figure and that figure's floor.
-    exact, learned = bench.make_problem("ring"), bench.make_problem(f"learned:{_tiny_checkpoint(tmp_path / 'm')}")
+    exact, learned = bench.make_problem("ring"), bench.make_problem(f"learned:{moons_ckpt}")
     for prob in (exact, learned):
         x = torch.randn(prob.shape(200), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         q = prob.quality(x, prob.sde, prob.sde.t_min, seed=1)
@@ -256,9 +247,9 @@ def test_problems_share_one_interface(tmp_path):
         assert score(x.to(torch.get_default_dtype()), torch.full((200,), 0.5)).shape == x.shape
 
 
-def test_diverging_learned_run_is_recorded_with_every_metric(tmp_path, monkeypatch):
+def test_diverging_learned_run_is_recorded_with_every_metric(tmp_path, monkeypatch, moons_ckpt):
     # A failed run of a learned 2-D model has nan for tv, swd and mmd alike, so the table beside a good run renders.
-    ckpt = _tiny_checkpoint(tmp_path / "moons")
+    ckpt = moons_ckpt
     real = bench.problems.LearnedProblem.score
 
     def score(self, sde, timer=None):
@@ -338,10 +329,10 @@ def test_torchrun_bench_equals_one_process_and_resumes_on_any_count(tmp_path, mo
     assert main([*args, "--out", str(tmp_path / "two")]) == 0 and calls == []
 
 
-def test_dtype_and_device_of_our_methods(tmp_path):
+def test_dtype_and_device_of_our_methods(tmp_path, moons_ckpt):
     """``--dtype float64`` / ``bfloat16`` reach our methods and their fits (other rows: the dtype is in the key);
     the peers are refused off the CPU; a CPU bench never initialises CUDA."""
-    ckpt = _tiny_checkpoint(tmp_path / "moons")
+    ckpt = moons_ckpt
     methods = ("ddim", "unipc@optimized", "fitted")  # the fitted solver probes the timed network in the run's dtype
     base = dict(problems=(f"learned:{ckpt}",), methods=methods, peers=(), budgets=(3,), n=1200)
     base |= dict(floor_seeds=2, out=str(tmp_path / "res"), tag="t")
@@ -394,4 +385,4 @@ def test_flow_path_runs_ours_and_the_flow_peers(tmp_path, moons_ckpt):
     with pytest.raises(ValueError, match="--sde: unknown path"):
         bench.validate(_cfg(tmp_path, sde="ve"))
     with pytest.raises(ValueError, match="--sde"):
-        bench.make_problem(f"learned:{moons_ckpt}", bench.runner.SDES["flow"]())
+        bench.make_problem(f"learned:{moons_ckpt}", FlowSDE())

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tiny import TINY_UNET
 
 from scoresde import checkpoint as ck
 from scoresde.models import MLP, UNet
@@ -81,7 +82,7 @@ def test_round_trip_is_exact(tmp_path):
 
 def test_unet_round_trip_and_only_one_data_file(tmp_path):
     torch.manual_seed(0)
-    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, num_heads=2, num_classes=10, groups=4)
+    net = UNet(**{k: v for k, v in TINY_UNET.items() if k != "arch"}, num_heads=2, num_classes=10)
     for step in (10, 20, 20):
         ck.save_checkpoint(tmp_path, model=net, step=step)
     assert len(list(tmp_path.glob("ckpt-*.safetensors"))) == 1

@@ -168,11 +168,8 @@ def test_cli_fields_bad_flags_are_one_line_exit_2(tmp_path, capsys, argv, flag):
     assert not (tmp_path / "f.png").exists()
 
 
-def test_cli_fields_of_a_trained_2d_model(tmp_path, capsys):
-    from scoresde.train import TrainConfig, train
-
-    ckpt = tmp_path / "moons"
-    train(TrainConfig(data="moons", n_train=256, steps=2, batch_size=16, ckpt_every=2, out=str(ckpt)), progress=False)
+def test_cli_fields_of_a_trained_2d_model(tmp_path, capsys, moons_ckpt):
+    ckpt = moons_ckpt
     out = tmp_path / "m.png"
     assert main(["fields", "--checkpoint", str(ckpt), "--t", "0.5", "--grid-size", "8", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == PNG

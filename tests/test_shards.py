@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 import scoresde as sd
 from scoresde.cli import main
 from scoresde.shards import ShardMismatchError, load_shards, open_sharded, share
-from scoresde.train import TrainConfig, train
 
 
 def _env():
@@ -144,17 +143,12 @@ def test_sample_shards_from_python(tmp_path):
     assert torch.equal(sd.load_shards(tmp_path / "r")["x"], ref)
 
 
-def test_class_labels_and_batch_size(tmp_path, capsys):
+def test_class_labels_and_batch_size(tmp_path, capsys, digits_ckpt):
     """``--label all`` in shards: sample ``i`` gets label ``i % 10`` whatever shard it is in, and the samples are the
     plain run's (to the U-Net's batch-size rounding, 1e-9); another ``--batch-size`` on the same folder is refused."""
     from safetensors.torch import load_file
 
-    unet = {"arch": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "groups": 4}
-    ckpt = tmp_path / "digits"
-    cfg = TrainConfig(
-        data="digits", model=unet, class_conditional=True, steps=2, batch_size=8, ckpt_every=2, out=str(ckpt)
-    )
-    train(cfg, progress=False)
+    ckpt = digits_ckpt  # a class-conditional tiny U-Net
     args = ["sample", "--checkpoint", str(ckpt), "--num-samples", "13", "--steps", "3", "--label", "all"]
     args += ["--guidance", "1.5"]
     sharded = [*args, "--shard-size", "5", "--batch-size", "3", "--out", str(tmp_path / "s")]

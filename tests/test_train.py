@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tiny import TINY_UNET
 
 import scoresde as sd
 from scoresde import checkpoint as ck
@@ -20,14 +21,6 @@ from scoresde.train import (
 )
 
 TINY_MLP = {"arch": "mlp", "width": 32, "num_blocks": 2}
-TINY_UNET = {
-    "arch": "unet",
-    "base_channels": 8,
-    "channel_mults": [1, 2],
-    "num_res_blocks": 1,
-    "num_heads": 2,
-    "groups": 4,
-}
 
 
 def tiny(tmp_path, name="run", **kw):

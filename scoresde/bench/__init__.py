@@ -25,18 +25,23 @@ before any work. The final CSV, JSON and Markdown table merge with the rows alre
 with other methods or problems keeps the earlier rows) and are written atomically before the PNG, whose
 failure is a warning.
 
-Three parts:
+Five parts, without an import cycle (each imports only those above it):
 
+- :mod:`~scoresde.bench.config`: :class:`BenchConfig`, the quick grid, the problem names and the model timer
+  (:class:`TimedModel`), the leaf the others share;
 - :mod:`~scoresde.bench.problems`: where the score comes from and what samples are compared with, behind one
   interface (:class:`BenchProblem`): :class:`ExactProblem` (a built-in mixture, exact score) and
   :class:`LearnedProblem` (a trained checkpoint, ``"learned:DIR"``);
-- :mod:`~scoresde.bench.runner`: :class:`BenchConfig`, the plan, resuming, one run, :func:`run_bench`;
-- :mod:`~scoresde.bench.report`: the result files, the tables and the summary.
+- :mod:`~scoresde.bench.report`: the result files, the tables and the summary;
+- :mod:`~scoresde.bench.checks`: every argument checked before any work (:func:`validate`);
+- :mod:`~scoresde.bench.runner`: the plan, resuming, one run, :func:`run_bench`.
 """
 
+from .checks import validate
+from .config import BenchConfig, TimedModel
 from .problems import FLOORED, METRICS, BenchProblem, ExactProblem, LearnedProblem, floors, make_problem, quality
 from .report import family_table, format_table, summary_table, write_results
-from .runner import BenchConfig, TimedModel, plan, row_key, run_bench, validate
+from .runner import plan, row_key, run_bench
 
 __all__ = [
     "BenchConfig",

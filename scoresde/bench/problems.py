@@ -27,9 +27,10 @@ from ..metrics import (
 from ..param import EpsilonScore, FlowVelocityScore, Score
 from ..problems import GaussianMixture, get_problem
 from ..sde import SDE, VPSDE
+from .config import expand_problems, family_of, split_problems
 
 if TYPE_CHECKING:
-    from .runner import TimedModel
+    from .config import TimedModel
 
 __all__ = [
     "BenchProblem",
@@ -248,45 +249,6 @@ def checkpoint_digest(directory: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def split_problems(text: str) -> tuple[str, ...]:
-    """``--problems``: comma-separated names, where the ``key=value`` parts of a ``gmm-family:`` name stay with it:
-    ``"ring,gmm-family:d=16,k=4,seed=100-109"`` is ``("ring", "gmm-family:d=16,k=4,seed=100-109")``."""
-    names: list[str] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if names and names[-1].startswith("gmm-family") and "=" in part and ":" not in part:
-            names[-1] += "," + part
-        else:
-            names.append(part)
-    return tuple(names)
-
-
-def expand_problems(names) -> tuple[str, ...]:
-    """Problem names with each seed range of a family (``gmm-family:d=16,k=4,seed=100-109``) spelled out, one
-    member per seed, in order; other names unchanged, duplicates dropped."""
-    out: list[str] = []
-    for name in names:
-        head, _, body = str(name).partition(":")
-        parts = body.split(",") if head == "gmm-family" and body else []
-        rng = [p for p in parts if p.startswith("seed=") and "-" in p[5:].lstrip("-")]
-        if not rng:
-            out.append(name)
-            continue
-        lo, _, hi = rng[0][5:].partition("-")
-        if not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)):
-            raise ValueError(f"--problems: {name!r}: a seed range is seed=A-B with integers A <= B, got {rng[0]!r}")
-        rest = [p for p in parts if p != rng[0]]
-        out += [f"gmm-family:{','.join([*rest, f'seed={s}'])}" for s in range(int(lo), int(hi) + 1)]
-    return tuple(dict.fromkeys(out))
-
-
-def family_of(name: str) -> str | None:
-    """The family of a member's name without its seed (``"gmm-family:d=16,k=4"``), ``None`` for other problems."""
-    head, _, body = name.partition(":")
-    if head != "gmm-family":
-        return None
-    return "gmm-family:" + ",".join(p for p in body.split(",") if p and not p.startswith("seed="))
 
 
 def make_problem(name: str, sde: SDE | None = None) -> BenchProblem:

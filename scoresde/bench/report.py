@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..util import atomic_write_text
+from .config import family_of
 
 if TYPE_CHECKING:
-    from .runner import BenchConfig
+    from .config import BenchConfig
 
 __all__ = ["write_results", "format_table", "summary_table", "family_table", "merge_rows", "unavailable_peers"]
 
@@ -49,7 +50,8 @@ def merge_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
     return merged + [r for r in rows if r.get("key") not in placed]
 
 
-def _previous_rows(path: Path) -> list[dict]:
+def previous_rows(path: Path) -> list[dict]:
+    """The rows of an earlier result file at ``path`` (none if there is none); ``ValueError`` if it is not one."""
     if not path.is_file():
         return []
     try:
@@ -97,7 +99,7 @@ def write_results(rows: list[dict], cfg: BenchConfig) -> list[dict]:
     merged rows. The plot comes last and a failure there is a warning, never a lost table.
     """
     out = Path(cfg.out)
-    rows = merge_rows(_previous_rows(out / f"bench_{cfg.tag}.json"), rows)
+    rows = merge_rows(previous_rows(out / f"bench_{cfg.tag}.json"), rows)
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
@@ -269,7 +271,6 @@ def family_table(rows: list[dict], budgets) -> str:
     median and worst ratio to the floor over the members of our best method, our best without a fit and the
     best peer, each method ranked by its median (a method counts when it has an eligible run on every member;
     budgets as in :func:`summary_table`). Empty when the rows hold no family."""
-    from .problems import family_of
 
     groups: dict[str, list[str]] = {}
     for name in dict.fromkeys(r["problem"] for r in rows):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,117 +30,18 @@ from .. import peers
 from ..fitted import MAX_STEPS as FIT_MAX_STEPS
 from ..fitted import FittedSolver, fit_solver
 from ..grids import fit_grid
-from ..precision import DTYPES, check_dtype_device, network_precision, state_dtype
+from ..precision import network_precision, state_dtype
 from ..process_group import world
 from ..sample import available_methods, sample
 from ..sde import VPSDE, FlowSDE
+from ..sde_names import make_sde
 from ..solvers import NonFiniteError, method_info
-from ..util import unwritable
-from .problems import MEASURE_REVISION, BenchProblem, expand_problems, make_problem
-from .report import _previous_rows, write_results
+from .checks import check_out, fail, peer_mismatch, validate
+from .config import FITTED, BenchConfig, TimedModel
+from .problems import MEASURE_REVISION, BenchProblem, make_problem
+from .report import previous_rows, write_results
 
-__all__ = ["BenchConfig", "TimedModel", "plan", "run_bench", "validate", "row_key", "FITTED", "QUICK_METHODS"]
-
-FITTED = "fitted"  # the method name of :func:`scoresde.fit_solver` in the bench: one fit per problem and budget
-# The quick grid (``make bench``): the frontier (fitted, UniPC on its own and on the fitted grid, DPM-Solver++
-# 3M), the classics (DDPM, DDIM, torchsde's Euler-Maruyama, torchdiffeq's RK4 and dopri5, EDM's Heun), and the
-# peers' best configurations: in the full grid (n = 20,000) k-diffusion's LMS was the best peer at 5 and 10 NFE
-# on gmm16, gmm64 and at 5 on ring, its DPM-fast at 20 on gmm16 and gmm64, diffusers' UniPC / DPM-Solver++ (2M)
-# at 10 on ring and their Karras-sigma variants at 20 and beyond; DDIM is the classic.
-QUICK_METHODS = (
-    FITTED,
-    "unipc",
-    "unipc@optimized",
-    "dpm++3m",
-    "dpm++2m",
-    "edm-heun",
-    "ddim",
-    "ddpm",
-    "sde-euler",
-    "ode-rk4",
-    "ode-dopri5",
-)
-QUICK_PEERS = (
-    "kdiff-lms",
-    "kdiff-dpm_fast",
-    "diffusers-unipc",
-    "diffusers-unipc-karras",
-    "diffusers-dpmpp_2m-karras",
-    "diffusers-ddim",
-)
-# On the flow path (``--sde flow``): the schedulers flow-matching models ship with, at shift 1 and SD3's 3, and
-# torchdiffeq on the velocity.
-QUICK_FLOW_PEERS = (
-    "flow-diffusers-euler",
-    "flow-diffusers-heun",
-    "flow-diffusers-unipc",
-    "flow-diffusers-unipc-shift3",
-    "flow-diffusers-dpmpp_2m",
-    "flow-torchdiffeq-midpoint",
-)
-SDES = {"vp": VPSDE, "flow": FlowSDE}  # --sde: the path of the exact problems
-
-
-@dataclass
-class BenchConfig:
-    problems: tuple[str, ...] = ("ring", "gmm16", "gmm64")
-    methods: tuple[str, ...] = ()  # empty: every registered method plus `variants`; "name@grid" picks a grid
-    variants: tuple[str, ...] = ("unipc@optimized", "dpm++2m@optimized", FITTED)
-    peers: tuple[str, ...] | None = None  # None: every installed peer; () none
-    budgets: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
-    tolerances: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
-    n: int = 20_000
-    seed: int = 0
-    floor_seeds: int = 5
-    out: str = "results"
-    tag: str = "full"
-    device: str = "cpu"  # where our methods run (network, state, noise); peers run on the CPU
-    dtype: str = "float32"  # our methods' state: float32, float64, or bfloat16 (float32 state, network autocast)
-    fit_budget: int | None = None  # sample-evaluations per fit of `fitted`; None: 2 per sample of n, <= 40,000
-    sde: str = "vp"  # the exact problems' path: "vp" (VPSDE()) or "flow" (FlowSDE(), with the flow peers)
-
-    def __post_init__(self):
-        self.problems = expand_problems(self.problems)
-
-    @property
-    def fit_evals_budget(self) -> int:
-        """The budget of each ``fitted`` fit: ``fit_budget``, or 2 model calls per bench sample (at most 40,000)."""
-        return self.fit_budget if self.fit_budget is not None else min(40_000, 2 * self.n)
-
-    @classmethod
-    def quick(cls, **kw) -> BenchConfig:
-        """The main job's grid: the frontier, the classic baselines and the peers' best (:data:`QUICK_METHODS`,
-        :data:`QUICK_PEERS` of those installed) on ring and gmm16, 4,000 samples, NFE 5 to 50, 3 floor seeds."""
-        if "peers" not in kw:
-            have = peers.available_peers()
-            kw["peers"] = tuple(p for p in (QUICK_FLOW_PEERS if kw.get("sde") == "flow" else QUICK_PEERS) if p in have)
-        base = dict(
-            problems=("ring", "gmm16"),
-            methods=QUICK_METHODS,
-            budgets=(5, 10, 20, 50),
-            tolerances=(1e-3,),
-            n=4000,
-            floor_seeds=3,
-            tag="quick",
-        )
-        return cls(**{**base, **kw})
-
-
-class TimedModel:
-    """Wraps a model and accumulates the seconds spent inside it (synchronising CUDA around each call)."""
-
-    def __init__(self, model):
-        self.model, self.seconds = model, 0.0
-
-    def __call__(self, x, t):
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        t0 = time.perf_counter()
-        out = self.model(x, t)
-        if out.is_cuda:
-            torch.cuda.synchronize(out.device)
-        self.seconds += time.perf_counter() - t0
-        return out
+__all__ = ["plan", "run_bench", "row_key"]
 
 
 def _planned(pname: str, method: str, cfg: BenchConfig) -> list[dict]:
@@ -187,6 +87,7 @@ def plan(cfg: BenchConfig) -> list[dict]:
 
 
 def _version() -> str:
+    """The package version, read at each call (a test stands in another one)."""
     from .. import __version__
 
     return __version__
@@ -242,103 +143,11 @@ def _assign(items: list[dict], todo: list[int], size: int) -> dict[int, int]:
     return {i: groups[(items[i]["problem"], items[i]["method"])] % size for i in todo}
 
 
-def _fail(flag: str, message: str):
-    raise ValueError(f"{flag}: {message}")
-
-
-def _check_methods(cfg: BenchConfig) -> None:
-    from ..grids import GRIDS
-
-    known, grids = available_methods(), (*GRIDS, "optimized")
-    for method in cfg.methods or cfg.variants:
-        if method == FITTED:
-            continue
-        solver, at, grid = method.partition("@")
-        if solver not in known:
-            _fail(
-                "--methods",
-                f"unknown method {solver!r}; accepted: {', '.join(known)}, {FITTED} (see `scoresde methods`)",
-            )
-        if at and grid not in grids:
-            _fail("--methods", f"unknown grid {grid!r} in {method!r}; accepted: name@{', name@'.join(grids)}")
-
-
-def _check_peers(cfg: BenchConfig) -> None:
-    if cfg.peers is None:
-        return
-    have = peers.available_peers()
-    missing = getattr(peers, "unavailable", None)
-    why = ""
-    if callable(missing) and missing():
-        why = "; not installed: " + "; ".join(f"{k} ({v})" for k, v in missing().items())
-    for name in cfg.peers:
-        if name not in have:
-            _fail("--peers", f"unknown or uninstalled peer {name!r}; accepted: {', '.join(have) or 'none'}{why}")
-
-
-def _check_out(out: Path) -> None:
-    """Create ``out`` and prove a file can be written there (before any run, not after the last)."""
-    problem = unwritable(out)
-    if problem:
-        _fail("--out", f"cannot write results to {str(out)!r}: {problem}")
-
-
-def validate(cfg: BenchConfig) -> None:
-    """Every argument of ``cfg``; raises ``ValueError`` naming the flag and the accepted values. No side effects."""
-    if not cfg.problems:
-        _fail("--problems", "no problem given; accepted: ring, gmm16, gmm64, learned:DIR")
-    if not all(isinstance(b, int) and b >= 1 for b in cfg.budgets):
-        _fail("--nfe", f"NFE budgets must be integers >= 1, got {', '.join(map(str, cfg.budgets)) or 'none'}")
-    if not all(math.isfinite(t) and t > 0 for t in cfg.tolerances):
-        _fail("--tol", f"tolerances must be finite numbers > 0, got {', '.join(map(str, cfg.tolerances))}")
-    if not isinstance(cfg.n, int) or cfg.n < 2:
-        _fail("--n", f"samples per run must be an integer >= 2 (the metrics compare sample sets), got {cfg.n}")
-    if cfg.fit_budget is not None and (not isinstance(cfg.fit_budget, int) or cfg.fit_budget < 1):
-        _fail("--fit-budget", f"must be an integer >= 1 (sample-evaluations per fit), got {cfg.fit_budget!r}")
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        _fail("--seed", f"the seed must be an integer >= 0, got {cfg.seed}")
-    if cfg.floor_seeds < 1:
-        _fail("floor_seeds", f"must be >= 1, got {cfg.floor_seeds}")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.tag or ""):
-        _fail("tag", f"must be letters, digits, '_', '-' or '.', got {cfg.tag!r}")
-    if cfg.sde not in SDES:
-        _fail("--sde", f"unknown path {cfg.sde!r}; accepted: {', '.join(SDES)}")
-    _check_methods(cfg)
-    _check_peers(cfg)
-    for name in cfg.peers or ():
-        if peers.peer_path(name) != cfg.sde:
-            _fail("--peers", f"{name!r} samples the {peers.peer_path(name)} path, not --sde {cfg.sde}")
-    _check_device(cfg)
-
-
-def _check_device(cfg: BenchConfig) -> None:
-    if cfg.dtype not in DTYPES:
-        _fail("--dtype", f"unknown dtype {cfg.dtype!r}; accepted: {', '.join(DTYPES)}")
-    try:
-        dev = torch.device(cfg.device)
-    except (RuntimeError, ValueError):
-        _fail("--device", f"not a device: {cfg.device!r}")
-    if dev.type == "mps" and cfg.dtype == "float64":
-        _fail("--dtype", "Apple MPS has no float64; use float32 (the default)")
-    check_dtype_device(cfg.dtype, dev)  # warns about bfloat16 on a CPU without bfloat16 kernels
-    if dev.type != "cpu" and (cfg.peers is None or cfg.peers):
-        _fail("--peers", f"the peers run on the CPU only; with --device {cfg.device} pass --peers ''")
-
-
-def _peer_mismatch(name: str, problem: BenchProblem) -> str | None:
-    """Why peer ``name`` cannot run on ``problem`` (it is on another path than the peer's), or ``None``."""
-    flow = peers.peer_path(name) == "flow"
-    if repr(problem.sde) == repr(FlowSDE() if flow else VPSDE()):
-        return None
-    want = "the flow path (--sde flow)" if flow else "the linear VP SDE"
-    return f"{name} runs on {want} only; {problem.name} is on {problem.sde!r}"
-
-
 def _score(item: dict, problem: BenchProblem, timer: TimedModel):
     """The problem's score for this run, every model call timed: on its SDE, or the peers' extended one."""
     if item["source"] != "peer":
         return problem.score(problem.sde, timer)
-    why = _peer_mismatch(item["method"], problem)
+    why = peer_mismatch(item["method"], problem)
     if why:
         raise ValueError(why)
     if peers.peer_path(item["method"]) == "flow":  # from pure noise, driven by the exact velocity
@@ -461,20 +270,20 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     from tqdm.auto import tqdm
 
     validate(cfg)
-    sde = SDES[cfg.sde]() if cfg.sde != "vp" else None
+    sde = make_sde(cfg.sde) if cfg.sde != "vp" else None
     problems: dict[str, BenchProblem] = {name: make_problem(name, sde) for name in dict.fromkeys(cfg.problems)}
     items = plan(cfg)
     for item in items:
-        why = _peer_mismatch(item["method"], problems[item["problem"]]) if item["source"] == "peer" else None
+        why = peer_mismatch(item["method"], problems[item["problem"]]) if item["source"] == "peer" else None
         if why:
-            _fail("--peers", f"{why} (pass --peers '')")
+            fail("--peers", f"{why} (pass --peers '')")
     if not items:
-        _fail("--nfe", f"nothing to run: no method fits the budgets {cfg.budgets} (a step costs more NFE)")
+        fail("--nfe", f"nothing to run: no method fits the budgets {cfg.budgets} (a step costs more NFE)")
     for prob in problems.values():
         prob.place(cfg.device, state_dtype(cfg.dtype))
     out_dir = Path(cfg.out)
-    _check_out(out_dir)
-    _previous_rows(out_dir / f"bench_{cfg.tag}.json")  # a damaged result file is refused now, not after the runs
+    check_out(out_dir)
+    previous_rows(out_dir / f"bench_{cfg.tag}.json")  # a damaged result file is refused now, not after the runs
     rank, size = world()
     done = _finished(_partials(out_dir, cfg.tag)) if rank == 0 else {}
     finished = set(done)

@@ -26,7 +26,8 @@ from ..loss import (
     T_SAMPLERS,
     WEIGHTINGS,
 )
-from ..sde import SDE, VESDE, VPSDE, FlowSDE, SubVPSDE
+from ..sde import SDE
+from ..sde_names import CONFIG_NAMES, sde_class
 from ..util import atomic_write_text
 
 __all__ = [
@@ -40,7 +41,8 @@ __all__ = [
     "TOY_MLP",
 ]
 
-SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "flow": FlowSDE}
+# the classes a config's {"name": ...} picks: the names of the one table (scoresde/sde_names.py) without a preset
+SDES = {name: sde_class(name) for name in CONFIG_NAMES}
 EMA_SCHEDULES = ("power", "fixed")
 LR_SCHEDULES = ("constant", "cosine")
 TRAIN_DTYPES = ("float32", "bfloat16")  # float64 is for sampling (scoresde sample --dtype)

@@ -1,0 +1,118 @@
+"""The command line's parser and argument types: errors in one line (which flag, what it accepts), exit status 2.
+
+Light on purpose: building the parsers imports no torch (a type that needs it imports it when it parses a value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+
+class Parser(argparse.ArgumentParser):
+    """A subcommand's parser whose errors are one line: which flag, what it accepts, where help is.
+
+    The top-level parser keeps argparse's usage message (an unknown or missing subcommand).
+    """
+
+    def error(self, message: str):
+        if " " not in self.prog:
+            super().error(message)
+        m = re.fullmatch(r"argument (\S+): invalid choice: (.+) \(choose from (.+)\)", message)
+        if m:
+            message = f"{m[1]} must be one of {m[3].replace(chr(39), '')}, got {m[2]}"
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def csv(kind):
+    def parse(text: str) -> tuple:
+        return tuple(kind(v) for v in text.split(",") if v)
+
+    parse.__name__ = f"comma-separated {kind.__name__}"  # argparse's message: "invalid comma-separated int value"
+    return parse
+
+
+def problem_list(text: str) -> tuple:
+    """``--problems``: comma-separated names; a ``gmm-family:d=D,k=K,seed=S`` name keeps its own commas."""
+    from ..bench.config import split_problems
+
+    return split_problems(text)
+
+
+def device(text: str) -> str:
+    """``--device``: a torch device that exists here, else one line saying what does (argparse exits 2)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a device: {text!r}; accepted: {_devices()}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not available here; accepted: {_devices()}")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not available here; accepted: {_devices()}")
+    return text
+
+
+def _devices() -> str:
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    elif torch.version.cuda is None:
+        names.append("(no cuda: this torch is built without CUDA)")
+    else:
+        names.append("(no cuda: no GPU visible)")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        names.append("mps")
+    return ", ".join(names)
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer ``>= low``, or one line saying what was expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+positive, at_least_2, seed = int_at_least(1), int_at_least(2), int_at_least(0)
+
+
+def suffix(text: str) -> str:
+    """``--save``: ``safetensors`` or ``.safetensors`` (and ``npz``)."""
+    suffix = "." + text.lstrip(".")
+    if suffix not in (".safetensors", ".npz"):
+        raise argparse.ArgumentTypeError(f"invalid choice {text!r}; accepted: safetensors, npz")
+    return suffix
+
+
+def interval(text: str) -> tuple[float, float]:
+    """``--guidance-interval LO,HI``."""
+    from ..train.pretrained import check_interval
+
+    try:
+        return check_interval(text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err} (write LO,HI)") from None
+
+
+def option(text: str) -> tuple[str, object]:
+    """``--option key=value``: the value as an int, a float, a bool or the string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options are key=value, got {text!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)

@@ -1,0 +1,205 @@
+"""``scoresde sample``: sample a trained checkpoint (PNG grid, tensors), with guidance or inpainting.
+
+Under ``torchrun`` each process samples its shard and rank 0 gathers and writes; ``--shard-size`` writes a
+resumable folder of shards instead (:mod:`scoresde.cli.shards`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .args import device, interval, option, positive, seed, suffix
+
+NAME = "sample"
+HELP = "sample a trained checkpoint (PNG grid, tensors), with guidance or inpainting"
+
+
+def add_arguments(sp) -> None:
+    sp.add_argument("--checkpoint", required=True, help="the training output folder")
+    sp.add_argument("--method", default="ddim", help="a name from `scoresde methods`")
+    sp.add_argument("--steps", type=positive, default=50, help="solver steps (default: %(default)s)")
+    sp.add_argument("--grid", help="uniform, quadratic, logsnr, ... (default: the method's own)")
+    sp.add_argument(
+        "--n",
+        "--num-samples",
+        dest="n",
+        type=positive,
+        default=100,
+        help="number of samples (default: %(default)s); under torchrun write --num-samples (torchrun reads --n)",
+    )
+    sp.add_argument("--seed", type=seed, default=0, help="seed (default: %(default)s)")
+    sp.add_argument(
+        "--label",
+        help="a labelled model's class (0-9 for digits), 'all' to cycle through the classes, or 'prior' to draw each "
+        "sample's from the training frequencies (how a cluster-conditional model samples its data)",
+    )
+    sp.add_argument(
+        "--guidance", type=float, default=0.0, help="guidance weight w >= 0 (classifier-free, or of --guide)"
+    )
+    sp.add_argument(
+        "--guide",
+        metavar="CHECKPOINT",
+        help="autoguidance: guide with this weaker model (same data, SDE, prediction and labels; smaller or trained "
+        "shorter) instead of the null label, out = (1 + w) model - w guide; works for unconditional models too",
+    )
+    sp.add_argument(
+        "--guidance-interval",
+        type=interval,
+        help="apply the guidance only at noise levels LO < sigma/alpha <= HI, written LO,HI (HI may be inf)",
+    )
+    sp.add_argument("--inpaint", help="fill in test images under a mask: left, right, top, bottom, center, random:P")
+    sp.add_argument("--resample", type=int, default=1, help="RePaint passes per step (with --inpaint)")
+    sp.add_argument("--option", type=option, action="append", default=[], help="a method option, e.g. eta=1")
+    sp.add_argument("--denoise", action="store_true", help="finish with one Tweedie denoising step")
+    sp.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
+    sp.add_argument("--out", default="samples", help="output stem: <out>.png and the --save files")
+    sp.add_argument(
+        "--save", action="append", default=[], type=suffix, help="tensor formats: safetensors, npz (repeatable)"
+    )
+    sp.add_argument("--force", action="store_true", help="overwrite an existing <out>.png and --save files")
+    sp.add_argument("--fitted", help="a folder written by `scoresde fit` (replaces --method, --steps, --grid)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--device", type=device, default="cpu", help="default: %(default)s")
+    sp.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "bfloat16"),
+        default="float32",
+        help="state and noise dtype; bfloat16: float32 state, the network under bfloat16 autocast (%(default)s)",
+    )
+    sp.add_argument(
+        "--shard-size",
+        type=positive,
+        help="write --out as a folder of shards of this many samples with a manifest; a rerun completes it",
+    )
+    sp.add_argument("--batch-size", type=positive, help="samples per model batch with --shard-size (default: a shard)")
+    sp.add_argument(
+        "--check",
+        choices=("step", "call", "end"),
+        default="step",
+        help="test for NaN/inf after every step, every model call, or at the end (%(default)s; one host sync each)",
+    )
+
+
+def run(args) -> int:
+    """``scoresde sample``; under ``torchrun`` each process samples its shard and rank 0 gathers and writes."""
+    from ..process_group import launched
+    from .sampling import rank_device
+
+    with launched():
+        if args.shard_size:
+            from .shards import sample_to_shards
+
+            return sample_to_shards(args, rank_device(args.device))
+        return _sample_run(args)
+
+
+def _refused_out(args, rank: int) -> bool:
+    """``--out``'s files exist (without ``--force``) or its folder is not writable: said on stderr, on any rank."""
+    from pathlib import Path
+
+    from ..distributed import any_rank
+    from ..util import unwritable
+
+    stem = Path(args.out)
+    targets = [stem.with_suffix(".png"), *(stem.with_suffix(x) for x in args.save)]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.force:
+        if rank == 0:  # one process speaks and writes
+            print(
+                f"scoresde sample: error: --out: {', '.join(existing)} already exists; pass --force to overwrite it, "
+                "or choose another --out",
+                file=sys.stderr,
+            )
+        return True
+    problem = unwritable(stem.parent) if rank == 0 else None
+    if problem:
+        print(f"scoresde sample: error: --out: cannot write to {str(stem.parent)!r}: {problem}", file=sys.stderr)
+    return any_rank(bool(problem))
+
+
+def _sample_run(args) -> int:
+    from ..conditioning import inpaint, make_mask
+    from ..data import get_dataset
+    from ..distributed import any_rank, gather_samples, shard, world
+    from ..precision import network_precision, state_dtype
+    from ..sample import sample
+    from .sampling import prepare, progress_bar, rank_device
+
+    rank, size = world()
+    if _refused_out(args, rank):
+        return 2
+    device = rank_device(args.device)
+    n = args.n
+    start, stop = shard(n, rank, size)  # this process's samples [start, stop), drawn with sample_offset=start
+    out, error, x_known, mask = None, None, None, None
+    try:
+        p = prepare(args, device, (start, stop))
+        p.to_state_dtype(args.dtype)
+        common = dict(method=p.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
+        if args.grid:
+            common["grid"] = args.grid
+        bar = progress_bar(common["method"], args.steps, rank == 0 and not args.no_progress and not args.inpaint)
+        if bar is not None:
+            common["callback"] = lambda info: bar.update(1) and None  # tqdm returns True when it redraws
+        if args.inpaint:
+            x_test, _ = get_dataset(p.cfg.data, "test", n=n, seed=p.cfg.data_seed)
+            if x_test.shape[0] < n:
+                raise ValueError(f"--inpaint needs n <= {x_test.shape[0]} test examples, got {n}")
+            x_known = x_test[:n].to(device=device, dtype=state_dtype(args.dtype))  # inpaint follows its dtype
+            mask = make_mask(args.inpaint, p.dims, seed=args.seed).to(device)
+            if stop > start:
+                with network_precision(args.dtype, device):
+                    out = inpaint(
+                        p.score, x_known[start:stop], mask, resample=args.resample, sample_offset=start, **common
+                    )
+        elif stop > start:
+            with network_precision(args.dtype, device):
+                shape, dtype = (stop - start, *p.dims), state_dtype(args.dtype)
+                out = sample(
+                    p.score, p.sde, shape, device=device, dtype=dtype, sample_offset=start, check=args.check, **common
+                )
+        if bar is not None:
+            bar.close()
+    except (ValueError, TypeError) as err:
+        error = str(err)
+        print(f"scoresde sample: error: {err}", file=sys.stderr)
+    if any_rank(error is not None):
+        return 2
+    out = gather_samples(out)
+    if rank != 0:
+        return 0
+    _write(args, p, out, x_known, mask, size)
+    return 0
+
+
+def _write(args, p, out, x_known, mask, size: int) -> None:
+    """Rank 0: the PNG (an image grid, or the points over test data), the ``--save`` tensors and the line that
+    says what ran."""
+    from pathlib import Path
+
+    import torch
+
+    from ..data import get_dataset
+    from ..plot import save_image_grid, save_points
+    from ..util import save_tensors
+
+    stem, n = Path(args.out), args.n
+    x = out.x.cpu()
+    if x.ndim == 4:
+        images = torch.cat([x_known.cpu().where(mask.cpu(), torch.tensor(-1.0)), x]) if args.inpaint else x
+        save_image_grid(images, stem.with_suffix(".png"), nrow=min(n, 10))
+    elif x.shape[1] == 2:
+        ref, _ = get_dataset(p.cfg.data, "test", n=max(n, 2000), seed=p.cfg.data_seed)
+        save_points(x, stem.with_suffix(".png"), reference=ref, title=f"{args.method}, {out.nfe} NFE")
+    tensors = {"x": x} | ({"y": p.y} if p.y is not None else {})
+    for ext in args.save:
+        save_tensors(stem.with_suffix(ext), tensors, metadata={"method": out.method, "nfe": str(out.nfe)})
+    procs = f" on {size} processes" if size > 1 else ""
+    what = f"the fitted solver in {args.fitted}" if args.fitted else args.method
+    extra = [f"{out.fit_nfe} pilot calls for the grid"] if out.fit_nfe else []
+    if out.check_nfe:
+        from ..fitted import FittedSolver
+
+        extra.append(f"{out.check_nfe} fingerprint check call on {FittedSolver.PROBE_ROWS} probe rows")
+    extra = f" (+ {', '.join(extra)})" if extra else ""
+    print(f"{n} samples with {what} in {out.nfe} NFE{extra}{procs} -> {stem.with_suffix('.png')}")
