@@ -102,7 +102,8 @@ def test_cli_samples_with_a_guide_plainly_and_in_shards(runs, tmp_path, capsys):
     shard_args = [*args, "--shard-size", "4", "--out", str(tmp_path / "s")]
     assert main([*shard_args, "--guide", str(runs / "guide")]) == 0
     score, sde, _, _ = load_score(runs / "main", y=torch.arange(6) % 10, guidance=1.0, guide=runs / "guide")
-    want = sd.sample(score, sde, (6, 1, 8, 8), method="ddim", steps=3, seed=2).x
+    # scoresde sample's defaults: dpm++2m, ending with the denoising step
+    want = sd.sample(score, sde, (6, 1, 8, 8), method="dpm++2m", steps=3, seed=2, denoise=True).x
     torch.testing.assert_close(load_file(str(tmp_path / "p.safetensors"))["x"], want, rtol=0, atol=1e-6)
     torch.testing.assert_close(load_shards(tmp_path / "s")["x"], want, rtol=0, atol=1e-6)
     capsys.readouterr()

@@ -49,7 +49,8 @@ def test_inpainting_keeps_the_known_half(digits_ckpt, tmp_path):
 
 def test_points_and_method_options(moons_ckpt, tmp_path):
     stem = tmp_path / "m"
-    args = ["sample", "--checkpoint", str(moons_ckpt), "--n", "50", "--steps", "4", "--option", "eta=1.0"]
+    args = ["sample", "--checkpoint", str(moons_ckpt), "--n", "50", "--method", "ddim", "--steps", "4"]
+    args += ["--option", "eta=1.0"]
     assert main([*args, "--out", str(stem), "--save", ".npz"]) == 0
     assert np.load(tmp_path / "m.npz")["x"].shape == (50, 2)
     assert (tmp_path / "m.png").exists()

@@ -298,6 +298,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
     partial = out_dir / (f"bench_{cfg.tag}.partial.jsonl" if size == 1 else f"bench_{cfg.tag}.partial.rank{rank}.jsonl")
     fits = _Fits(cfg)
     new: dict[str, dict] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)  # checked writable before any run; made only once runs begin
     with open(partial, "a") as fh:
         bar = tqdm(mine, desc="bench", unit="run", disable=not progress or rank != 0, dynamic_ncols=True)
         for i in bar:

@@ -6,19 +6,27 @@ resumable folder of shards instead (:mod:`scoresde.cli.shards`).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from .args import device, interval, option, positive, seed, suffix
 
 NAME = "sample"
 HELP = "sample a trained checkpoint (PNG grid, tensors), with guidance or inpainting"
+DEFAULT_METHOD, DEFAULT_STEPS = "dpm++2m", 50
 
 
 def add_arguments(sp) -> None:
     sp.add_argument("--checkpoint", required=True, help="the training output folder")
-    sp.add_argument("--method", default="ddim", help="a name from `scoresde methods`")
-    sp.add_argument("--steps", type=positive, default=50, help="solver steps (default: %(default)s)")
-    sp.add_argument("--grid", help="uniform, quadratic, logsnr, ... (default: the method's own)")
+    sp.add_argument(
+        "--method",
+        help=f"a name from `scoresde methods` (default: {DEFAULT_METHOD}, the method the docs' figures of a trained "
+        "model use)",
+    )
+    sp.add_argument(
+        "--steps", type=positive, help=f"solver steps (default: {DEFAULT_STEPS}; adaptive methods choose their own)"
+    )
+    sp.add_argument("--grid", help="uniform, quadratic, logsnr, optimized, ... (default: the method's own)")
     sp.add_argument(
         "--n",
         "--num-samples",
@@ -47,17 +55,29 @@ def add_arguments(sp) -> None:
         type=interval,
         help="apply the guidance only at noise levels LO < sigma/alpha <= HI, written LO,HI (HI may be inf)",
     )
-    sp.add_argument("--inpaint", help="fill in test images under a mask: left, right, top, bottom, center, random:P")
-    sp.add_argument("--resample", type=int, default=1, help="RePaint passes per step (with --inpaint)")
+    sp.add_argument(
+        "--inpaint",
+        help="fill in test examples under a mask: left, right, top, bottom, center, random:P (images), or dims:I,J,... "
+        "(the listed flat indices known; any data, e.g. dims:0 for a 2-D set's x coordinate)",
+    )
+    sp.add_argument("--resample", type=int, default=1, help="RePaint passes per step (with --inpaint; default: 1)")
     sp.add_argument("--option", type=option, action="append", default=[], help="a method option, e.g. eta=1")
-    sp.add_argument("--denoise", action="store_true", help="finish with one Tweedie denoising step")
+    sp.add_argument(
+        "--denoise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="finish with one Tweedie denoising step x <- E[x0 | x_tmin], one more model call (default: on; the "
+        "state at t_min still carries noise of std sigma(t_min), 1.24x the floor on the checkerboard by itself)",
+    )
     sp.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
     sp.add_argument("--out", default="samples", help="output stem: <out>.png and the --save files")
     sp.add_argument(
         "--save", action="append", default=[], type=suffix, help="tensor formats: safetensors, npz (repeatable)"
     )
     sp.add_argument("--force", action="store_true", help="overwrite an existing <out>.png and --save files")
-    sp.add_argument("--fitted", help="a folder written by `scoresde fit` (replaces --method, --steps, --grid)")
+    sp.add_argument(
+        "--fitted", help="a folder written by `scoresde fit`: its own method, steps and grid (refuses those flags)"
+    )
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--device", type=device, default="cpu", help="default: %(default)s")
     sp.add_argument(
@@ -85,6 +105,11 @@ def run(args) -> int:
     from ..process_group import launched
     from .sampling import rank_device
 
+    try:
+        resolve(args)
+    except ValueError as err:
+        print(f"scoresde sample: error: {err}", file=sys.stderr)
+        return 2
     with launched():
         if args.shard_size:
             from .shards import sample_to_shards
@@ -138,6 +163,8 @@ def _sample_run(args) -> int:
         common = dict(method=p.method, steps=args.steps, seed=args.seed, denoise=args.denoise, **dict(args.option))
         if args.grid:
             common["grid"] = args.grid
+        if args.fitted:
+            common.pop("steps")  # the fitted solver's own
         bar = progress_bar(common["method"], args.steps, rank == 0 and not args.no_progress and not args.inpaint)
         if bar is not None:
             common["callback"] = lambda info: bar.update(1) and None  # tqdm returns True when it redraws
@@ -190,12 +217,14 @@ def _write(args, p, out, x_known, mask, size: int) -> None:
         save_image_grid(images, stem.with_suffix(".png"), nrow=min(n, 10))
     elif x.shape[1] == 2:
         ref, _ = get_dataset(p.cfg.data, "test", n=max(n, 2000), seed=p.cfg.data_seed)
-        save_points(x, stem.with_suffix(".png"), reference=ref, title=f"{args.method}, {out.nfe} NFE")
+        save_points(x, stem.with_suffix(".png"), reference=ref, title=f"{_title(args, p)}, {out.nfe} NFE")
     tensors = {"x": x} | ({"y": p.y} if p.y is not None else {})
     for ext in args.save:
         save_tensors(stem.with_suffix(ext), tensors, metadata={"method": out.method, "nfe": str(out.nfe)})
     procs = f" on {size} processes" if size > 1 else ""
-    what = f"the fitted solver in {args.fitted}" if args.fitted else args.method
+    what = f"the fitted solver in {args.fitted}" if args.fitted else f"{args.method} ({_grid_words(args, out)})"
+    if args.denoise:
+        what += " and one denoising call"
     extra = [f"{out.fit_nfe} pilot calls for the grid"] if out.fit_nfe else []
     if out.check_nfe:
         from ..fitted import FittedSolver
@@ -203,3 +232,46 @@ def _write(args, p, out, x_known, mask, size: int) -> None:
         extra.append(f"{out.check_nfe} fingerprint check call on {FittedSolver.PROBE_ROWS} probe rows")
     extra = f" (+ {', '.join(extra)})" if extra else ""
     print(f"{n} samples with {what} in {out.nfe} NFE{extra}{procs} -> {stem.with_suffix('.png')}")
+
+
+def _title(args, p) -> str:
+    """The picture's title: what ran (a fitted solver by its folder and its base method)."""
+    if args.fitted:
+        return f"fitted solver ({args.fitted}, {p.method.steps} steps)"
+    return f"{args.method}, {args.steps} steps" + (" + denoise" if args.denoise else "")
+
+
+def _grid_words(args, out) -> str:
+    """``50 steps on its logsnr grid`` / ``10 steps on the optimized grid``: the steps and the grid that ran."""
+    from ..solvers import get_solver
+
+    grid = args.grid or f"its {get_solver(args.method).default_grid}"
+    if getattr(get_solver(args.method), "adaptive", False):
+        return f"adaptive, {out.nfe - int(args.denoise)} model calls"
+    return f"{args.steps} steps on {grid if grid.startswith('its ') else 'the ' + grid} grid"
+
+
+def resolve(args, prog: str = "scoresde sample") -> None:
+    """Fill in ``--method`` and ``--steps`` and refuse flags that would be ignored: ``--method``, ``--steps`` or
+    ``--grid`` beside ``--fitted`` (it brings its own), ``--steps`` or ``--grid`` with an adaptive method (it
+    chooses its own steps). Raises ``ValueError`` naming the flag."""
+    from ..solvers import get_solver
+
+    if args.fitted:
+        given = [f for f, v in (("--method", args.method), ("--steps", args.steps), ("--grid", args.grid)) if v]
+        if given:
+            raise ValueError(f"--fitted runs its own method, steps and grid: drop {', '.join(given)}")
+        return
+    args.method = args.method or DEFAULT_METHOD
+    cls = get_solver(args.method)
+    try:
+        cls.make(**dict(args.option))  # the options, checked before anything is printed
+    except TypeError as err:
+        raise ValueError(f"--option: {err}") from None
+    if cls.adaptive and (args.steps or args.grid):
+        flag = "--steps" if args.steps else "--grid"
+        raise ValueError(
+            f"{flag} does not apply to the adaptive method {args.method!r}, which chooses its own steps "
+            "(set its tolerances with --option rtol=...,atol=...)"
+        )
+    args.steps = args.steps or DEFAULT_STEPS

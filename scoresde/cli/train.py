@@ -5,7 +5,9 @@ Under torchrun the ranks train one model with DDP in one process group (:mod:`sc
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from pathlib import Path
 
 from ..sde_names import CONFIG_NAMES
 from .args import device, positive, seed
@@ -15,8 +17,15 @@ HELP = "train a score network (checkpoints in --out; --resume continues exactly)
 
 
 def add_arguments(t) -> None:
-    t.add_argument("--config", help="a .json or .toml training config (flags below override it)")
-    t.add_argument("--data", help="moons, swissroll, checkerboard, rings or digits")
+    t.add_argument("--config", help="a .json or .toml training config instead of the recipe (flags below override it)")
+    t.add_argument("--data", help="moons, swissroll, checkerboard, rings or digits (default: moons)")
+    t.add_argument(
+        "--recipe",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto (default): the data set's measured recipe, the settings behind the docs' figure for it "
+        "(scoresde.train.recipes; printed before the run); none: TrainConfig's small defaults. Flags override either",
+    )
     t.add_argument("--model", choices=("mlp", "unet"), help="architecture (default: mlp for 2-D sets, unet for digits)")
     t.add_argument("--class-conditional", action="store_true", default=None, help="train with labels (digits)")
     t.add_argument("--clusters", type=int, help="K > 0: condition on K clusters of the data (no labels needed)")
@@ -73,7 +82,6 @@ def run(args) -> int:
 
 def _config(args):
     """The training config: ``--config``'s file, the saved one of ``--resume``, or the defaults; flags override."""
-    from pathlib import Path
 
     from ..train import TrainConfig
 
@@ -81,6 +89,8 @@ def _config(args):
         cfg = TrainConfig.from_file(args.config)
     elif args.resume and args.out and (Path(args.out) / "config.json").is_file():
         cfg = TrainConfig.from_saved(Path(args.out) / "config.json")
+    elif args.recipe == "auto":
+        cfg = _recipe(args).config(device=args.device or "cpu")
     else:
         cfg = TrainConfig()
     overrides = {
@@ -110,9 +120,41 @@ def _config(args):
     return cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _recipe(args):
+    """The recipe of ``--data`` (with labels for ``--class-conditional``)."""
+    from ..train.recipes import recipe
+
+    return recipe(args.data or "moons", class_conditional=bool(args.class_conditional))
+
+
+def _announce(args, cfg) -> None:
+    """Rank 0 says which recipe runs, what it should take here and the quality the docs report for it; flags that
+    changed a recipe value are named (the figure was measured without them)."""
+    import torch
+
+    from ..process_group import world
+    from ..train import TrainConfig
+
+    if args.config or args.recipe != "auto" or (args.resume and (Path(cfg.out) / "ckpt.json").exists()):
+        return
+    if world()[0] != 0:
+        return
+    rec = _recipe(args)
+    base = rec.config(device=cfg.device)
+    changed = [
+        f"{f.name}={getattr(cfg, f.name)!r} (recipe: {getattr(base, f.name)!r})"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in ("out", "device", "plots", "ckpt_every", "log_every")
+        and getattr(cfg, f.name) != getattr(base, f.name)
+    ]
+    print(rec.describe(cfg, torch.get_num_threads()))
+    if changed:
+        print(f"  changed by flags, so the figure above does not apply as is: {', '.join(changed)}")
+    sys.stdout.flush()
+
+
 def _train(args) -> int:
     import signal
-    from pathlib import Path
 
     from ..train import train
     from ..util import unwritable
@@ -122,6 +164,7 @@ def _train(args) -> int:
         problem = unwritable(Path(cfg.out))
         if problem:
             raise ValueError(f"--out: cannot write the checkpoint to {cfg.out!r}: {problem}")
+        _announce(args, cfg)
         res = train(cfg, resume=args.resume, progress=not args.no_progress, handle_signals=True)
     except ValueError as err:  # bad config, or a missing / corrupt / mismatched checkpoint
         print(f"scoresde train: error: {err}", file=sys.stderr)
