@@ -1,6 +1,7 @@
 """Issue 32: the command line's defaults are the measured recipes, and no flag is dropped or mislabelled silently."""
 
 import json
+import re
 
 import pytest
 
@@ -93,8 +94,51 @@ def test_fitted_samples_are_titled_by_the_fitted_solver(moons_ckpt, tmp_path, ca
     monkeypatch.setattr(plot_mod, "save_points", lambda *a, title=None, **k: titles.append(title))
     fitted = tmp_path / "fit"
     assert main(["fit", "--checkpoint", str(moons_ckpt), "--steps", "3", "--budget", "4000", "--out", str(fitted)]) == 0
-    capsys.readouterr()
+    line = capsys.readouterr().out  # the numbers add up: the probe's rows are named
+    m = re.search(r"(\d+) model calls on (\d+) samples \+ 1 on the (\d+) fingerprint probe rows = (\d+) sample-", line)
+    assert m and int(m[1]) * int(m[2]) + int(m[3]) == int(m[4])
     assert main(["sample", "--checkpoint", str(moons_ckpt), "--fitted", str(fitted), "--n", "16", "--out",
                  str(tmp_path / "s"), "--no-progress"]) == 0  # fmt: skip
     assert titles and titles[0].startswith("fitted ") and "3 steps" in titles[0] and "dpm++2m, 50" not in titles[0]
     assert f"the fitted solver in {fitted}" in capsys.readouterr().out
+
+
+def test_fields_of_a_2d_model_fit_its_data_and_draw_it(moons_ckpt, tmp_path, capsys, monkeypatch):
+    """`fields --checkpoint` on moons drew them in a quarter of the panel (lim 4.5), without axes or the data."""
+    import scoresde.plot as plot_mod
+
+    seen = {}
+    real = plot_mod.plot_fields
+
+    def spy(*a, **k):
+        seen.update(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(plot_mod, "plot_fields", spy)
+    out = tmp_path / "f.png"
+    assert main(["fields", "--checkpoint", str(moons_ckpt), "--t", "0.5", "--grid-size", "8", "--out", str(out)]) == 0
+    assert seen["lim"] < 3.5 and seen["data"].shape == (2000, 2)
+    assert "over 2000 training points" in capsys.readouterr().out
+    assert main(["fields", "--t", "0.5", "--grid-size", "8", "--out", str(tmp_path / "g.png")]) == 0
+    assert seen["lim"] == 4.5 and seen["data"] is None  # the exact ring: its density is drawn instead
+
+
+def test_every_option_of_every_command_shows_its_default_in_help(capsys):
+    """Issue 32: `--help` showed no defaults. An option with a default says it; one without (None, an off flag)
+    may not."""
+    import argparse
+
+    from scoresde.cli import COMMANDS
+    from scoresde.cli.args import DefaultsFormatter, Parser
+
+    for command in COMMANDS:
+        p = Parser(prog=f"scoresde {command.NAME}", formatter_class=DefaultsFormatter)
+        command.add_arguments(p)
+        text = " ".join(p.format_help().split())
+        for action in p._actions:
+            unset = action.default is None or action.default is False or action.default == []
+            if isinstance(action, argparse._HelpAction) or unset:
+                continue
+            shown = " ".join(p._get_formatter()._expand_help(action).split())
+            assert "default" in shown or f"({action.default})" in shown, (command.NAME, action.dest, shown)
+            assert shown in text

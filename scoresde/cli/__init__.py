@@ -11,7 +11,7 @@ import sys
 
 from .._version import __version__
 from . import bench, fields, fit, likelihood, methods, sample, train
-from .args import Parser
+from .args import DefaultsFormatter, Parser
 
 __all__ = ["main", "COMMANDS"]
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", action="version", version=f"scoresde {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        parser = sub.add_parser(command.NAME, help=command.HELP)
+        parser = sub.add_parser(command.NAME, help=command.HELP, formatter_class=DefaultsFormatter)
         command.add_arguments(parser)
         parser.set_defaults(func=command.run)
     try:

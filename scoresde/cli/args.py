@@ -24,6 +24,21 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` with every option's default: appended as ``(default: X)`` where the help does not already say it,
+    and left out where there is none (``None``, a flag that is off, an empty list)."""
+
+    def add_argument(self, action):
+        default = action.default
+        unset = default is None or default is False or default is argparse.SUPPRESS or default == []
+        has_default = not unset and bool(action.option_strings)
+        if has_default and not isinstance(action, argparse._VersionAction):
+            text = action.help or ""
+            if "default" not in text:
+                action.help = f"{text} (default: %(default)s)".strip()
+        super().add_argument(action)
+
+
 def csv(kind):
     def parse(text: str) -> tuple:
         return tuple(kind(v) for v in text.split(",") if v)

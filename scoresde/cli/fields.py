@@ -19,7 +19,11 @@ def add_arguments(fl) -> None:
     fl.add_argument("--kind", default="score", choices=("score", "pf-drift", "sde-drift"), help="default: %(default)s")
     fl.add_argument("--sde", default="vp", choices=tuple(SDES), help="for --problem (default: %(default)s)")
     fl.add_argument("--style", default="stream", choices=("stream", "quiver"), help="default: %(default)s")
-    fl.add_argument("--lim", type=float, default=4.5, help="plot [-lim, lim]^2 (default: %(default)s)")
+    fl.add_argument(
+        "--lim",
+        type=float,
+        help="plot [-lim, lim]^2 (default: 4.5 for a problem; for a checkpoint, its training data's extent)",
+    )
     fl.add_argument("--grid-size", type=at_least_2, default=40, help="grid points a side (default: %(default)s)")
     fl.add_argument("--out", default="fields.png", help="the figure: .png, .pdf or .svg (default: %(default)s)")
     fl.add_argument("--animate", help="also write a GIF of the field over t (from max to min of --t)")
@@ -38,7 +42,7 @@ def _refusal(args) -> str | None:
         return "give at most one of --problem NAME and --checkpoint DIR"
     if args.t is not None and not args.t:
         return "--t: give at least one time, e.g. --t 0.05,0.2,0.5,1.0"
-    if not args.lim > 0:
+    if args.lim is not None and not args.lim > 0:
         return f"--lim must be > 0, got {args.lim:g}"
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
@@ -60,7 +64,8 @@ def _refusal(args) -> str | None:
 
 
 def _field(args):
-    """``(field, sde, label)``: a 2-D checkpoint's score, or an exact 2-D problem on ``--sde``."""
+    """``(field, sde, label, data)``: a 2-D checkpoint's score and 2,000 points of its training data, or an exact 2-D
+    problem on ``--sde`` (its density is drawn behind the field)."""
     if args.checkpoint is not None:
         from .. import data as data_mod
         from ..train import load_score
@@ -72,7 +77,8 @@ def _field(args):
 
         if tuple(data_mod.dataset_info(cfg.data)["shape"]) != (2,):
             raise ValueError(f"--checkpoint: fields need a 2-D model, {args.checkpoint} is trained on {cfg.data}")
-        return field, sde, f"{cfg.data} model"
+        data = data_mod.toy_2d(cfg.data, 2000, seed=cfg.data_seed)
+        return field, sde, f"{cfg.data} model", data
     from ..problems import get_problem
     from ..sde_names import make_sde
 
@@ -83,7 +89,7 @@ def _field(args):
         raise ValueError(f"--problem: {err}") from None
     if field.dim != 2:
         raise ValueError(f"--problem: fields need a 2-D problem (ring), {name} has d = {field.dim}")
-    return field, sde, label
+    return field, sde, label, None
 
 
 def run(args) -> int:
@@ -99,18 +105,20 @@ def run(args) -> int:
     if refusal is not None:
         return fail(refusal)
     try:
-        field, sde, label = _field(args)
+        field, sde, label, data = _field(args)
         ts = tuple(args.t) if args.t is not None else (0.05, 0.2, 0.5, sde.T)
         bad = [t for t in ts if not 0 < t <= sde.T]
         if bad:
             raise ValueError(f"--t: times must lie in (0, {sde.T:g}], got {', '.join(f'{t:g}' for t in bad)}")
-        from ..plot import animate_fields, plot_fields, save_figure
+        from ..plot import animate_fields, data_extent, plot_fields, save_figure
 
-        kw = dict(lim=args.lim, n=args.grid_size)
+        lim = args.lim if args.lim is not None else 4.5 if data is None else data_extent(data)
+        kw = dict(lim=lim, n=args.grid_size, data=data)
         fig = plot_fields({label: field}, sde, ts, args.kind, style=args.style, **kw)
         out = Path(args.out)
         save_figure(fig, out, dpi=110)
-        print(f"{args.kind} field at t = {', '.join(f'{t:g}' for t in ts)} -> {out}")
+        over = "" if data is None else f", over {len(data)} training points"
+        print(f"{args.kind} field at t = {', '.join(f'{t:g}' for t in ts)} on [-{lim:g}, {lim:g}]^2{over} -> {out}")
         if args.animate is not None:
             lo, hi = min(ts), max(ts)
             frames = [hi * (lo / hi) ** (i / max(args.frames - 1, 1)) for i in range(args.frames)]

@@ -14,8 +14,10 @@ HELP = "fit a few-step solver (grid and weights) to a checkpoint or an exact pro
 def add_arguments(ft) -> None:
     ft.add_argument("--checkpoint", help="a `scoresde train` folder")
     ft.add_argument("--problem", help="an exact problem instead: ring, gmm16, gmm64, gmm-family:d=D,k=K,seed=S")
-    ft.add_argument("--steps", type=positive, default=5, help="model calls per sample, 2 to 10 (%(default)s)")
-    ft.add_argument("--budget", type=positive, default=40_000, help="sample-evaluations of the fit (%(default)s)")
+    ft.add_argument("--steps", type=positive, default=5, help="model calls per sample, 2 to 10 (default: %(default)s)")
+    ft.add_argument(
+        "--budget", type=positive, default=40_000, help="sample-evaluations of the fit (default: %(default)s)"
+    )
     ft.add_argument("--out", required=True, help="the folder to write fitted.json and fitted.safetensors to")
     ft.add_argument("--force", action="store_true", help="replace a fitted solver already in --out")
     ft.add_argument("--device", type=device, default="cpu", help="default: %(default)s")
@@ -71,7 +73,7 @@ def run(args) -> int:
     m = fitted.meta
     print(
         f"fitted {args.steps} steps on grid {m['grid_name']} ({'with' if fitted.corrector is not None else 'no'} "
-        f"corrector): {m['fit_nfe']} model calls on {m['fit_batch']} samples = {m['fit_evals']} sample-evaluations; "
-        f"written to {out}"
+        f"corrector): {m['fit_nfe']} model calls on {m['fit_batch']} samples + 1 on the {fitted.PROBE_ROWS} "
+        f"fingerprint probe rows = {m['fit_evals']} sample-evaluations; written to {out}"
     )
     return 0

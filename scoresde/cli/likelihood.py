@@ -19,18 +19,22 @@ def add_arguments(lk) -> None:
     lk.add_argument("--n", type=positive, help="samples (default 200 for a problem, the whole test split otherwise)")
     lk.add_argument("--trace", default="exact", choices=("exact", "hutchinson"), help="default: %(default)s")
     lk.add_argument(
-        "--probe", default="rademacher", choices=("rademacher", "gaussian"), help="Hutchinson probes (%(default)s)"
+        "--probe",
+        default="rademacher",
+        choices=("rademacher", "gaussian"),
+        help="Hutchinson probes (default: %(default)s)",
     )
-    lk.add_argument("--probes", type=positive, default=1, help="Hutchinson probes per sample (%(default)s)")
+    lk.add_argument("--probes", type=positive, default=1, help="Hutchinson probes per sample (default: %(default)s)")
     lk.add_argument("--rtol", type=float, default=1e-5)
     lk.add_argument("--atol", type=float, default=1e-5)
     lk.add_argument("--t-min", type=float, help="lower end of the integral (default: the SDE's t_min)")
     lk.add_argument("--method", default="dopri5", help="torchdiffeq adaptive method")
-    lk.add_argument("--time", default="t", choices=("t", "logsnr"), help="integration variable (%(default)s)")
+    lk.add_argument("--time", default="t", choices=("t", "logsnr"), help="integration variable (default: %(default)s)")
     lk.add_argument("--batch", type=positive, help="samples per batch (default all at once)")
     lk.add_argument("--seed", type=seed, default=0, help="data draw (problems), probes and dequantisation")
     lk.add_argument("--raw-weights", action="store_true", help="checkpoint: the raw weights instead of the EMA")
     lk.add_argument("--device", type=device, default="cpu", help="default: %(default)s")
+    lk.add_argument("--no-progress", action="store_true", help="no progress bar (one per batch, on stderr)")
 
 
 def _inputs(args):
@@ -71,6 +75,7 @@ def run(args) -> int:
         gmm, score, sde, x, what, kw = _inputs(args)
         opts = dict(t_min=args.t_min, trace=args.trace, probe=args.probe, n_probes=args.probes, seed=args.seed)
         opts |= dict(rtol=args.rtol, atol=args.atol, method=args.method, time=args.time, **kw)
+        opts["progress"] = not args.no_progress
         batch = args.batch or x.shape[0]
         start = time.perf_counter()
         parts = [log_likelihood(score, sde, x[i : i + batch], sample_offset=i, **opts) for i in range(0, len(x), batch)]

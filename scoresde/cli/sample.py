@@ -84,7 +84,8 @@ def add_arguments(sp) -> None:
         "--dtype",
         choices=("float32", "float64", "bfloat16"),
         default="float32",
-        help="state and noise dtype; bfloat16: float32 state, the network under bfloat16 autocast (%(default)s)",
+        help="state and noise dtype; bfloat16: float32 state, the network under bfloat16 autocast "
+        "(default: %(default)s)",
     )
     sp.add_argument(
         "--shard-size",
@@ -96,7 +97,8 @@ def add_arguments(sp) -> None:
         "--check",
         choices=("step", "call", "end"),
         default="step",
-        help="test for NaN/inf after every step, every model call, or at the end (%(default)s; one host sync each)",
+        help="test for NaN/inf after every step, every model call, or at the end (default: %(default)s; one host "
+        "sync each)",
     )
 
 

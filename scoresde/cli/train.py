@@ -55,8 +55,8 @@ def add_arguments(t) -> None:
     t.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     t.add_argument("--ckpt-every", type=int)
     t.add_argument("--no-plots", action="store_true", help="do not write loss.png / samples.png at checkpoints")
-    t.add_argument("--out", help="output folder (checkpoint and config.json)")
-    t.add_argument("--device", type=device, help="cpu, cuda, cuda:1, ... (one that exists here)")
+    t.add_argument("--out", help="output folder (checkpoint and config.json; default: runs/default)")
+    t.add_argument("--device", type=device, help="cpu, cuda, cuda:1, ... (one that exists here; default: cpu)")
     t.add_argument(
         "--dtype",
         choices=("float32", "bfloat16"),
@@ -69,6 +69,13 @@ def add_arguments(t) -> None:
         help="continue the checkpoint in --out (SIGINT / SIGTERM write one and stop; a second signal exits at once)",
     )
     t.add_argument("--no-progress", action="store_true")
+    for action in t._actions:  # the training values' defaults are the recipe's (or TrainConfig's, --recipe none)
+        if (
+            action.default is None
+            and action.dest not in ("config", "out", "device", "data")
+            and ("default" not in (action.help or ""))
+        ):
+            action.help = f"{action.help or ''} (default: the recipe's)".strip()
 
 
 def run(args) -> int:
