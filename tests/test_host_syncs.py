@@ -12,39 +12,9 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
-from torch.utils.weak import WeakIdKeyDictionary
 
 import scoresde as sd
-
-SYNC_OPS = {"_local_scalar_dense", "is_nonzero", "item", "nonzero", "equal", "allclose", "masked_select", "unique"}
-ROOT_OPS = {"randn", "normal", "normal_", "randn_like", "rand", "uniform_"}
-
-
-class HostSyncs(TorchDispatchMode):
-    """Counts the host reads of state-derived tensors while active (``count``, ``by_op``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count, self.by_op = 0, {}
-        self._hot = WeakIdKeyDictionary()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = func.overloadpacket.__name__
-        hot = any(isinstance(a, torch.Tensor) and a in self._hot for a in tree_flatten((args, kwargs))[0])
-        if hot and name in SYNC_OPS:
-            self.count += 1
-            self.by_op[name] = self.by_op.get(name, 0) + 1
-        out = func(*args, **kwargs)
-        if hot or name in ROOT_OPS:
-            for o in tree_flatten(out)[0]:
-                if isinstance(o, torch.Tensor):
-                    self._hot[o] = True
-                    if o._base is not None:
-                        self._hot[o._base] = True
-        return out
+from scoresde.diagnostics import HostSyncs
 
 
 def _net_score(sde):
