@@ -1,6 +1,8 @@
 """The command line's parser and argument types: errors in one line (which flag, what it accepts), exit status 2.
 
-Light on purpose: building the parsers imports no torch (a type that needs it imports it when it parses a value).
+Light on purpose: building the parsers imports no torch, and neither does parsing, except to check that a
+``--device`` other than ``cpu`` exists here, which waits until every other flag has parsed (a typo elsewhere is
+reported in a fraction of a second, not after torch's import).
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ class Parser(argparse.ArgumentParser):
         if m:
             message = f"{m[1]} must be one of {m[3].replace(chr(39), '')}, got {m[2]}"
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # the checks that need torch, once the flags that do not have passed theirs
+            value = getattr(namespace, action.dest, None)
+            if isinstance(value, _UncheckedDevice):
+                try:
+                    setattr(namespace, action.dest, _check_device(value))
+                except argparse.ArgumentTypeError as err:
+                    self.error(str(argparse.ArgumentError(action, str(err))))
+        return namespace, extras
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -54,8 +67,24 @@ def problem_list(text: str) -> tuple:
     return split_problems(text)
 
 
+class _UncheckedDevice(str):
+    """A ``--device`` value of a device's form, not yet checked against torch (:meth:`Parser.parse_known_args`)."""
+
+
 def device(text: str) -> str:
-    """``--device``: a torch device that exists here, else one line saying what does (argparse exits 2)."""
+    """``--device``: a torch device that exists here, else one line saying what does (argparse exits 2).
+
+    ``cpu`` needs no check; another name is checked after the other flags, since the check imports torch."""
+    if text == "cpu":
+        return text
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(:[0-9]+)?", text):  # not TYPE or TYPE:INDEX: no torch needed
+        raise argparse.ArgumentTypeError(
+            f"not a device: {text!r}; a device is TYPE or TYPE:INDEX, as cpu, cuda, cuda:0, mps"
+        )
+    return _UncheckedDevice(text)
+
+
+def _check_device(text: str) -> str:
     import torch
 
     try:
@@ -66,7 +95,7 @@ def device(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not available here; accepted: {_devices()}")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise argparse.ArgumentTypeError(f"{text!r} is not available here; accepted: {_devices()}")
-    return text
+    return str(text)
 
 
 def _devices() -> str:
