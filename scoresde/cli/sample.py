@@ -70,6 +70,11 @@ def add_arguments(sp) -> None:
         "state at t_min still carries noise of std sigma(t_min), 1.24x the floor on the checkerboard by itself)",
     )
     sp.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
+    _add_output_arguments(sp)
+
+
+def _add_output_arguments(sp) -> None:
+    """Where the samples go, how they are computed (device, dtype, shards, checks)."""
     sp.add_argument("--out", default="samples", help="output stem: <out>.png and the --save files")
     sp.add_argument(
         "--save", action="append", default=[], type=suffix, help="tensor formats: safetensors, npz (repeatable)"
