@@ -160,9 +160,8 @@ def inpaint(
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     solver = solver_for(method, options)
-    check_nfe = 0
-    if getattr(solver, "check", None) is not None:  # a fitted solver: its own SDE, shape, grid and score
-        check_nfe = solver.check(score, tuple(x_known.shape), grid, x_known.dtype, x_known.device)
+    # a fitted solver: its own SDE, shape, grid and score
+    check_nfe = solver.check(score, tuple(x_known.shape), grid, x_known.dtype, x_known.device)
     if solver.adaptive:
         raise ValueError(f"inpainting replaces the known entries after every grid step; {method!r} is adaptive")
     sde: SDE = score.sde
@@ -203,7 +202,6 @@ def inpaint(
         res = integrate(solver, ctx, x, callback=replace_known, repeats=R, return_trajectory=return_trajectory)
         x = res.x
         if denoise:
-            ev.step = None
             x = ev.x0(x, ctx.coefs[-1])
     x = torch.where(mask, y, x)
     traj = res.trajectory

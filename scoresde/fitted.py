@@ -57,7 +57,7 @@ from torch import Tensor
 from .grids import check_grid, equidistributed_grid, time_grid, unit_steps
 from .noise import NoiseSource
 from .param import Score
-from .solvers.base import Context, Evaluator, Solver, State, integrate
+from .solvers.base import Context, Evaluator, GridSolver, State, integrate
 from .solvers.exponential import interp_weights, phi
 from .solvers.registry import get_solver
 
@@ -125,8 +125,27 @@ def _dpm_coefficients(grid_coefs, q_max: int, lower_order_final: bool) -> Tensor
     return c
 
 
+@dataclass(frozen=True)
+class FittedCorrector:
+    """What the corrector of step ``k`` needs at step ``k + 1``: the state ``x`` the step started from and the
+    coefficients ``c`` of its start time."""
+
+    x: Tensor
+    c: object
+
+
+@dataclass(frozen=True)
+class FittedState(State):
+    """The fitted solver's state: ``history`` holds the data predictions of past steps, most recent last (the last
+    ``q``; the base :class:`~scoresde.solvers.MultistepState` pairs them with their ``lambda``, which these fixed
+    weights do not need), and the corrector the next step applies, if the solver has one."""
+
+    history: tuple[Tensor, ...] = ()
+    corrector: FittedCorrector | None = None
+
+
 @dataclass
-class FittedSolver(Solver):
+class FittedSolver(GridSolver):
     """A grid and per-step multistep coefficients fitted to a score (:func:`fit_solver`); pass it as ``method``.
 
     Attributes:
@@ -147,6 +166,8 @@ class FittedSolver(Solver):
     kind = "ode"
     order = 2
     nfe_per_step = 1
+    own_grid = True
+    state_type = FittedState
     PROBE_ROWS = _PROBE_N  # the rows of the one model call :meth:`check` makes
 
     def __post_init__(self):
@@ -188,14 +209,15 @@ class FittedSolver(Solver):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
         m0 = ctx.ev.x0(x, ct)
         q = self.coefs.shape[1]
-        if state.pending is not None:  # the corrector of step k - 1, with this call at its predicted point
-            x_prev, c_prev = state.pending
-            x = _combine((ct.sigma / c_prev.sigma) * x_prev, ct.alpha, self._d[k - 1], (m0, *state.history))
+        past = state.history[::-1]  # most recent first, as the weights c[k, j] of m_{k-j} are
+        fc = state.corrector
+        if fc is not None:  # the corrector of step k - 1, with this call at its predicted point
+            x = _combine((ct.sigma / fc.c.sigma) * fc.x, ct.alpha, self._d[k - 1], (m0, *past))
             x = ctx.ev.check(x, ct.t, "the corrector")
-        hist = (m0, *state.history)[:q]  # most recent first
-        out = _combine((cs.sigma / ct.sigma) * x, cs.alpha, self._c[k], hist)
-        pending = (x, ct) if self._d is not None and k < self.steps - 1 else None
-        return out, State(denoised=m0, history=hist, pending=pending)
+        ms = (m0, *past)[:q]
+        out = _combine((cs.sigma / ct.sigma) * x, cs.alpha, self._c[k], ms)
+        corrector = FittedCorrector(x, ct) if self._d is not None and k < self.steps - 1 else None
+        return out, FittedState(m0, ms[::-1], corrector)
 
     # --- what it applies to --------------------------------------------------------------------------
     def check(

@@ -189,11 +189,9 @@ def sample(
     shape = _check_shape(shape)
     dtype = dtype or torch.get_default_dtype()
 
-    fitted_check, check_nfe = getattr(solver, "check", None), 0
-    if fitted_check is not None:  # a fitted solver: its own SDE, sample shape, grid and score
-        check_nfe = fitted_check(score, shape, grid, dtype, device)
-        if t_min is not None or T is not None:
-            raise ValueError("a fitted solver runs on its own grid; do not pass t_min or T")
+    check_nfe = solver.check(score, shape, grid, dtype, device)  # a fitted solver: its SDE, shape, grid and score
+    if solver.own_grid and (t_min is not None or T is not None):
+        raise ValueError(f"a {solver.name} solver runs on its own grid; do not pass t_min or T")
     ts, fit_nfe = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
     if noise is None:
         noise = noise_source(generator, seed, sample_offset)
@@ -213,10 +211,8 @@ def sample(
         res = solver.solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
         x = res.x
         if denoise:
-            ev.step = None
             x = ev.x0(x, ctx.coefs[-1])
     if check == "end":
-        ev.step = None
         x = ev.check(x, ctx.times[-1], what="the sampler", always=True)
     return Samples(
         x=x,

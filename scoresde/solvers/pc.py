@@ -70,7 +70,7 @@ from torch import Tensor
 
 from ..checks import check_choice, check_int, check_number
 from ..sde import Coefs
-from .base import Evaluator, Solver, SolverResult, State
+from .base import EngineSolver, Evaluator, GridSolver, SolverResult, State
 from .discrete import ddpm_posterior
 from .registry import register
 
@@ -106,22 +106,20 @@ def langevin_correct(
 
 
 @register
-class PC(Solver):
+class PC(GridSolver):
     """Predictor-corrector sampler (Song et al. 2021, Alg. 1-3): a predictor step, then Langevin corrector steps.
 
     Options: ``predictor`` (``"reverse-diffusion"``, ``"euler-maruyama"`` or ``"ancestral"``), ``n_corrector``
     Langevin steps per step (``>= 0``), ``snr`` (``> 0``, default 0.16 as in the paper's VE experiments),
     ``step_size`` (``"sigma"``, the default: ``e = 2 (snr sigma_t)^2``, batch-independent; ``"batch"``: the
     paper's code, norms averaged over the batch; see :func:`langevin_correct`).
-    ``nfe_per_step`` is ``1 + n_corrector`` (2 for the defaults; the instance attribute follows the option).
+    The configured solver's ``nfe_per_step`` and ``draws_per_step`` are ``1 + n_corrector`` (2 for the defaults).
     """
 
     name = "pc"
     kind = "sde"
     order = 0.5  # the corrector's noise does not shrink with the step: no pathwise convergence is claimed
     weak_order = 1  # the predictor's, up to the corrector's O(snr^2) bias
-    nfe_per_step = 2
-    draws_per_step = 2
 
     def __init__(
         self, predictor: str = "reverse-diffusion", n_corrector: int = 1, snr: float = 0.16, step_size: str = "sigma"
@@ -130,7 +128,16 @@ class PC(Solver):
         self.predictor = check_choice("pc", "predictor", predictor, PREDICTORS)
         self.n_corrector = check_int("pc", "n_corrector", n_corrector, ge=0)
         self.snr = check_number("pc", "snr", snr, gt=0)
-        self.nfe_per_step = self.draws_per_step = 1 + n_corrector
+
+    @property
+    def nfe_per_step(self) -> int:
+        """One call for the predictor, one per corrector step."""
+        return 1 + self.n_corrector
+
+    @property
+    def draws_per_step(self) -> int:
+        """Draw 0 for the predictor, draw ``j`` for corrector step ``j``."""
+        return 1 + self.n_corrector
 
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
@@ -154,7 +161,7 @@ class PC(Solver):
 
 
 @register
-class AdaptiveSDE(Solver):
+class AdaptiveSDE(EngineSolver):
     """Adaptive reverse-SDE solver (Jolicoeur-Martineau et al. 2021, Alg. 1): EM + improved-Euler error control.
 
     Options: ``rtol``, ``atol`` (``> 0``; the mixed tolerance; defaults 0.05 and 0.0078, the paper's settings for
