@@ -43,10 +43,12 @@ import math
 import torch
 from torch import Tensor
 
+from .checks import check_one_source
 from .param import Score
-from .sample import Samples, noise_source, resolve_grid, solver_for
+from .run import noise_source, prepare_run, resolve_grid, solver_for
+from .sample import Samples
 from .sde import SDE
-from .solvers import Context, Evaluator, integrate
+from .solvers import integrate
 
 __all__ = ["inpaint", "make_mask", "MASKS", "KNOWN_PATHS"]
 
@@ -157,8 +159,7 @@ def inpaint(
         raise ValueError(f"resample must be an integer >= 1, got {resample!r}")
     if known_path not in KNOWN_PATHS:
         raise ValueError(f"known_path must be one of {', '.join(map(repr, KNOWN_PATHS))}; got {known_path!r}")
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
+    check_one_source(generator, seed)
     solver = solver_for(method, options)
     # a fitted solver: its own SDE, shape, grid and score
     check_nfe = solver.check(score, tuple(x_known.shape), grid, x_known.dtype, x_known.device)
@@ -181,9 +182,8 @@ def inpaint(
     def on_path(x: Tensor, c) -> Tensor:
         return torch.where(mask, c.alpha * y + c.sigma * z_now[0], x)
 
-    ev = Evaluator(score, solver.name, len(ts) - 1, inputs=on_path)
-    ctx = Context.build(ev, ts, noise, solver.draws_per_step)
-    x = on_path(sde.prior_std() * draw(0), ctx.coefs[0])
+    run = prepare_run(score, ts, solver=solver, shape=shape, noise=noise, dtype=dtype, device=device, inputs=on_path)
+    ev, ctx, x = run.ev, run.ctx, run.x
 
     def replace_known(info) -> Tensor:
         k, r = info.k, info.repeat

@@ -57,7 +57,8 @@ from torch import Tensor
 from .grids import check_grid, equidistributed_grid, time_grid, unit_steps
 from .noise import NoiseSource
 from .param import Score
-from .solvers.base import Context, Evaluator, GridSolver, State, integrate
+from .run import prepare_run, record_run
+from .solvers.base import GridSolver, State
 from .solvers.exponential import interp_weights, phi
 from .solvers.registry import get_solver
 
@@ -311,19 +312,6 @@ def _host(x: Tensor) -> Tensor:
     return x.detach().to("cpu", torch.float64)
 
 
-def _run(score, solver, grid, x, record=None):
-    ev = Evaluator(score, "fit", len(grid) - 1)
-    ctx = Context.build(ev, grid, noise=None)
-    ms = []
-
-    def cb(info):
-        ms.append(info.denoised)
-
-    with torch.no_grad():
-        out = integrate(solver, ctx, x, callback=cb).x
-    return out, ms, ctx.coefs
-
-
 def _lstsq(target: Tensor, feats: list[Tensor], prior: Tensor, ridge: float, robust: bool | None = None) -> Tensor:
     """``argmin_c sum_i w_i ||target_i - sum_j c_j feats_ij||^2 + ridge ||F|| ||c - prior||^2`` over samples ``i``.
 
@@ -367,23 +355,10 @@ class _Teacher:
     the teacher's step)."""
 
     def __init__(self, score, x_T, steps: int):
-        sde = score.sde
-        grid = time_grid(sde, steps, "logsnr")
-        ev = Evaluator(score, "fit_solver (teacher)", steps)
-        ctx = Context.build(ev, grid, None)
-        xs, ms = [x_T], []
-
-        def keep(info):
-            xs.append(info.x)
-            ms.append(_host(info.denoised))
-
-        solver = get_solver("dpm++3m").make(lower_order_final=False)
-        with torch.no_grad():
-            x_end = integrate(solver, ctx, x_T, callback=keep).x
-            ev.step = None
-            ms.append(_host(ev.x0(x_end, ctx.coefs[-1])))
-        self.tab, self.xs, self.ms = ctx.coefs, [_host(x) for x in xs], ms
-        self.lam = torch.tensor([c.lam for c in ctx.coefs], dtype=torch.float64)
+        run = prepare_run(score, time_grid(score.sde, steps, "logsnr"), name="fit_solver (teacher)", x=x_T)
+        rec = record_run(get_solver("dpm++3m").make(lower_order_final=False), run, states=True, keep=_host)
+        self.tab, self.xs, self.ms = rec.coefs, [_host(x) for x in rec.states], rec.denoised
+        self.lam = torch.tensor([c.lam for c in rec.coefs], dtype=torch.float64)
         self.end = self.xs[-1]
 
     def state(self, c) -> Tensor:
@@ -523,8 +498,8 @@ def fit_solver(
 
     best, report = None, {}
     for name, grid in candidates.items():
-        ev = Evaluator(score, "fit_solver (teacher-forced)", steps)
-        tab = Context.build(ev, grid, None).coefs
+        forcing = prepare_run(score, grid, name="fit_solver (teacher-forced)", x=x_T)
+        ev, tab = forcing.ev, forcing.ctx.coefs
         states = {c.t: teacher.state(c) for c in tab}
         with torch.no_grad():  # the data prediction at the teacher's states at this grid's times
             forced = [_host(ev.x0(states[c.t].to(x_T.device, x_T.dtype), c)) for c in tab[:-1]]
@@ -533,7 +508,8 @@ def fit_solver(
         d = _corrector_fit(states, forced, tab, order, ridge)
         for with_corrector in variants:
             dd = d if with_corrector else None
-            x_end, _, _ = _run(score, FittedSolver(grid, c, {}, None, dd), grid, x_T)
+            student = FittedSolver(grid, c, {}, None, dd)
+            x_end = record_run(student, prepare_run(score, grid, solver=student, name="fit", x=x_T), final=False).x
             err = (_host(x_end) - x_teach).flatten(1).pow(2).sum(1)
             loss = float(err.quantile(QUANTILE))
             report[f"{name}{'+corrector' if with_corrector else ''}"] = loss if math.isfinite(loss) else None

@@ -7,17 +7,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checks import check_int
-from .grids import FittedGrid, check_grid, fit_grid, time_grid
+from .checks import check_int, check_one_source
 from .noise import NoiseSource
 from .param import Score
+from .run import MAX_STEPS, noise_source, prepare_run, resolve_grid, solver_for
 from .sde import SDE
-from .solvers import Context, Evaluator, Solver, available_methods, get_solver
+from .solvers import available_methods
 from .solvers.base import CHECKS, Callback
 
 __all__ = ["Samples", "sample", "available_methods"]
-
-MAX_STEPS = 100_000  # a named grid of more steps is a typo: 10^8 allocated gigabytes before any check
+# noise_source, resolve_grid, solver_for and MAX_STEPS live in .run (the run builder); still importable from here
+_SHARED = (MAX_STEPS, noise_source, resolve_grid, solver_for)
 
 
 @dataclass
@@ -60,48 +60,6 @@ def _check_shape(shape) -> tuple[int, ...]:
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (batch, ...) with at least one data dimension, all >= 1, got {shape}")
     return shape
-
-
-def noise_source(generator: torch.Generator | None, seed: int | None, sample_offset: int) -> NoiseSource:
-    """The per-sample noise of a run: from ``seed``, else one draw of ``generator`` (the global RNG if ``None``)."""
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
-    if seed is not None:
-        return NoiseSource(check_int("", "seed", seed, ge=0), sample_offset)
-    return NoiseSource.from_generator(generator, sample_offset)
-
-
-def resolve_grid(solver: Solver, score: Score, steps, grid, t_min, T, dims, dtype, device) -> tuple[Tensor, int]:
-    """The time grid of a run and the model calls spent fitting it: ``grid=None`` is the solver's ``default_grid``;
-    a name goes through :func:`time_grid` (``"optimized"`` through :func:`fit_grid`, fitted to ``score`` now); a
-    :class:`FittedGrid` or a tensor is checked."""
-    sde = score.sde
-    if grid is None:
-        grid = solver.default_grid
-    if isinstance(grid, str):
-        check_int("", "steps", steps, ge=1, le=MAX_STEPS, hint="pass an explicit grid tensor for a finer grid")
-    if isinstance(grid, str) and grid == "optimized":
-        order = max(1, min(3, int(solver.order)))
-        fitted = fit_grid(score, steps, tuple(dims), order, t_min=t_min, T=T, dtype=dtype, device=device)
-        return fitted.grid, fitted.fit_nfe
-    if isinstance(grid, str):
-        return time_grid(sde, steps, grid, t_min=t_min, T=T), 0
-    if t_min is not None or T is not None:
-        raise ValueError("t_min and T come from an explicit grid; do not pass them too")
-    if isinstance(grid, FittedGrid):
-        if grid.options.get("sde", repr(sde)) != repr(sde):
-            raise ValueError(f"the grid was fitted for {grid.options['sde']}, not for {sde!r}")
-        grid = grid.grid
-    return check_grid(sde, grid), 0
-
-
-def solver_for(method, options: dict) -> Solver:
-    """A registered method by name (with its options), or a solver object such as a fitted one (no options)."""
-    if isinstance(method, Solver):
-        if options:
-            raise TypeError(f"a solver object takes no options; got {', '.join(options)}")
-        return method
-    return get_solver(method).make(**options)
 
 
 def sample(
@@ -171,8 +129,7 @@ def sample(
     if repr(sde) != repr(score.sde):
         raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
     sde = score.sde  # the same process; the solvers reach it through the score
-    if generator is not None and seed is not None:  # before the solver's options are checked, as before
-        raise ValueError("pass either generator or seed, not both")
+    check_one_source(generator, seed)  # before the solver's options are checked, as before
     if seed is not None:
         check_int("sample", "seed", seed, ge=0)
     solver = solver_for(method, options)
@@ -197,18 +154,19 @@ def sample(
         noise = noise_source(generator, seed, sample_offset)
     elif generator is not None or seed is not None or sample_offset:
         raise ValueError("pass noise, or generator/seed/sample_offset, not both")
-    if x_init is None:
-        x = sde.prior_std() * noise.randn(shape, stream=0, dtype=dtype, device=device)
-    else:
+    x = None
+    if x_init is not None:
         x = x_init.to(dtype=dtype, device=device)
         if not torch.isfinite(x).all():
             raise ValueError("x_init contains non-finite values")
 
     name = method if isinstance(method, str) else solver.name
-    ev = Evaluator(score, name, None if solver.adaptive else len(ts) - 1, check=check)
-    ctx = Context.build(ev, ts, noise, solver.draws_per_step)
+    run = prepare_run(
+        score, ts, solver=solver, name=name, x=x, shape=shape, noise=noise, dtype=dtype, device=device, check=check
+    )
+    ev, ctx = run.ev, run.ctx
     with torch.no_grad():
-        res = solver.solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
+        res = solver.solve(ctx, run.x, callback=callback, return_trajectory=return_trajectory)
         x = res.x
         if denoise:
             x = ev.x0(x, ctx.coefs[-1])
