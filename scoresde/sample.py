@@ -113,7 +113,8 @@ def sample(
         callback: ``callback(info)`` after every step of a fixed-grid method, with a
             :class:`~scoresde.solvers.StepInfo` (step ``k``, times ``t -> s``, the new state ``x``, the solver's
             ``denoised`` estimate where it has one); it may return a tensor to replace the state (k-diffusion's
-            convention). Adaptive methods refuse it.
+            convention). ``sde-adaptive`` calls it after every accepted step (``info.n_steps`` is ``None``); the
+            adaptive ODE methods (torchdiffeq's own steps) refuse it.
         check: how often values are tested for NaN/inf (each test is one host synchronisation on a GPU):
             ``"step"`` (default) tests the state once after every step of a fixed-grid method (engine-driven and
             adaptive methods test every model call); ``"call"`` tests every model output and inner stage too (the

@@ -1,6 +1,6 @@
 """Solvers, one module per family; importing this package registers them all."""
 
-from . import discrete, dpm, edm, ode, pc, reverse_sde, unipc  # noqa: F401  (registration side effects)
+from . import adaptive_sde, discrete, dpm, edm, ode, pc, reverse_sde, unipc  # noqa: F401  (registration side effects)
 from .base import (
     Context,
     EngineSolver,
