@@ -77,7 +77,7 @@ class Evaluator:
         self.score, self.method, self.n_steps, self.inputs = score, method, n_steps, inputs
         self.check_mode = check
         self.check_calls = check != "end"
-        self._nfe0 = score.nfe
+        self._calls = [0]  # this run's model calls, shared with its views (one list per run)
 
     def view(self, *, check_calls: bool) -> Evaluator:
         """The same evaluator (same score, same count) testing model calls or not: what the stepping loop runs on."""
@@ -93,8 +93,9 @@ class Evaluator:
 
     @property
     def nfe(self) -> int:
-        """Model calls made through this evaluator so far (read from the score's own counter)."""
-        return self.score.nfe - self._nfe0
+        """Model calls made through this evaluator (and its views) so far: what the score's own counter moved by
+        during each of its calls, so another run on the same score (inside a callback) is not counted here."""
+        return self._calls[0]
 
     def where(self, t: float) -> str:
         return f"t = {t:.6g}, model evaluation {self.nfe}"
@@ -112,13 +113,21 @@ class Evaluator:
 
     def eps(self, x: Tensor, c: Coefs) -> Tensor:
         x = x if self.inputs is None else self.inputs(x, c)
-        return self.check(self.score.eps(x, c.t, c), c.t)
+        n0 = self.score.nfe
+        eps = self.score.eps(x, c.t, c)
+        self._calls[0] += self.score.nfe - n0
+        return self.check(eps, c.t)
 
     def x0(self, x: Tensor, c: Coefs) -> Tensor:
         x = x if self.inputs is None else self.inputs(x, c)
-        return self.check(self.score.x0(x, c.t, c), c.t)
+        n0 = self.score.nfe
+        x0 = self.score.x0(x, c.t, c)
+        self._calls[0] += self.score.nfe - n0
+        return self.check(x0, c.t)
 
     def eps_and_x0(self, x: Tensor, c: Coefs) -> tuple[Tensor, Tensor]:
         x = x if self.inputs is None else self.inputs(x, c)
+        n0 = self.score.nfe
         eps, x0 = self.score.eps_and_x0(x, c.t, c)
+        self._calls[0] += self.score.nfe - n0
         return self.check(eps, c.t), self.check(x0, c.t)
