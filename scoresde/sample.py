@@ -62,6 +62,32 @@ def _check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
+def _check_score(score, sde) -> None:
+    if not isinstance(score, Score):
+        raise TypeError(f"score must be a scoresde Score (e.g. EpsilonScore(model, sde)), got {type(score).__name__}")
+    if sde is not None and repr(sde) != repr(score.sde):  # the same process; the solvers reach it through the score
+        raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
+
+
+def _layout(shape, x_init: Tensor | None, dtype, device) -> tuple[tuple[int, ...], torch.dtype, object]:
+    """The samples' shape, dtype and device: from ``shape`` or ``x_init`` (which must agree), the default dtype."""
+    if x_init is not None:
+        if shape is not None and tuple(shape) != tuple(x_init.shape):
+            raise ValueError(f"shape {tuple(shape)} does not match x_init's shape {tuple(x_init.shape)}")
+        shape = _check_shape(x_init.shape)
+        dtype, device = dtype or x_init.dtype, device or x_init.device
+    elif shape is None:
+        raise ValueError("give shape=(batch, ...) or x_init")
+    return _check_shape(shape), dtype or torch.get_default_dtype(), device
+
+
+def _start(x_init: Tensor, dtype, device) -> Tensor:
+    x = x_init.to(dtype=dtype, device=device)
+    if not torch.isfinite(x).all():
+        raise ValueError("x_init contains non-finite values")
+    return x
+
+
 def sample(
     score: Score,
     sde: SDE | None = None,
@@ -124,12 +150,7 @@ def sample(
     Returns:
         :class:`Samples` with ``x``, counted ``nfe``, ``times`` and optional ``trajectory``.
     """
-    if not isinstance(score, Score):
-        raise TypeError(f"score must be a scoresde Score (e.g. EpsilonScore(model, sde)), got {type(score).__name__}")
-    sde = score.sde if sde is None else sde
-    if repr(sde) != repr(score.sde):
-        raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
-    sde = score.sde  # the same process; the solvers reach it through the score
+    _check_score(score, sde)
     check_one_source(generator, seed)  # before the solver's options are checked, as before
     if seed is not None:
         check_int("sample", "seed", seed, ge=0)
@@ -137,16 +158,7 @@ def sample(
     if check not in CHECKS:
         raise ValueError(f"check must be one of {', '.join(map(repr, CHECKS))}, got {check!r}")
 
-    if x_init is not None:
-        if shape is not None and tuple(shape) != tuple(x_init.shape):
-            raise ValueError(f"shape {tuple(shape)} does not match x_init's shape {tuple(x_init.shape)}")
-        shape = _check_shape(x_init.shape)
-        dtype, device = dtype or x_init.dtype, device or x_init.device
-    elif shape is None:
-        raise ValueError("give shape=(batch, ...) or x_init")
-    shape = _check_shape(shape)
-    dtype = dtype or torch.get_default_dtype()
-
+    shape, dtype, device = _layout(shape, x_init, dtype, device)
     check_nfe = solver.check(score, shape, grid, dtype, device)  # a fitted solver: its SDE, shape, grid and score
     if solver.own_grid and (t_min is not None or T is not None):
         raise ValueError(f"a {solver.name} solver runs on its own grid; do not pass t_min or T")
@@ -155,30 +167,14 @@ def sample(
         noise = noise_source(generator, seed, sample_offset)
     elif generator is not None or seed is not None or sample_offset:
         raise ValueError("pass noise, or generator/seed/sample_offset, not both")
-    x = None
-    if x_init is not None:
-        x = x_init.to(dtype=dtype, device=device)
-        if not torch.isfinite(x).all():
-            raise ValueError("x_init contains non-finite values")
-
+    x = None if x_init is None else _start(x_init, dtype, device)
     name = method if isinstance(method, str) else solver.name
     run = prepare_run(
         score, ts, solver=solver, name=name, x=x, shape=shape, noise=noise, dtype=dtype, device=device, check=check
     )
-    ev, ctx = run.ev, run.ctx
     with torch.no_grad():
-        res = solver.solve(ctx, run.x, callback=callback, return_trajectory=return_trajectory)
-        x = res.x
-        if denoise:
-            x = ev.x0(x, ctx.coefs[-1])
+        res = solver.solve(run.ctx, run.x, callback=callback, return_trajectory=return_trajectory)
+        x = run.ev.x0(res.x, run.ctx.coefs[-1]) if denoise else res.x
     if check == "end":
-        x = ev.check(x, ctx.times[-1], what="the sampler", always=True)
-    return Samples(
-        x=x,
-        nfe=ev.nfe,
-        times=res.times,
-        trajectory=res.trajectory,
-        method=name,
-        fit_nfe=fit_nfe,
-        check_nfe=check_nfe,
-    )
+        x = run.ev.check(x, run.ctx.times[-1], what="the sampler", always=True)
+    return Samples(x, run.ev.nfe, res.times, res.trajectory, name, fit_nfe=fit_nfe, check_nfe=check_nfe)
