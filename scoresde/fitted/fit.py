@@ -201,6 +201,49 @@ def _corrector_fit(states, forced, tab, q, ridge) -> Tensor:
     return d
 
 
+def _check_fit_arguments(steps, order, grids) -> tuple[list[str], list[int]]:
+    """Refuse a step count, order or candidate list :func:`fit_solver` does not fit; returns the named candidates
+    and the orders of the ``"optimized:p"`` ones."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
+        raise ValueError(
+            f"fit_solver: steps must be an int in [2, {MAX_STEPS}], got {steps!r} (the fitted family is for few steps: "
+            "at 20 steps its fits on the 40,000-evaluation budget were unstable, and unipc on grid='optimized' is "
+            "within 2-4% of the floor there)"
+        )
+    if order not in (1, 2, 3):
+        raise ValueError(f"fit_solver: order must be 1, 2 or 3, got {order!r}")
+    if not grids:
+        raise ValueError("fit_solver: give at least one candidate grid")
+    named = [g for g in grids if not g.startswith("optimized:")]
+    orders = [int(g.split(":", 1)[1]) for g in grids if g.startswith("optimized:")]
+    if any(p not in (1, 2, 3) for p in orders):
+        raise ValueError(f"fit_solver: optimized candidates are 'optimized:1' to 'optimized:3', got {grids}")
+    return named, orders
+
+
+def _model_layout(score, dtype, device):
+    """The fitting batch's dtype and device: as given, else those of the model's parameters (float64 on the CPU
+    for a model without parameters)."""
+    param = next((p for p in getattr(score.model, "parameters", lambda: iter(()))()), None)
+    if dtype is None:
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float64
+    if device is None and param is not None:
+        device = param.device
+    return dtype, device
+
+
+def _fit_weights(score, teacher: _Teacher, grid: Tensor, x_T: Tensor, order: int, ridge: float, steps: int):
+    """The predictor and corrector weights on ``grid`` that best reproduce the teacher's steps, from the data
+    predictions at the teacher's states at the grid's times (teacher forcing: one model call per step)."""
+    forcing = prepare_run(score, grid, name="fit_solver (teacher-forced)", x=x_T)
+    ev, tab = forcing.ev, forcing.ctx.coefs
+    states = {c.t: teacher.state(c) for c in tab}
+    with torch.no_grad():
+        forced = [_host(ev.x0(states[c.t].to(x_T.device, x_T.dtype), c)) for c in tab[:-1]]
+    c_dpm = _dpm_coefficients(tab, order, lower_order_final=steps < 15)
+    return _local_fit(states, forced, tab, order, c_dpm, ridge), _corrector_fit(states, forced, tab, order, ridge)
+
+
 def fit_solver(
     score: Score,
     steps: int,
@@ -238,21 +281,8 @@ def fit_solver(
         the fitted solver; ``fit_nfe`` (per fitting sample) and ``fit_evals`` (total) count every model call.
     """
     sde = score.sde
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
-        raise ValueError(
-            f"fit_solver: steps must be an int in [2, {MAX_STEPS}], got {steps!r} (the fitted family is for few steps: "
-            "at 20 steps its fits on the 40,000-evaluation budget were unstable, and unipc on grid='optimized' is "
-            "within 2-4% of the floor there)"
-        )
-    if order not in (1, 2, 3):
-        raise ValueError(f"fit_solver: order must be 1, 2 or 3, got {order!r}")
-    if not grids:
-        raise ValueError("fit_solver: give at least one candidate grid")
+    named, orders = _check_fit_arguments(steps, order, grids)
     dims = tuple(int(d) for d in dims)
-    named = [g for g in grids if not g.startswith("optimized:")]
-    orders = [int(g.split(":", 1)[1]) for g in grids if g.startswith("optimized:")]
-    if any(p not in (1, 2, 3) for p in orders):
-        raise ValueError(f"fit_solver: optimized candidates are 'optimized:1' to 'optimized:3', got {grids}")
     candidates = {name: candidate_grid(sde, steps, name) for name in named}
     variants = (False, True) if corrector is None else (bool(corrector),)
     per_sample = teacher_steps + 1 + len(grids) * (1 + len(variants)) * steps
@@ -262,11 +292,7 @@ def fit_solver(
             f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< 16) for "
             f"{len(grids)} candidate grid(s) of {steps} steps and a {teacher_steps}-step teacher; raise it"
         )
-    param = next((p for p in getattr(score.model, "parameters", lambda: iter(()))()), None)
-    if dtype is None:
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float64
-    if device is None and param is not None:
-        device = param.device
+    dtype, device = _model_layout(score, dtype, device)
     nfe0 = score.nfe
     x_T = sde.prior_std() * NoiseSource(fit_seed).randn((batch, *dims), stream=0, dtype=dtype, device=device)
     teacher = _Teacher(score, x_T, teacher_steps)
@@ -279,14 +305,7 @@ def fit_solver(
 
     best, report = None, {}
     for name, grid in candidates.items():
-        forcing = prepare_run(score, grid, name="fit_solver (teacher-forced)", x=x_T)
-        ev, tab = forcing.ev, forcing.ctx.coefs
-        states = {c.t: teacher.state(c) for c in tab}
-        with torch.no_grad():  # the data prediction at the teacher's states at this grid's times
-            forced = [_host(ev.x0(states[c.t].to(x_T.device, x_T.dtype), c)) for c in tab[:-1]]
-        c_dpm = _dpm_coefficients(tab, order, lower_order_final=steps < 15)
-        c = _local_fit(states, forced, tab, order, c_dpm, ridge)
-        d = _corrector_fit(states, forced, tab, order, ridge)
+        c, d = _fit_weights(score, teacher, grid, x_T, order, ridge, steps)
         for with_corrector in variants:
             dd = d if with_corrector else None
             student = FittedSolver(grid, c, {}, None, dd)
@@ -308,12 +327,19 @@ def fit_solver(
         "order": order,
         "corrector": d is not None,
         "grid_name": name,
+        **_cost(fit_nfe, batch, fit_seed, teacher_steps),
+        "fit_q75_sq_err": report,
+        "score": hashlib.sha256(probe.numpy().tobytes()).hexdigest()[:16],
+    }
+    return FittedSolver(grid, c, meta, probe, d)
+
+
+def _cost(fit_nfe: int, batch: int, fit_seed: int, teacher_steps: int) -> dict:
+    """What the fit cost and how it was made, for the solver's ``meta``."""
+    return {
         "fit_nfe": fit_nfe,
         "fit_evals": fit_nfe * batch + _PROBE_N,  # every call on the fitting batch, one on the probe's 8 rows
         "fit_batch": batch,
         "fit_seed": fit_seed,
         "teacher": f"dpm++3m, {teacher_steps} steps on the logsnr grid",
-        "fit_q75_sq_err": report,
-        "score": hashlib.sha256(probe.numpy().tobytes()).hexdigest()[:16],
     }
-    return FittedSolver(grid, c, meta, probe, d)
