@@ -1,4 +1,4 @@
-"""Fitted few-step solvers against UniPC on its default and on the optimized grid (scoresde/fitted.py).
+"""Fitted few-step solvers against UniPC on its default and on the optimized grid (scoresde/fitted/).
 
 Usage:
     python benchmarks/fitted.py [problems] [steps] [n]            (defaults: gmm16,ring 5,10 20000)

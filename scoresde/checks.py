@@ -15,7 +15,15 @@ import math
 from collections.abc import Collection
 from typing import Any
 
-__all__ = ["is_int", "is_number", "check_number", "check_int", "check_choice", "check_bool"]
+__all__ = [
+    "is_int",
+    "is_number",
+    "check_number",
+    "check_int",
+    "check_choice",
+    "check_bool",
+    "check_one_source",
+]
 
 
 def is_int(v: Any) -> bool:
@@ -98,3 +106,9 @@ def check_bool(where: str, name: str, v: Any, *, hint: str = "") -> bool:
     if not isinstance(v, bool):
         _fail(where, name, "True or False", hint, v)
     return v
+
+
+def check_one_source(generator: Any, seed: Any) -> None:
+    """The randomness of a run comes from a ``generator`` or a ``seed`` (or neither: the global RNG), not both."""
+    if generator is not None and seed is not None:
+        raise ValueError("pass either generator or seed, not both")

@@ -43,10 +43,12 @@ import math
 import torch
 from torch import Tensor
 
+from .checks import check_one_source
 from .param import Score
-from .sample import Samples, noise_source, resolve_grid, solver_for
+from .run import noise_source, prepare_run, resolve_grid, solver_for
+from .sample import Samples
 from .sde import SDE
-from .solvers import Context, Evaluator, integrate
+from .solvers import integrate
 
 __all__ = ["inpaint", "make_mask", "MASKS", "KNOWN_PATHS"]
 
@@ -111,6 +113,59 @@ def make_mask(kind: str, shape: tuple[int, ...], seed: int = 0) -> Tensor:
     return m.expand(c, h, w).clone()
 
 
+def _check_arguments(score, x_known, mask, resample, known_path) -> Tensor:
+    """The arguments of :func:`inpaint` that need no solver; returns the mask, boolean, of ``x_known``'s shape."""
+    if not isinstance(score, Score):
+        raise TypeError(f"score must be a scoresde Score, got {type(score).__name__}")
+    if not isinstance(x_known, Tensor) or x_known.ndim < 2:
+        raise ValueError("x_known must be a tensor of shape (batch, ...) with at least one data dimension")
+    if not torch.isfinite(x_known).all():
+        raise ValueError("x_known contains non-finite values (mark unknown entries with the mask, not with NaN)")
+    mask = _check_mask(mask, x_known)
+    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
+        raise ValueError(f"resample must be an integer >= 1, got {resample!r}")
+    if known_path not in KNOWN_PATHS:
+        raise ValueError(f"known_path must be one of {', '.join(map(repr, KNOWN_PATHS))}; got {known_path!r}")
+    return mask
+
+
+class _KnownPath:
+    """The known entries of one inpainting run: where the model sees them (:meth:`on_path`, the evaluator's
+    ``inputs``) and the callback that puts them back after every step (:meth:`replace`, with RePaint's jump back).
+    ``z`` is their noise at the start of the current step; made per run, read only by it."""
+
+    def __init__(self, sde: SDE, y: Tensor, mask: Tensor, noise, resample: int, known_path: str):
+        self.sde, self.y, self.mask, self.noise, self.R, self.fixed = (
+            sde,
+            y,
+            mask,
+            noise,
+            resample,
+            known_path == "fixed",
+        )
+        self.z_path = self.z = self.draw(_PATH)
+        self.coefs = ()  # the run's coefficient table, set once the run is prepared
+
+    def draw(self, stream: int) -> Tensor:
+        return self.noise.randn(self.y.shape, stream=stream, dtype=self.y.dtype, device=self.y.device)
+
+    def on_path(self, x: Tensor, c) -> Tensor:
+        return torch.where(self.mask, c.alpha * self.y + c.sigma * self.z, x)
+
+    def replace(self, info) -> Tensor:
+        k, r, R = info.k, info.repeat, self.R
+        ct, cs = self.coefs[k], self.coefs[k + 1]
+        z = self.z_path if self.fixed else self.draw(_PATH + 1 + k * R + r)
+        self.z = z
+        x = self.on_path(info.x, cs)
+        if r + 1 < R:  # RePaint: noise back from s to t and take the step again
+            a_ts, s_ts = (float(v) for v in self.sde.transition(info.s, info.t))
+            jump = self.draw(_JUMP + k * R + r)
+            x = a_ts * x + s_ts * jump
+            self.z = (a_ts * cs.sigma * z + s_ts * jump) / ct.sigma  # known: alpha_t y + sigma_t z
+        return x
+
+
 def inpaint(
     score: Score,
     x_known: Tensor,
@@ -146,23 +201,11 @@ def inpaint(
     Returns:
         :class:`~scoresde.Samples` whose ``x`` equals ``x_known`` exactly where the mask is 1.
     """
-    if not isinstance(score, Score):
-        raise TypeError(f"score must be a scoresde Score, got {type(score).__name__}")
-    if not isinstance(x_known, Tensor) or x_known.ndim < 2:
-        raise ValueError("x_known must be a tensor of shape (batch, ...) with at least one data dimension")
-    if not torch.isfinite(x_known).all():
-        raise ValueError("x_known contains non-finite values (mark unknown entries with the mask, not with NaN)")
-    mask = _check_mask(mask, x_known)
-    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
-        raise ValueError(f"resample must be an integer >= 1, got {resample!r}")
-    if known_path not in KNOWN_PATHS:
-        raise ValueError(f"known_path must be one of {', '.join(map(repr, KNOWN_PATHS))}; got {known_path!r}")
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
+    mask = _check_arguments(score, x_known, mask, resample, known_path)
+    check_one_source(generator, seed)
     solver = solver_for(method, options)
-    check_nfe = 0
-    if getattr(solver, "check", None) is not None:  # a fitted solver: its own SDE, shape, grid and score
-        check_nfe = solver.check(score, tuple(x_known.shape), grid, x_known.dtype, x_known.device)
+    # a fitted solver: its own SDE, shape, grid and score
+    check_nfe = solver.check(score, tuple(x_known.shape), grid, x_known.dtype, x_known.device)
     if solver.adaptive:
         raise ValueError(f"inpainting replaces the known entries after every grid step; {method!r} is adaptive")
     sde: SDE = score.sde
@@ -171,41 +214,18 @@ def inpaint(
     dtype, device, shape = x_known.dtype, x_known.device, x_known.shape
     ts, _ = resolve_grid(solver, score, steps, grid, t_min, None, shape[1:], dtype, device)
     noise = noise_source(generator, seed, sample_offset)
-    y, R = x_known, resample
-
-    def draw(stream: int) -> Tensor:
-        return noise.randn(shape, stream=stream, dtype=dtype, device=device)
-
-    z_path = draw(_PATH)
-    z_now = [z_path]  # the known entries' noise at the start of the current step
-
-    def on_path(x: Tensor, c) -> Tensor:
-        return torch.where(mask, c.alpha * y + c.sigma * z_now[0], x)
-
-    ev = Evaluator(score, solver.name, len(ts) - 1, inputs=on_path)
-    ctx = Context.build(ev, ts, noise, solver.draws_per_step)
-    x = on_path(sde.prior_std() * draw(0), ctx.coefs[0])
-
-    def replace_known(info) -> Tensor:
-        k, r = info.k, info.repeat
-        ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
-        z = z_path if known_path == "fixed" else draw(_PATH + 1 + k * R + r)
-        z_now[0] = z
-        x = on_path(info.x, cs)
-        if r + 1 < R:  # RePaint: noise back from s to t and take the step again
-            a_ts, s_ts = (float(v) for v in sde.transition(info.s, info.t))
-            jump = draw(_JUMP + k * R + r)
-            x = a_ts * x + s_ts * jump
-            z_now[0] = (a_ts * cs.sigma * z + s_ts * jump) / ct.sigma  # known: alpha_t y + sigma_t z_now
-        return x
-
+    known = _KnownPath(sde, x_known, mask, noise, resample, known_path)
+    run = prepare_run(
+        score, ts, solver=solver, shape=shape, noise=noise, dtype=dtype, device=device, inputs=known.on_path
+    )
+    ev, ctx = run.ev, run.ctx
+    known.coefs = ctx.coefs
     with torch.no_grad():
-        res = integrate(solver, ctx, x, callback=replace_known, repeats=R, return_trajectory=return_trajectory)
-        x = res.x
-        if denoise:
-            ev.step = None
-            x = ev.x0(x, ctx.coefs[-1])
-    x = torch.where(mask, y, x)
+        res = integrate(
+            solver, ctx, run.x, callback=known.replace, repeats=resample, return_trajectory=return_trajectory
+        )
+        x = ev.x0(res.x, ctx.coefs[-1]) if denoise else res.x
+    x = torch.where(mask, x_known, x)
     traj = res.trajectory
     if traj is not None:
         traj[-1] = x

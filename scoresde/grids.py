@@ -202,7 +202,8 @@ def fit_grid(
         a :class:`FittedGrid`; deterministic for fixed arguments.
     """
     from .noise import NoiseSource
-    from .solvers import Context, Evaluator, get_solver, integrate
+    from .run import prepare_run, record_run
+    from .solvers import get_solver
 
     sde = score.sde
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -221,18 +222,12 @@ def fit_grid(
     dtype = dtype or torch.get_default_dtype()
     # the pilot's noise is drawn on the CPU and moved: the fitted grid does not depend on the device's generator
     x = (sde.prior_std() * NoiseSource(seed).randn((n_pilot, *dims), stream=0, dtype=dtype)).to(device)
-    ev = Evaluator(score, "optimized grid (pilot)", pilot_steps)
-    ctx = Context.build(ev, pilot, noise=None)
-    ms = []
-
-    def record(info):  # the data prediction at the start of every pilot step
-        ms.append(info.denoised.cpu().double().flatten(1))  # float64 on the host: the fit's arithmetic
-
-    with torch.no_grad():
-        x = integrate(get_solver("dpm++2m").make(lower_order_final=False), ctx, x, callback=record).x
-        ev.step = None
-        ms.append(ev.x0(x, ctx.coefs[-1]).cpu().double().flatten(1))
-    lam_t = torch.tensor([c.lam for c in ctx.coefs], dtype=torch.float64)
-    grid = equidistributed_grid(sde, lam_t, ms, order, steps, mix, T, t_min)
+    run = prepare_run(score, pilot, name="optimized grid (pilot)", x=x)
+    # the data prediction at the start of every pilot step and at its end, float64 on the host: the fit's arithmetic
+    rec = record_run(
+        get_solver("dpm++2m").make(lower_order_final=False), run, keep=lambda m: m.cpu().double().flatten(1)
+    )
+    lam_t = torch.tensor([c.lam for c in rec.coefs], dtype=torch.float64)
+    grid = equidistributed_grid(sde, lam_t, rec.denoised, order, steps, mix, T, t_min)
     options = dict(dims=dims, n_pilot=n_pilot, pilot_steps=pilot_steps, mix=mix, seed=seed, sde=repr(sde))
-    return FittedGrid(check_grid(sde, grid), order, ev.nfe, options)
+    return FittedGrid(check_grid(sde, grid), order, run.ev.nfe, options)

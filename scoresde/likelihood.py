@@ -40,7 +40,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from .checks import check_choice, check_int, check_number
+from .checks import check_choice, check_int, check_number, check_one_source
 from .noise import NoiseSource
 from .param import Score
 from .sde import SDE
@@ -260,8 +260,7 @@ def log_likelihood(
     check_number("", "rtol", rtol, gt=0)
     check_number("", "atol", atol, gt=0)
     check_int("", "max_steps", max_steps, ge=1)
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
+    check_one_source(generator, seed)
     t_min = float(sde.t_min if t_min is None else t_min)
     T = float(sde.T if T is None else T)
     if not (0 < t_min < T <= sde.T):

@@ -7,17 +7,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checks import check_int
-from .grids import FittedGrid, check_grid, fit_grid, time_grid
+from .checks import check_int, check_one_source
 from .noise import NoiseSource
 from .param import Score
+from .run import MAX_STEPS, noise_source, prepare_run, resolve_grid, solver_for
 from .sde import SDE
-from .solvers import Context, Evaluator, Solver, available_methods, get_solver
+from .solvers import available_methods
 from .solvers.base import CHECKS, Callback
 
 __all__ = ["Samples", "sample", "available_methods"]
-
-MAX_STEPS = 100_000  # a named grid of more steps is a typo: 10^8 allocated gigabytes before any check
+# noise_source, resolve_grid, solver_for and MAX_STEPS live in .run (the run builder); still importable from here
+_SHARED = (MAX_STEPS, noise_source, resolve_grid, solver_for)
 
 
 @dataclass
@@ -62,46 +62,30 @@ def _check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def noise_source(generator: torch.Generator | None, seed: int | None, sample_offset: int) -> NoiseSource:
-    """The per-sample noise of a run: from ``seed``, else one draw of ``generator`` (the global RNG if ``None``)."""
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
-    if seed is not None:
-        return NoiseSource(check_int("", "seed", seed, ge=0), sample_offset)
-    return NoiseSource.from_generator(generator, sample_offset)
+def _check_score(score, sde) -> None:
+    if not isinstance(score, Score):
+        raise TypeError(f"score must be a scoresde Score (e.g. EpsilonScore(model, sde)), got {type(score).__name__}")
+    if sde is not None and repr(sde) != repr(score.sde):  # the same process; the solvers reach it through the score
+        raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
 
 
-def resolve_grid(solver: Solver, score: Score, steps, grid, t_min, T, dims, dtype, device) -> tuple[Tensor, int]:
-    """The time grid of a run and the model calls spent fitting it: ``grid=None`` is the solver's ``default_grid``;
-    a name goes through :func:`time_grid` (``"optimized"`` through :func:`fit_grid`, fitted to ``score`` now); a
-    :class:`FittedGrid` or a tensor is checked."""
-    sde = score.sde
-    if grid is None:
-        grid = solver.default_grid
-    if isinstance(grid, str):
-        check_int("", "steps", steps, ge=1, le=MAX_STEPS, hint="pass an explicit grid tensor for a finer grid")
-    if isinstance(grid, str) and grid == "optimized":
-        order = max(1, min(3, int(solver.order)))
-        fitted = fit_grid(score, steps, tuple(dims), order, t_min=t_min, T=T, dtype=dtype, device=device)
-        return fitted.grid, fitted.fit_nfe
-    if isinstance(grid, str):
-        return time_grid(sde, steps, grid, t_min=t_min, T=T), 0
-    if t_min is not None or T is not None:
-        raise ValueError("t_min and T come from an explicit grid; do not pass them too")
-    if isinstance(grid, FittedGrid):
-        if grid.options.get("sde", repr(sde)) != repr(sde):
-            raise ValueError(f"the grid was fitted for {grid.options['sde']}, not for {sde!r}")
-        grid = grid.grid
-    return check_grid(sde, grid), 0
+def _layout(shape, x_init: Tensor | None, dtype, device) -> tuple[tuple[int, ...], torch.dtype, object]:
+    """The samples' shape, dtype and device: from ``shape`` or ``x_init`` (which must agree), the default dtype."""
+    if x_init is not None:
+        if shape is not None and tuple(shape) != tuple(x_init.shape):
+            raise ValueError(f"shape {tuple(shape)} does not match x_init's shape {tuple(x_init.shape)}")
+        shape = _check_shape(x_init.shape)
+        dtype, device = dtype or x_init.dtype, device or x_init.device
+    elif shape is None:
+        raise ValueError("give shape=(batch, ...) or x_init")
+    return _check_shape(shape), dtype or torch.get_default_dtype(), device
 
 
-def solver_for(method, options: dict) -> Solver:
-    """A registered method by name (with its options), or a solver object such as a fitted one (no options)."""
-    if isinstance(method, Solver):
-        if options:
-            raise TypeError(f"a solver object takes no options; got {', '.join(options)}")
-        return method
-    return get_solver(method).make(**options)
+def _start(x_init: Tensor, dtype, device) -> Tensor:
+    x = x_init.to(dtype=dtype, device=device)
+    if not torch.isfinite(x).all():
+        raise ValueError("x_init contains non-finite values")
+    return x
 
 
 def sample(
@@ -155,7 +139,8 @@ def sample(
         callback: ``callback(info)`` after every step of a fixed-grid method, with a
             :class:`~scoresde.solvers.StepInfo` (step ``k``, times ``t -> s``, the new state ``x``, the solver's
             ``denoised`` estimate where it has one); it may return a tensor to replace the state (k-diffusion's
-            convention). Adaptive methods refuse it.
+            convention). ``sde-adaptive`` calls it after every accepted step (``info.n_steps`` is ``None``); the
+            adaptive ODE methods (torchdiffeq's own steps) refuse it.
         check: how often values are tested for NaN/inf (each test is one host synchronisation on a GPU):
             ``"step"`` (default) tests the state once after every step of a fixed-grid method (engine-driven and
             adaptive methods test every model call); ``"call"`` tests every model output and inner stage too (the
@@ -165,65 +150,31 @@ def sample(
     Returns:
         :class:`Samples` with ``x``, counted ``nfe``, ``times`` and optional ``trajectory``.
     """
-    if not isinstance(score, Score):
-        raise TypeError(f"score must be a scoresde Score (e.g. EpsilonScore(model, sde)), got {type(score).__name__}")
-    sde = score.sde if sde is None else sde
-    if repr(sde) != repr(score.sde):
-        raise ValueError(f"the score was built for {score.sde!r} but sampling was asked for {sde!r}")
-    sde = score.sde  # the same process; the solvers reach it through the score
-    if generator is not None and seed is not None:  # before the solver's options are checked, as before
-        raise ValueError("pass either generator or seed, not both")
+    _check_score(score, sde)
+    check_one_source(generator, seed)  # before the solver's options are checked, as before
     if seed is not None:
         check_int("sample", "seed", seed, ge=0)
     solver = solver_for(method, options)
     if check not in CHECKS:
         raise ValueError(f"check must be one of {', '.join(map(repr, CHECKS))}, got {check!r}")
 
-    if x_init is not None:
-        if shape is not None and tuple(shape) != tuple(x_init.shape):
-            raise ValueError(f"shape {tuple(shape)} does not match x_init's shape {tuple(x_init.shape)}")
-        shape = _check_shape(x_init.shape)
-        dtype, device = dtype or x_init.dtype, device or x_init.device
-    elif shape is None:
-        raise ValueError("give shape=(batch, ...) or x_init")
-    shape = _check_shape(shape)
-    dtype = dtype or torch.get_default_dtype()
-
-    fitted_check, check_nfe = getattr(solver, "check", None), 0
-    if fitted_check is not None:  # a fitted solver: its own SDE, sample shape, grid and score
-        check_nfe = fitted_check(score, shape, grid, dtype, device)
-        if t_min is not None or T is not None:
-            raise ValueError("a fitted solver runs on its own grid; do not pass t_min or T")
+    shape, dtype, device = _layout(shape, x_init, dtype, device)
+    check_nfe = solver.check(score, shape, grid, dtype, device)  # a fitted solver: its SDE, shape, grid and score
+    if solver.own_grid and (t_min is not None or T is not None):
+        raise ValueError(f"a {solver.name} solver runs on its own grid; do not pass t_min or T")
     ts, fit_nfe = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
     if noise is None:
         noise = noise_source(generator, seed, sample_offset)
     elif generator is not None or seed is not None or sample_offset:
         raise ValueError("pass noise, or generator/seed/sample_offset, not both")
-    if x_init is None:
-        x = sde.prior_std() * noise.randn(shape, stream=0, dtype=dtype, device=device)
-    else:
-        x = x_init.to(dtype=dtype, device=device)
-        if not torch.isfinite(x).all():
-            raise ValueError("x_init contains non-finite values")
-
+    x = None if x_init is None else _start(x_init, dtype, device)
     name = method if isinstance(method, str) else solver.name
-    ev = Evaluator(score, name, None if solver.adaptive else len(ts) - 1, check=check)
-    ctx = Context.build(ev, ts, noise, solver.draws_per_step)
-    with torch.no_grad():
-        res = solver.solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
-        x = res.x
-        if denoise:
-            ev.step = None
-            x = ev.x0(x, ctx.coefs[-1])
-    if check == "end":
-        ev.step = None
-        x = ev.check(x, ctx.times[-1], what="the sampler", always=True)
-    return Samples(
-        x=x,
-        nfe=ev.nfe,
-        times=res.times,
-        trajectory=res.trajectory,
-        method=name,
-        fit_nfe=fit_nfe,
-        check_nfe=check_nfe,
+    run = prepare_run(
+        score, ts, solver=solver, name=name, x=x, shape=shape, noise=noise, dtype=dtype, device=device, check=check
     )
+    with torch.no_grad():
+        res = solver.solve(run.ctx, run.x, callback=callback, return_trajectory=return_trajectory)
+        x = run.ev.x0(res.x, run.ctx.coefs[-1]) if denoise else res.x
+    if check == "end":
+        x = run.ev.check(x, run.ctx.times[-1], what="the sampler", always=True)
+    return Samples(x, run.ev.nfe, res.times, res.trajectory, name, fit_nfe=fit_nfe, check_nfe=check_nfe)

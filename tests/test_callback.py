@@ -12,7 +12,7 @@ from scoresde.conditioning import inpaint
 VP = sd.VPSDE()
 RING = sd.get_problem("ring")
 FIXED = [m for m in sd.available_methods() if not sd.method_info(m)["adaptive"]]
-ADAPTIVE = [m for m in sd.available_methods() if sd.method_info(m)["adaptive"]]
+ADAPTIVE_ODE = [m for m in sd.available_methods() if sd.method_info(m)["adaptive"] and m.startswith("ode-")]
 
 
 @pytest.mark.parametrize("method", FIXED)
@@ -68,9 +68,26 @@ def test_bad_callback_output_and_adaptive_methods_are_refused():
             seed=0,
             callback=lambda i: i.x * math.nan if i.k == 1 else None,
         )
-    for method in ADAPTIVE:
+    for method in ADAPTIVE_ODE:  # torchdiffeq's own steps have no hook of ours
         with pytest.raises(ValueError, match="no per-step callback"):
             sd.sample(RING.score(VP), shape=(4, 2), method=method, seed=0, callback=lambda i: None)
+
+
+def test_sde_adaptive_takes_a_callback():
+    """sde-adaptive's controller calls the hook after every accepted step: times decreasing from T to t_min without
+    gaps, n_steps unknown (None); a hook that returns nothing changes nothing, and a returned state replaces it."""
+    kw = dict(shape=(16, 2), method="sde-adaptive", seed=4, dtype=torch.float64, rtol=0.05, atol=0.05)
+    plain = sd.sample(RING.score(VP), **kw)
+    seen = []
+    hooked = sd.sample(RING.score(VP), callback=seen.append, **kw)
+    assert torch.equal(hooked.x, plain.x) and hooked.nfe == plain.nfe
+    assert len(seen) >= 2 and [i.k for i in seen] == list(range(len(seen)))
+    assert all(i.n_steps is None and i.s < i.t for i in seen)
+    assert seen[0].t == VP.T and seen[-1].s == VP.t_min
+    assert all(a.s == b.t for a, b in zip(seen, seen[1:], strict=False))
+    torch.testing.assert_close(seen[-1].x, plain.x, rtol=0, atol=0)
+    boxed = sd.sample(RING.score(VP), callback=lambda i: i.x.clamp(-0.2, 0.2), **kw)
+    assert boxed.x.abs().max() <= 0.2 + 1e-12 and plain.x.abs().max() > 0.2
 
 
 def test_a_nan_while_inpainting_names_the_real_step():

@@ -1,4 +1,4 @@
-"""Fitted few-step solvers (scoresde/fitted.py): better than the unfitted base on the teacher, the same on fresh
+"""Fitted few-step solvers (scoresde/fitted/): better than the unfitted base on the teacher, the same on fresh
 noise, honest cost, bit-identical after save/load, and refusals of what they were not fitted for."""
 
 import json

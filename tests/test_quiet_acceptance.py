@@ -30,7 +30,7 @@ def test_sample_refuses_a_seed_that_is_not_a_non_negative_int(seed):
 
 def test_sample_refuses_absurd_steps_before_allocating_anything(monkeypatch):
     # steps=10**8 allocated a 2.8 GB grid and coefficient table before anything else was checked
-    sample_mod = importlib.import_module("scoresde.sample")
+    run_mod = importlib.import_module("scoresde.run")  # the run builder resolves the grid of sample and inpaint
 
     class Built(Exception):
         pass
@@ -38,7 +38,7 @@ def test_sample_refuses_absurd_steps_before_allocating_anything(monkeypatch):
     def time_grid(*args, **kwargs):
         raise Built
 
-    monkeypatch.setattr(sample_mod, "time_grid", time_grid)
+    monkeypatch.setattr(run_mod, "time_grid", time_grid)
     with pytest.raises(ValueError, match=r"steps must be an int in \[1, 100000\] .*got 100000000"):
         sd.sample(RING.score(VP), VP, (4, 2), method="ddim", steps=10**8, seed=0)
     with pytest.raises(ValueError, match=r"steps must be an int in \[1, 100000\]"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from ..checks import check_number
-from .base import Solver, State, ddim_noise_std
+from .base import GridSolver, State, ddim_noise_std
 from .registry import register
 
 __all__ = ["DDPM", "DDIM", "ddpm_posterior"]
@@ -35,7 +35,7 @@ def ddpm_posterior(ct, cs, x, x0):
 
 
 @register
-class DDIM(Solver):
+class DDIM(GridSolver):
     """DDIM with randomness coefficient ``eta`` (0: deterministic; 1: DDPM's posterior variance)."""
 
     name = "ddim"
@@ -62,7 +62,7 @@ class DDIM(Solver):
 
 
 @register
-class DDPM(Solver):
+class DDPM(GridSolver):
     """DDPM ancestral sampling: each step draws from the posterior ``q(x_s | x_t, x0(x_t, t))``."""
 
     name = "ddpm"

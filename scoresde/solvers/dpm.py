@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from .base import Solver, State
+from .base import GridSolver, MultistepState, State
 from .exponential import ExpSolver, interp_weights, phi
 from .registry import register
 
@@ -38,6 +38,8 @@ __all__ = ["DPMSolverPP2M", "DPMSolverPP3M", "DPMSolver2S", "DPMSolver3S", "DPMS
 
 class _DPMSolverPPMultistep(ExpSolver):
     """DPM-Solver++ multistep of order ``max_order`` in data prediction (Lu et al. 2022b)."""
+
+    state_type = MultistepState
 
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
@@ -51,7 +53,7 @@ class _DPMSolverPPMultistep(ExpSolver):
         out = (cs.sigma / ct.sigma) * x + (cs.alpha * g[0]) * m0
         for wj, (_, mj) in zip(w, past, strict=True):
             out = out + (cs.alpha * wj) * (mj - m0)
-        return out, State(denoised=m0, history=hist)
+        return out, MultistepState(denoised=m0, history=hist)
 
 
 @register
@@ -72,7 +74,7 @@ class DPMSolverPP3M(_DPMSolverPPMultistep):
     max_order = 3
 
 
-class _Singlestep(Solver):
+class _Singlestep(GridSolver):
     kind = "ode"
     default_grid = "logsnr"
 
@@ -136,6 +138,7 @@ class DPMSolverPP2MSDE(ExpSolver):
     order = 1
     max_order = 2
     draws_per_step = 1
+    state_type = MultistepState
 
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
@@ -148,4 +151,4 @@ class DPMSolverPP2MSDE(ExpSolver):
             lam_1, m1 = hist[-2]
             # D_1 = h x0' ~ (m_1 - m_0) / r with r = (lambda_1 - lambda_t) / h < 0; int 2e^{-2(h-u)} u du = h g_1(2h).
             out = out + (cs.alpha * phi(1, 2 * h) * h / (lam_1 - ct.lam)) * (m1 - m0)
-        return out + (cs.sigma * math.sqrt(-math.expm1(-2 * h))) * ctx.randn(k, 0, x), State(denoised=m0, history=hist)
+        return out + (cs.sigma * math.sqrt(-math.expm1(-2 * h))) * ctx.randn(k, 0, x), MultistepState(m0, hist)

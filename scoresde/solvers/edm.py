@@ -52,7 +52,7 @@ import math
 import torch
 
 from ..checks import check_number
-from .base import Solver, State
+from .base import GridSolver, State
 from .registry import register
 
 __all__ = ["EDMHeun", "EDMChurn"]
@@ -72,7 +72,7 @@ def _edm_step(ctx, x, ct, cs, correct: bool):
     return cs.alpha * (xh + (0.5 * h) * (d + d2)), denoised
 
 
-class _EDMBase(Solver):
+class _EDMBase(GridSolver):
     nfe_per_step = 2
     default_grid = "karras"
 

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from .base import Solver
+from .base import GridSolver
 
 __all__ = ["phi", "interp_weights", "solve_small", "ExpSolver"]
 
@@ -72,7 +72,7 @@ def interp_weights(rs: list[float], g: list[float]) -> list[float]:
 MAX_STEP_RATIO = 1 + math.sqrt(2)  # the largest log-SNR step ratio taken at full multistep order (step_order)
 
 
-class ExpSolver(Solver):
+class ExpSolver(GridSolver):
     """An exponential integrator in log-SNR time: ODE kind, one call per step, the ``"logsnr"`` grid by default,
     and the multistep warm-up / ``lower_order_final`` rule of :meth:`step_order`."""
 

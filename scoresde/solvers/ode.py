@@ -15,15 +15,15 @@ import torch
 import torchdiffeq
 
 from ..checks import check_int, check_number
-from .base import NonFiniteError, Solver, SolverResult
+from .base import EngineSolver, NonFiniteError, SolverResult, integrate
 from .registry import register
 
 __all__ = ["ProbabilityFlowODE"]
 
 
 def _pf_ode(ctx, locate_step: bool):
-    """The PF-ODE right-hand side; with ``locate_step`` it records the grid step of each evaluation (one
-    ``odeint`` call over the whole grid), otherwise the stepping loop has set it."""
+    """The PF-ODE right-hand side; with ``locate_step`` (one ``odeint`` call over the whole grid) a non-finite value
+    is given the grid step its time lies in, otherwise the stepping loop adds the step."""
     ev, grid = ctx.ev, ctx.grid
     desc = grid.flip(0)  # increasing, for searchsorted
     n = grid.numel()
@@ -38,16 +38,20 @@ def _pf_ode(ctx, locate_step: bool):
             if not snap:
                 snap.update((float(torch.tensor(v, dtype=t.dtype)), v) for v in ctx.times)
             tf = snap.get(tf, tf)
-        if locate_step and ev.n_steps is not None:
-            # Step k covers [grid[k+1], grid[k]]; an evaluation at a grid point counts towards the step it starts.
-            ev.step = min(max(n - 1 - int(torch.searchsorted(desc, tf, right=False)), 0), n - 2)
         c = ctx.at(tf)
-        return c.pf_drift(x, ev.eps(x, c))
+        try:
+            return c.pf_drift(x, ev.eps(x, c))
+        except NonFiniteError as e:
+            if locate_step and ev.n_steps is not None:
+                # Step k covers [grid[k+1], grid[k]]; an evaluation at a grid point counts towards the step it starts.
+                e.locate(min(max(n - 1 - int(torch.searchsorted(desc, tf, right=False)), 0), n - 2), n - 1)
+                raise
+            raise
 
     return rhs
 
 
-class ProbabilityFlowODE(Solver):
+class ProbabilityFlowODE(EngineSolver):
     """Base of the torchdiffeq methods; subclasses set ``method`` and the declared attributes.
 
     A fixed-grid method without a callback is one ``odeint`` call over the grid; with one, :func:`.base.integrate`
@@ -75,7 +79,7 @@ class ProbabilityFlowODE(Solver):
         if callback is not None:
             if self.adaptive:
                 raise ValueError(f"{self.name} chooses its own steps: it takes no per-step callback")
-            return super().solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
+            return integrate(self, ctx, x, callback=callback, return_trajectory=return_trajectory)
         grid = ctx.grid
         ts = grid if return_trajectory or not self.adaptive else grid[[0, -1]]
         ys = self._odeint(ctx, x, ts, locate_step=True)

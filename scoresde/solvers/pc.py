@@ -1,5 +1,5 @@
-"""Predictor-corrector sampling (Song et al. 2021) and the adaptive reverse-SDE solver of Jolicoeur-Martineau
-et al. 2021 ("Gotta Go Fast When Generating Data with Score-Based Models").
+"""Predictor-corrector sampling (Song et al. 2021); the adaptive reverse-SDE solver (``sde-adaptive``) is in
+:mod:`.adaptive_sde`.
 
 Notation: ``x_t = alpha_t x_0 + sigma_t eps``, ``score = -eps / sigma``, forward SDE ``dx = f x dt + g dW`` and
 reverse SDE ``dx = [f x - g^2 score] dt + g dW_bar = [f x + g^2 / sigma eps] dt + g dW_bar`` (Song et al. eq. 6).
@@ -35,42 +35,18 @@ Langevin dynamics leaves ``p_s`` invariant as ``e -> 0`` (the unadjusted chain's
 variance of a Gaussian of variance ``v`` becomes ``v / (1 - e / (2 v))``); with a fixed ``snr`` the step does not
 shrink with the grid, so PC converges to ``p_t`` up to that ``O(snr^2)`` bias. NFE is ``1 + n_corrector`` per step.
 Noise: step ``k`` draws ``1 + n_corrector`` times, ``j = 0`` the predictor, ``j >= 1`` the correctors.
-
-**sde-adaptive** (Jolicoeur-Martineau et al. 2021, Alg. 1). From ``t`` with step ``h`` and one draw ``z``::
-
-    x'  = x - h (f x + g^2/sigma eps)(x, t) + g(t) sqrt(h) z                          (Euler-Maruyama)
-    x~  = x' - h (f x + g^2/sigma eps)(x', t - h) + g(t - h) sqrt(h) z
-    x'' = (x + x~) / 2                                                                 (improved Euler)
-    delta = max(atol, rtol max(|x'|, |x'_prev|)),   E = ||(x' - x'') / delta||_2 / sqrt(n)
-
-(``n`` elements, ``x'_prev`` the ``x'`` of the last accepted step). If ``E <= 1`` the step is accepted with
-the extrapolated ``x''``; then ``h <- min(t - t_min, theta h E^{-r})`` (``theta = 0.9``, ``r = 0.9``, the
-paper's values). The last step lands exactly on ``t_min``. Two model calls per attempt, accepted or not, all
-counted (NFE = 2 x attempts).
-
-**The error is controlled for the whole batch**, as in the paper: ``E`` is the RMS over every element of the
-batch, and all samples share ``t`` and ``h``. Each sample's noise is its own (stream ``1 + j`` at attempt
-``j``), but its step sizes depend on the whole batch, so a sample changes with its batch; the same seed and
-batch give the same samples.
-A per-sample controller (each sample its own ``t`` and ``h``) was tried and rejected: a rejected step draws
-new noise, so with per-sample acceptance the accepted increments are selected on their own ``z``, which
-biases the law. Measured on Gaussian data ``N(0.5, 0.05)`` per coordinate (VP, 20k samples in 1-D, 2k in
-16-D; relative error of the variance at tol 0.1 / 0.03 / 0.01): per-sample +48% / +43% / +49% in 1-D and
-+0.9% / +6.6% / +5.8% in 16-D; batch-wide -2.1% / +1.9% / +0.3% in 1-D and -1.8% / -0.6% / +0.0% in 16-D,
-with fewer model calls (58 / 122 / 254 against 154 / 304 / 606). With a batch of many samples the batch-wide
-acceptance is almost independent of any one sample's noise, which is why it is unbiased in practice.
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from ..checks import check_choice, check_int, check_number
 from ..sde import Coefs
-from .base import Evaluator, Solver, SolverResult, State
+from .adaptive_sde import AdaptiveSDE  # noqa: F401 - sde-adaptive lived here; importable from here as before
+from .base import Evaluator, GridSolver, State
 from .discrete import ddpm_posterior
 from .registry import register
 
@@ -106,22 +82,20 @@ def langevin_correct(
 
 
 @register
-class PC(Solver):
+class PC(GridSolver):
     """Predictor-corrector sampler (Song et al. 2021, Alg. 1-3): a predictor step, then Langevin corrector steps.
 
     Options: ``predictor`` (``"reverse-diffusion"``, ``"euler-maruyama"`` or ``"ancestral"``), ``n_corrector``
     Langevin steps per step (``>= 0``), ``snr`` (``> 0``, default 0.16 as in the paper's VE experiments),
     ``step_size`` (``"sigma"``, the default: ``e = 2 (snr sigma_t)^2``, batch-independent; ``"batch"``: the
     paper's code, norms averaged over the batch; see :func:`langevin_correct`).
-    ``nfe_per_step`` is ``1 + n_corrector`` (2 for the defaults; the instance attribute follows the option).
+    The configured solver's ``nfe_per_step`` and ``draws_per_step`` are ``1 + n_corrector`` (2 for the defaults).
     """
 
     name = "pc"
     kind = "sde"
     order = 0.5  # the corrector's noise does not shrink with the step: no pathwise convergence is claimed
     weak_order = 1  # the predictor's, up to the corrector's O(snr^2) bias
-    nfe_per_step = 2
-    draws_per_step = 2
 
     def __init__(
         self, predictor: str = "reverse-diffusion", n_corrector: int = 1, snr: float = 0.16, step_size: str = "sigma"
@@ -130,7 +104,16 @@ class PC(Solver):
         self.predictor = check_choice("pc", "predictor", predictor, PREDICTORS)
         self.n_corrector = check_int("pc", "n_corrector", n_corrector, ge=0)
         self.snr = check_number("pc", "snr", snr, gt=0)
-        self.nfe_per_step = self.draws_per_step = 1 + n_corrector
+
+    @property
+    def nfe_per_step(self) -> int:
+        """One call for the predictor, one per corrector step."""
+        return 1 + self.n_corrector
+
+    @property
+    def draws_per_step(self) -> int:
+        """Draw 0 for the predictor, draw ``j`` for corrector step ``j``."""
+        return 1 + self.n_corrector
 
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
@@ -151,69 +134,3 @@ class PC(Solver):
         _, x0 = ev.eps_and_x0(x, ct)  # ancestral: the DDPM posterior q(x_s | x_t, x0)
         mean, std = ddpm_posterior(ct, cs, x, x0)
         return mean + std * z, x0
-
-
-@register
-class AdaptiveSDE(Solver):
-    """Adaptive reverse-SDE solver (Jolicoeur-Martineau et al. 2021, Alg. 1): EM + improved-Euler error control.
-
-    Options: ``rtol``, ``atol`` (``> 0``; the mixed tolerance; defaults 0.05 and 0.0078, the paper's settings for
-    data in [-1, 1]), ``h_init`` (first step, 0.01 as in the paper), ``safety`` (``theta``, 0.9), ``exponent``
-    (``r``, 0.9), ``max_iters`` (attempts before giving up). One step size for the batch; NFE is counted.
-    """
-
-    name = "sde-adaptive"
-    kind = "sde"
-    order = 1  # improved Euler for additive noise (as torchsde's Heun); rejection-resampling makes it indicative
-    weak_order = 1
-    nfe_per_step = None
-    adaptive = True
-
-    def __init__(
-        self,
-        rtol: float = 0.05,
-        atol: float = 0.0078,
-        h_init: float = 0.01,
-        safety: float = 0.9,
-        exponent: float = 0.9,
-        max_iters: int = 10_000,
-    ):
-        m = "sde-adaptive"
-        self.rtol, self.atol = check_number(m, "rtol", rtol, gt=0), check_number(m, "atol", atol, gt=0)
-        self.h_init = check_number(m, "h_init", h_init, gt=0)
-        self.safety = check_number(m, "safety", safety, gt=0, le=1)
-        self.exponent = check_number(m, "exponent", exponent, gt=0)
-        self.max_iters = check_int(m, "max_iters", max_iters, ge=1)
-
-    def solve(self, ctx, x, *, callback=None, return_trajectory=False):
-        if callback is not None:
-            raise ValueError("sde-adaptive chooses its own steps: it takes no per-step callback")
-        ev = ctx.ev
-        T, t_min = ctx.times[0], ctx.times[-1]
-        t, h = T, min(self.h_init, T - t_min)
-        x_start, x_prev = x, x
-        it = 0
-        while t > t_min:
-            if it >= self.max_iters:
-                raise RuntimeError(
-                    f"sde-adaptive: still at t = {t:.6g} > t_min = {t_min:g} after max_iters = {self.max_iters} "
-                    f"attempts; loosen rtol/atol ({self.rtol:g}/{self.atol:g}) or raise max_iters"
-                )
-            last = h >= t - t_min
-            s = t_min if last else t - h
-            h = t - s if last else h
-            # attempt j draws stream 1 + j: the steps are not those of a grid
-            z = ctx.noise.randn(x.shape, stream=it + 1, dtype=x.dtype, device=x.device)
-            ct, cs = ctx.at(t), ctx.at(s)
-            x1 = ev.check(x - h * ct.reverse_drift(x, ev.eps(x, ct)) + (ct.g * math.sqrt(h)) * z, s, "the solver state")
-            x2 = 0.5 * (x + x1 - h * cs.reverse_drift(x1, ev.eps(x1, cs)) + (cs.g * math.sqrt(h)) * z)
-            x2 = ev.check(x2, s, "the solver state")
-            delta = torch.maximum(x1.abs(), x_prev.abs()).mul(self.rtol).clamp_min(self.atol)
-            r = (x1 - x2) / delta
-            err = float((r.double() if r.device.type == "cpu" else r).pow(2).mean().sqrt())  # no float64 on MPS
-            if err <= 1:
-                x, x_prev, t = x2, x1, s
-            h = min(t - t_min, self.safety * h * max(err, 1e-10) ** -self.exponent)
-            it += 1
-        traj = torch.stack([x_start, x]) if return_trajectory else None
-        return SolverResult(x, ctx.grid[[0, -1]], traj)

@@ -1,6 +1,11 @@
-"""Solver registry: method name -> solver class. Each class declares what it is (order, kind, cost)."""
+"""Solver registry: method name -> solver class. Each class declares what it is (its kind of solver, ``kind``,
+order and cost); :func:`method_info` reports them for the default options."""
 
 from __future__ import annotations
+
+import inspect
+
+from .base import EngineSolver, GridSolver
 
 __all__ = ["register", "get_solver", "available_methods", "method_info"]
 
@@ -12,6 +17,8 @@ def register(cls: type) -> type:
     name = cls.name
     if name in _REGISTRY:
         raise ValueError(f"solver name {name!r} registered twice ({_REGISTRY[name].__qualname__}, {cls.__qualname__})")
+    if not issubclass(cls, GridSolver | EngineSolver) or inspect.isabstract(cls):
+        raise TypeError(f"solver {name!r} must be a GridSolver (with step) or an EngineSolver (with solve)")
     for attr in ("kind", "order", "nfe_per_step"):
         if not hasattr(cls, attr):
             raise TypeError(f"solver {name!r} must declare {attr!r}")
@@ -35,16 +42,20 @@ def available_methods(kind: str | None = None) -> list[str]:
 
 
 def method_info(name: str) -> dict:
-    """What the method declares: ``kind``, ``order`` (strong order for SDE methods), ``weak_order`` (if
-    declared), ``nfe_per_step`` (``None`` if adaptive), ``adaptive`` and its one-line description."""
+    """What the method declares with its default options: ``kind``, ``order`` (strong order for SDE methods),
+    ``weak_order`` (if declared), ``nfe_per_step`` (``None`` if adaptive), ``adaptive``, ``engine`` (whether it
+    drives an engine of its own rather than the stepping loop) and its one-line description. A solver configured
+    with other options reports its own ``order`` and ``nfe_per_step``."""
     cls = get_solver(name)
+    solver = cls.make()
     doc = (cls.__doc__ or "").strip().splitlines()
     return {
         "name": name,
         "kind": cls.kind,
-        "order": cls.order,
-        "weak_order": getattr(cls, "weak_order", None),
-        "nfe_per_step": cls.nfe_per_step,
+        "order": solver.order,
+        "weak_order": getattr(solver, "weak_order", None),
+        "nfe_per_step": solver.nfe_per_step,
         "adaptive": cls.adaptive,
+        "engine": cls.engine,
         "description": doc[0] if doc else "",
     }

@@ -10,7 +10,9 @@ torchsde wants strictly increasing times and a 2-D state. One adapter meets that
   ``dx = [f x + g^2/sigma eps] h_k du + g sqrt(|h_k|) dB_u``; torchsde integrates ``u`` from 0 to K with
   ``dt = 1``, so every step lands exactly on the grid (integers are exact in floating point) and a
   non-uniform grid costs nothing. Which interval a stage belongs to is taken from the Brownian query that
-  opens each step (torchsde draws the increment before evaluating the drift).
+  opens each step (torchsde draws the increment before evaluating the drift; a stage at ``u = k + 1`` belongs to
+  step ``k``, not ``k + 1``, so ``u`` alone cannot tell). The Brownian motion writes it into a cursor that is made
+  fresh for each ``sdeint`` call, with the adapter that reads it: nothing outlives the call.
 - **State.** ``x`` is flattened to ``(batch, d)`` and viewed back for the score.
 - **Noise.** The Brownian motion is a grid Brownian motion whose increments (and, for SRK, space-time
   Levy areas ``H ~ N(0, 1/12)`` independent of ``W``) come from the per-sample noise source, so a sample's
@@ -30,7 +32,7 @@ import torch
 import torchsde
 from torchsde import BaseBrownian
 
-from .base import Solver, SolverResult
+from .base import EngineSolver, NonFiniteError, SolverResult, integrate
 from .registry import register
 
 __all__ = ["ReverseSDE"]
@@ -40,8 +42,8 @@ class _GridBrownian(BaseBrownian):
     """Brownian motion on the integer grid ``u = 0..K``: step ``k`` draws the increment (draw 0) and, for SRK,
     the space-time Levy area (draw 1) from the run's per-sample noise."""
 
-    def __init__(self, adapter, ctx, shape, dtype, device, levy_area: bool):
-        self._adapter, self._ctx = adapter, ctx
+    def __init__(self, cursor, ctx, shape, dtype, device, levy_area: bool):
+        self._cursor, self._ctx = cursor, ctx
         self._shape, self._dtype, self._device = torch.Size(shape), dtype, device
         self._levy = levy_area
 
@@ -53,7 +55,7 @@ class _GridBrownian(BaseBrownian):
         k = round(ta)
         if tb - ta != 1.0 or ta != k:
             raise RuntimeError(f"grid Brownian motion queried on [{ta}, {tb}], not a unit grid interval")
-        self._adapter.k = k
+        self._cursor.k = k
         w = self._draw(k, 0)
         if not return_U:
             return w
@@ -80,19 +82,24 @@ class _GridBrownian(BaseBrownian):
         return "space-time" if self._levy else "none"
 
 
+class _Cursor:
+    """The grid interval one ``sdeint`` call is in: set by its Brownian motion, read by its adapter."""
+
+    k: int = 0
+
+
 class _Adapter(torch.nn.Module):
-    """The reverse SDE in grid time ``u`` on a flattened state, for torchsde."""
+    """The reverse SDE in grid time ``u`` on a flattened state, for torchsde (one per ``sdeint`` call)."""
 
     noise_type = "additive"
 
-    def __init__(self, ctx, shape, sde_type):
+    def __init__(self, ctx, shape, sde_type, cursor: _Cursor):
         super().__init__()
-        self.ctx, self.shape, self.sde_type = ctx, shape, sde_type
-        self.k = 0
+        self.ctx, self.shape, self.sde_type, self.cursor = ctx, shape, sde_type, cursor
         self._cache = None  # (u, y, value): one entry
 
     def _coefs(self, u: float):
-        k, ts = self.k, self.ctx.times
+        k, ts = self.cursor.k, self.ctx.times
         h = ts[k + 1] - ts[k]
         return self.ctx.at(ts[k] + (u - k) * h), h
 
@@ -102,9 +109,12 @@ class _Adapter(torch.nn.Module):
         if c is not None and c[0] == u and c[1] is y and c[2] == y._version:
             return c[3]
         ct, h = self._coefs(u)
-        self.ctx.ev.step = self.k
         x = y.view(self.shape)
-        out = ct.reverse_drift(x, self.ctx.ev.eps(x, ct), scale=h).flatten(1)
+        try:
+            out = ct.reverse_drift(x, self.ctx.ev.eps(x, ct), scale=h).flatten(1)
+        except NonFiniteError as e:
+            e.locate(self.cursor.k, self.ctx.n_steps)
+            raise
         self._cache = (u, y, y._version, out)
         return out
 
@@ -113,7 +123,7 @@ class _Adapter(torch.nn.Module):
         return ct.g * math.sqrt(-h) * v
 
 
-class ReverseSDE(Solver):
+class ReverseSDE(EngineSolver):
     """Base of the torchsde methods; subclasses set ``method``, ``sde_type`` and the declared attributes.
 
     Without a callback the whole grid is one ``sdeint`` call; with one, :func:`.base.integrate` calls
@@ -129,8 +139,9 @@ class ReverseSDE(Solver):
     def _sdeint(self, ctx, x, us):
         shape = x.shape
         y0 = x.reshape(shape[0], -1)
-        adapter = _Adapter(ctx, shape, self.sde_type)
-        bm = _GridBrownian(adapter, ctx, y0.shape, y0.dtype, y0.device, self.levy_area)
+        cursor = _Cursor()
+        adapter = _Adapter(ctx, shape, self.sde_type, cursor)
+        bm = _GridBrownian(cursor, ctx, y0.shape, y0.dtype, y0.device, self.levy_area)
         us = torch.tensor(us, dtype=y0.dtype, device=y0.device)
         # sdeint's shape check draws a probe vector from the global RNG; keep the caller's stream untouched.
         with torch.random.fork_rng(devices=[]):
@@ -141,7 +152,7 @@ class ReverseSDE(Solver):
 
     def solve(self, ctx, x, *, callback=None, return_trajectory=False):
         if callback is not None:
-            return super().solve(ctx, x, callback=callback, return_trajectory=return_trajectory)
+            return integrate(self, ctx, x, callback=callback, return_trajectory=return_trajectory)
         n = ctx.n_steps
         us = [float(u) for u in range(n + 1)] if return_trajectory else [0.0, float(n)]
         ys = self._sdeint(ctx, x, us)

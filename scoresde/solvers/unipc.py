@@ -9,22 +9,48 @@ from ``p`` to ``p + 1``. No corrector after the final step.
 
 **Where the corrector runs.** The corrector of step ``k`` needs the model at the predicted point ``x_pred``,
 which is also the first model call of step ``k + 1``. So step ``k`` returns ``x_pred`` as the state (with what
-the correction needs as ``pending``), and step ``k + 1`` starts with that model call, corrects, and predicts. The
-state the loop sees after each step is therefore the point where the model is evaluated next: a callback that
-replaces it (inpainting) changes what the model sees, and the method keeps its order. The final sample is the
-same as with the corrector inside the step; the trajectory holds the predicted points.
+the correction needs as :class:`UniC`, in :class:`UniPCState`), and step ``k + 1`` starts with that model call,
+corrects, and predicts. The state the loop sees after each step is therefore the point where the model is
+evaluated next: a callback that replaces it (inpainting) changes what the model sees, and the method keeps its
+order. The final sample is the same as with the corrector inside the step; the trajectory holds the predicted
+points.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+from torch import Tensor
 
 from ..checks import check_choice, check_int
-from .base import State
+from .base import MultistepState
 from .exponential import ExpSolver, phi, solve_small
 from .registry import register
 
-__all__ = ["UniPC"]
+__all__ = ["UniPC", "UniPCState", "UniC"]
+
+
+@dataclass(frozen=True)
+class UniC:
+    """What the corrector of a step needs from it: the update's linear part ``base``, the scale ``alpha_s B(h)``
+    of the weighted differences, the ratios ``rs`` and right-hand side ``rhs`` of its order conditions, the
+    differences ``diffs`` of the predictor and its own data prediction ``m0``."""
+
+    base: Tensor
+    scale: float
+    rs: list[float]
+    rhs: list[float]
+    diffs: list[Tensor]
+    m0: Tensor
+
+
+@dataclass(frozen=True)
+class UniPCState(MultistepState):
+    """UniPC's state: the history of a multistep method and the corrector the next step applies (``None`` after
+    the final step, or before the first)."""
+
+    corrector: UniC | None = None
 
 
 def _coefficients(rs: list[float], rhs: list[float]) -> list[float]:
@@ -51,23 +77,29 @@ class UniPC(ExpSolver):
 
     Options: ``order`` ``p`` in 1..3 (default 2: third order), ``variant`` ``"bh1"`` (``B(h) = h``) or
     ``"bh2"`` (``B(h) = 1 - e^{-h}``, the default: it measured best on the gmm16 benchmark at 5-20 NFE),
-    ``lower_order_final``. The declared ``order`` (3) is the default's.
+    ``lower_order_final``. The configured solver's ``order`` is ``p + 1`` (3 for the default).
     """
 
     name = "unipc"
-    order = 3
+    state_type = UniPCState
 
     def __init__(self, order: int = 2, variant: str = "bh2", lower_order_final: bool | None = None):
         super().__init__(lower_order_final)
         self.max_order = check_int("unipc", "order", order, ge=1, le=3)
         self.variant = check_choice("unipc", "variant", variant, ("bh1", "bh2"))
 
+    @property
+    def order(self) -> int:
+        """UniP-p with UniC: ``p + 1``."""
+        return self.max_order + 1
+
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
         m = ctx.ev.x0(x, ct)
-        if state.pending is not None:  # UniC for the previous step, with this call at its predicted point
-            base, scale, rs, rhs, diffs, m0 = state.pending
-            x = ctx.ev.check(_combine(base, scale, _coefficients(rs + [1.0], rhs), diffs + [m - m0]), ct.t, "UniC")
+        uc = state.corrector
+        if uc is not None:  # UniC for the previous step, with this call at its predicted point
+            x = _combine(uc.base, uc.scale, _coefficients(uc.rs + [1.0], uc.rhs), uc.diffs + [m - uc.m0])
+            x = ctx.ev.check(x, ct.t, "UniC")
         h = cs.lam - ct.lam
         hist = (*state.history, (ct.lam, m))[-self.max_order :]
         q = self.step_order(ctx, k)
@@ -80,5 +112,5 @@ class UniPC(ExpSolver):
         # UniP-q: the q - 1 previous points satisfy the first q - 1 order conditions.
         x_pred = _combine(base, cs.alpha * big_b, _coefficients(rs, rhs), diffs)
         last = k == ctx.n_steps - 1  # no corrector after the final step: it would cost one more call
-        pending = None if last else (base, cs.alpha * big_b, rs, rhs, diffs, m)
-        return x_pred, State(denoised=m, history=hist, pending=pending)
+        corrector = None if last else UniC(base, cs.alpha * big_b, rs, rhs, diffs, m)
+        return x_pred, UniPCState(m, hist, corrector)

@@ -1,0 +1,28 @@
+"""Fitted few-step solvers: a time grid and per-step multistep coefficients fitted once to a teacher, kept as a value.
+
+- :mod:`.solver`: the solver (:class:`FittedSolver`, its typed state), what it applies to (:meth:`FittedSolver.check`,
+  :func:`fingerprint`) and its file format (:meth:`FittedSolver.save`, :func:`load_fitted`);
+- :mod:`.fit`: the fit (:func:`fit_solver`): the teacher, the candidate grids, the least squares.
+
+Every name is importable from here (``scoresde.fitted.fit_solver``, ``scoresde.fitted.MAX_STEPS``...) as when this
+was one module.
+"""
+
+from .fit import GRID_CANDIDATES, MAX_STEPS, QUANTILE, ROBUST, candidate_grid, fit_solver
+from .solver import FORMAT, FitError, FittedCorrector, FittedSolver, FittedState, fingerprint, load_fitted
+
+__all__ = [
+    "FittedSolver",
+    "FittedState",
+    "FittedCorrector",
+    "fit_solver",
+    "load_fitted",
+    "fingerprint",
+    "FitError",
+    "candidate_grid",
+    "FORMAT",
+    "MAX_STEPS",
+    "GRID_CANDIDATES",
+    "QUANTILE",
+    "ROBUST",
+]
