@@ -221,7 +221,7 @@ def _sample(item: dict, problem: BenchProblem, score, cfg: BenchConfig, fit: _Fi
     except NonFiniteError as e:
         return None, score.nfe, 0, sde.t_min, f"diverged: {e}"
     except OverBudget as e:  # an adaptive method still short of t_min after the largest budget's calls
-        return None, e.calls, 0, sde.t_min, f"over budget: > {e.calls} NFE (the largest --nfe)"
+        return None, e.calls, 0, sde.t_min, f"over budget: > {e.calls} NFE (largest --nfe)"
 
 
 def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig, fits: _Fits) -> dict:
