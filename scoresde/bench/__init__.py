@@ -9,7 +9,8 @@ elsewhere, e.g. at its discrete ``alpha_bar_0``, and is compared with the exact 
 - ``swd`` (global sliced W2) and ``mmd`` (unbiased RBF MMD^2), secondary;
 
 each beside its floor: mean and std over seeds of the same statistic between exact sample sets of the
-same size. Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance;
+same size. Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance and
+are placed at the NFE they counted, stopped (status ``over budget``) once they have spent the largest budget;
 peers (``pip install scoresde[peers]``) get the budget and report what they counted. Every run records the
 counted NFE, the wall time and the time spent inside the model. Methods fitted before they sample (``fitted``,
 ``name@optimized``) are fitted once per problem and step count, and their rows carry the fit's model calls
@@ -23,7 +24,9 @@ grid; ``n``; ``seed``; the package version): a rerun skips the rows whose key is
 resumes, and redoes any whose inputs changed. Every argument, the plan and the output folder are checked
 before any work. The final CSV, JSON and Markdown table merge with the rows already in ``<out>`` (a rerun
 with other methods or problems keeps the earlier rows) and are written atomically before the PNG, whose
-failure is a warning.
+failure is a warning. A run without samples (a failed fit, a divergence, an adaptive run over budget) is said as
+it happens and listed with its reason under the summary (:func:`~scoresde.bench.report.no_figure_table`); the
+default fit budget is never below what the fit needs (:meth:`BenchConfig.fit_budget_for`).
 
 Five parts, without an import cycle (each imports only those above it):
 

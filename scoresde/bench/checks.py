@@ -14,7 +14,7 @@ from ..precision import DTYPES, check_dtype_device
 from ..sample import available_methods
 from ..sde_names import make_sde
 from ..util import unwritable
-from .config import FITTED, PATHS, BenchConfig
+from .config import FIT_MIN_BATCH, FITTED, PATHS, BenchConfig, min_fit_budget
 from .problems import BenchProblem
 
 __all__ = ["validate", "fail", "check_out", "peer_mismatch"]
@@ -65,7 +65,7 @@ def validate(cfg: BenchConfig) -> None:
     """Every argument of ``cfg``; raises ``ValueError`` naming the flag and the accepted values. No side effects."""
     if not cfg.problems:
         fail("--problems", "no problem given; accepted: ring, gmm16, gmm64, learned:DIR")
-    if not all(isinstance(b, int) and b >= 1 for b in cfg.budgets):
+    if not cfg.budgets or not all(isinstance(b, int) and b >= 1 for b in cfg.budgets):
         fail("--nfe", f"NFE budgets must be integers >= 1, got {', '.join(map(str, cfg.budgets)) or 'none'}")
     if not all(math.isfinite(t) and t > 0 for t in cfg.tolerances):
         fail("--tol", f"tolerances must be finite numbers > 0, got {', '.join(map(str, cfg.tolerances))}")
@@ -73,6 +73,7 @@ def validate(cfg: BenchConfig) -> None:
         fail("--n", f"samples per run must be an integer >= 2 (the metrics compare sample sets), got {cfg.n}")
     if cfg.fit_budget is not None and (not isinstance(cfg.fit_budget, int) or cfg.fit_budget < 1):
         fail("--fit-budget", f"must be an integer >= 1 (sample-evaluations per fit), got {cfg.fit_budget!r}")
+    _check_fit_budget(cfg)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         fail("--seed", f"the seed must be an integer >= 0, got {cfg.seed}")
     if cfg.floor_seeds < 1:
@@ -87,6 +88,21 @@ def validate(cfg: BenchConfig) -> None:
         if peers.peer_path(name) != cfg.sde:
             fail("--peers", f"{name!r} samples the {peers.peer_path(name)} path, not --sde {cfg.sde}")
     _check_device(cfg)
+
+
+def _check_fit_budget(cfg: BenchConfig) -> None:
+    """A given ``--fit-budget`` too small for a planned ``fitted`` fit is refused now, not found out at its run."""
+    if cfg.fit_budget is None or not cfg.runs_fitted():
+        return
+    short = [(s, min_fit_budget(s)) for s in cfg.fitted_steps() if cfg.fit_budget < min_fit_budget(s)]
+    if short:
+        steps, need = short[-1]
+        fail(
+            "--fit-budget",
+            f"{cfg.fit_budget} sample-evaluations are too few for the `fitted` fit of {steps} steps: it needs at "
+            f"least {need} (a fitting batch of {FIT_MIN_BATCH}); raise it, or leave it out for the default "
+            f"(2 per sample of --n, at least what the fit needs)",
+        )
 
 
 def _check_device(cfg: BenchConfig) -> None:

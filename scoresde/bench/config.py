@@ -5,14 +5,20 @@ them, so they form no cycle.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
 import torch
 
+from ..fitted import GRID_CANDIDATES, MAX_STEPS, FittedSolver, fit_solver
+
 __all__ = [
     "BenchConfig",
     "TimedModel",
+    "OverBudget",
+    "min_fit_budget",
+    "FIT_MIN_BATCH",
     "FITTED",
     "QUICK_METHODS",
     "QUICK_PEERS",
@@ -61,6 +67,20 @@ QUICK_FLOW_PEERS = (
     "flow-torchdiffeq-midpoint",
 )
 PATHS = ("vp", "flow")  # --sde: the path of the exact problems, names of scoresde/sde_names.py
+# The smallest fitting batch :func:`scoresde.fit_solver` accepts (its ``batch < 16`` refusal, a literal there):
+# tests/test_bench_fit_budget.py holds :func:`min_fit_budget` to fit_solver's own check, so the two cannot drift.
+FIT_MIN_BATCH = 16
+
+
+def min_fit_budget(steps: int) -> int:
+    """The fewest sample-evaluations :func:`scoresde.fit_solver` accepts for a ``steps``-step fit with its default
+    options (the bench's): a fitting batch of :data:`FIT_MIN_BATCH` samples, each costing the teacher's calls plus
+    one, and per candidate grid (:data:`scoresde.fitted.GRID_CANDIDATES`) a teacher-forced run and a student run
+    per corrector variant; plus the fingerprint probe's rows (:attr:`FittedSolver.PROBE_ROWS`)."""
+    default = {k: v.default for k, v in inspect.signature(fit_solver).parameters.items()}
+    variants = 2 if default["corrector"] is None else 1
+    per_sample = default["teacher_steps"] + 1 + len(GRID_CANDIDATES) * (1 + variants) * steps
+    return FIT_MIN_BATCH * per_sample + FittedSolver.PROBE_ROWS
 
 
 def split_problems(text: str) -> tuple[str, ...]:
@@ -117,16 +137,32 @@ class BenchConfig:
     tag: str = "full"
     device: str = "cpu"  # where our methods run (network, state, noise); peers run on the CPU
     dtype: str = "float32"  # our methods' state: float32, float64, or bfloat16 (float32 state, network autocast)
-    fit_budget: int | None = None  # sample-evaluations per fit of `fitted`; None: 2 per sample of n, <= 40,000
+    fit_budget: int | None = None  # sample-evaluations per fit of `fitted`; None: see :meth:`fit_budget_for`
     sde: str = "vp"  # the exact problems' path: "vp" (VPSDE()) or "flow" (FlowSDE(), with the flow peers)
 
     def __post_init__(self):
         self.problems = expand_problems(self.problems)
 
+    def fit_budget_for(self, steps: int) -> int:
+        """The budget of the ``fitted`` fit of ``steps`` steps: ``fit_budget`` if given, else 2 model calls per bench
+        sample (at most 40,000), raised to the least the fit accepts (:func:`min_fit_budget`) where ``n`` is small.
+        Either way the fit's calls are counted in the rows (``fit_evals``, ``nfe_amortised``)."""
+        if self.fit_budget is not None:
+            return self.fit_budget
+        return max(min(40_000, 2 * self.n), min_fit_budget(steps))
+
+    def fitted_steps(self) -> list[int]:
+        """The step counts ``fitted`` is fitted for: each budget the fitted family takes (2 to its ``MAX_STEPS``)."""
+        return [b for b in dict.fromkeys(self.budgets) if 2 <= b <= MAX_STEPS]
+
+    def runs_fitted(self) -> bool:
+        """Whether ``fitted`` is among the methods (given, or by default among the variants)."""
+        return FITTED in (self.methods or self.variants)
+
     @property
-    def fit_evals_budget(self) -> int:
-        """The budget of each ``fitted`` fit: ``fit_budget``, or 2 model calls per bench sample (at most 40,000)."""
-        return self.fit_budget if self.fit_budget is not None else min(40_000, 2 * self.n)
+    def max_budget(self) -> int:
+        """The largest NFE budget: where an adaptive method's run is stopped (see :class:`TimedModel`)."""
+        return max(self.budgets)
 
     @classmethod
     def quick(cls, **kw) -> BenchConfig:
@@ -149,13 +185,26 @@ class BenchConfig:
         return cls(**{**base, **kw})
 
 
-class TimedModel:
-    """Wraps a model and accumulates the seconds spent inside it (synchronising CUDA around each call)."""
+class OverBudget(Exception):
+    """Raised by a :class:`TimedModel` asked for one call more than its ``max_calls``."""
 
-    def __init__(self, model):
-        self.model, self.seconds = model, 0.0
+    def __init__(self, calls: int):
+        super().__init__(f"stopped after {calls} model calls")
+        self.calls = calls
+
+
+class TimedModel:
+    """Wraps a model and accumulates the seconds spent inside it (synchronising CUDA around each call) and the
+    calls made (``calls``); with ``max_calls``, the call after the last allowed one raises :class:`OverBudget`
+    instead of running (the bench stops an adaptive method there: it has left every NFE budget behind)."""
+
+    def __init__(self, model, max_calls: int | None = None):
+        self.model, self.seconds, self.calls, self.max_calls = model, 0.0, 0, max_calls
 
     def __call__(self, x, t):
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            raise OverBudget(self.calls)
+        self.calls += 1
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         t0 = time.perf_counter()

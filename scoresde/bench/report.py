@@ -26,7 +26,47 @@ from .config import family_of
 if TYPE_CHECKING:
     from .config import BenchConfig
 
-__all__ = ["write_results", "format_table", "summary_table", "family_table", "merge_rows", "unavailable_peers"]
+__all__ = [
+    "write_results",
+    "format_table",
+    "summary_table",
+    "family_table",
+    "merge_rows",
+    "unavailable_peers",
+    "outcome",
+    "OUTCOMES",
+    "no_figure_table",
+]
+
+# What became of a run, read from its status: ``ok``; ``diverged`` and ``over budget`` (an adaptive run stopped
+# once it had spent the largest NFE budget) are what the method earned there; ``failed`` (e.g. a fit that could
+# not be made): the run was not made, nothing was measured.
+OUTCOMES = ("ok", "diverged", "over budget", "failed")
+
+
+def outcome(status: str) -> str:
+    """One of :data:`OUTCOMES` for a row's ``status`` (``"fit failed: ..."`` and any other is ``"failed"``)."""
+    head = str(status).split(":", 1)[0]
+    return head if head in OUTCOMES else "failed"
+
+
+def no_figure_table(rows: list[dict]) -> str:
+    """The runs without a figure, each with its outcome and the reason its status gives; empty when every run gave
+    samples. :func:`summary_table` ends with it, so the printed summary and the Markdown file name every one."""
+    bad = [r for r in rows if outcome(r.get("status", "ok")) != "ok"]
+    if not bad:
+        return ""
+    lines = [
+        f"\n## Runs without a figure ({len(bad)} of {len(rows)}): `failed` ones could not be made; `diverged` and "
+        "`over budget` (an adaptive method stopped at the largest NFE budget) are the method's result there\n",
+        "| problem | method | run | NFE | outcome | reason |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for r in bad:
+        what, reason = outcome(r["status"]), str(r["status"]).replace("|", "/").replace("\n", " ")
+        reason = reason.removeprefix(f"{what}: ")
+        lines.append(f"| {r['problem']} | {r['method']} | {r['run']} | {r['nfe']} | {what} | {reason} |")
+    return "\n".join(lines) + "\n"
 
 
 def merge_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
@@ -263,7 +303,7 @@ def summary_table(rows: list[dict], budgets) -> str:
                 f"| {pname} | {b} | {' | '.join(cell(o))} | {' | '.join(cell(nf))} | {' | '.join(cell(p))} "
                 f"| {ratio} | {ratio_nf} | {' | '.join(cell(fitted[0] if fitted else None))} |"
             )
-    return "\n".join(lines) + "\n" + family_table(rows, budgets)
+    return "\n".join(lines) + "\n" + no_figure_table(rows) + family_table(rows, budgets)
 
 
 def family_table(rows: list[dict], budgets) -> str:

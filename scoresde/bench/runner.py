@@ -1,7 +1,9 @@
 """The benchmark's runner: plan the grid of problems x methods x budgets, run each once, resume the rest.
 
-Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance; peers get the
-budget and report what they counted. Every run records the counted NFE, the wall time and the time spent
+Fixed-step methods get ``steps = budget // nfe_per_step``; adaptive ones run once per tolerance, stopped when they
+ask for a model call beyond the largest budget (status ``over budget: > B NFE``: no budget could hold the run, and
+an adaptive method left alone at a tight tolerance took most of a bench's time); peers get the budget and report
+what they counted. Every run records the counted NFE, the wall time and the time spent
 inside the model (:class:`TimedModel`).
 
 Methods that are fitted before they sample (``fitted``: :func:`scoresde.fit_solver`; ``name@optimized``: the pilot
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,6 @@ from pathlib import Path
 import torch
 
 from .. import peers
-from ..fitted import MAX_STEPS as FIT_MAX_STEPS
 from ..fitted import FittedSolver, fit_solver
 from ..grids import fit_grid
 from ..precision import network_precision, state_dtype
@@ -37,7 +39,7 @@ from ..sde import VPSDE, FlowSDE
 from ..sde_names import make_sde
 from ..solvers import NonFiniteError, method_info
 from .checks import check_out, fail, peer_mismatch, validate
-from .config import FITTED, BenchConfig, TimedModel
+from .config import FITTED, BenchConfig, OverBudget, TimedModel
 from .problems import MEASURE_REVISION, BenchProblem, make_problem
 from .report import previous_rows, write_results
 
@@ -48,16 +50,15 @@ def _planned(pname: str, method: str, cfg: BenchConfig) -> list[dict]:
     """The runs of one of our methods: one per tolerance (adaptive) or per distinct step count."""
     item = dict(problem=pname, method=method, source="ours")
     if method == FITTED:
-        fb = cfg.fit_evals_budget
         return [
-            {**item, "run": f"budget={b}", "kwargs": {"steps": b, "fit_budget": fb}}
-            for b in dict.fromkeys(cfg.budgets)
-            if 2 <= b <= FIT_MAX_STEPS
+            {**item, "run": f"budget={b}", "kwargs": {"steps": b, "fit_budget": cfg.fit_budget_for(b)}}
+            for b in cfg.fitted_steps()
         ]
     solver, _, grid = method.partition("@")
     info = method_info(solver)
     extra = {"grid": grid} if grid else {}
-    if info["adaptive"]:
+    if info["adaptive"]:  # at each tolerance, stopped once it has spent the largest budget (no budget can hold it)
+        item["max_nfe"] = cfg.max_budget
         tols = cfg.tolerances
         return [{**item, "run": f"tol={tol:g}", "kwargs": {"rtol": tol, "atol": tol, **extra}} for tol in tols]
     runs, seen = [], set()
@@ -70,7 +71,8 @@ def _planned(pname: str, method: str, cfg: BenchConfig) -> list[dict]:
 
 
 def plan(cfg: BenchConfig) -> list[dict]:
-    """Every run of the grid as ``{problem, method, source, run, kwargs}``, in execution order."""
+    """Every run of the grid as ``{problem, method, source, run, kwargs}``, in execution order; an adaptive
+    method's runs also carry ``max_nfe``, the largest budget, where they are stopped."""
     methods = cfg.methods or (*available_methods(), *cfg.variants)
     if cfg.peers is None:  # every installed peer of the problems' path (validate checks a given list)
         peer_names = tuple(p for p in peers.available_peers() if peers.peer_path(p) == cfg.sde)
@@ -110,6 +112,8 @@ def row_key(item: dict, problem: BenchProblem, cfg: BenchConfig) -> str:
         "device": torch.device(cfg.device).type,
         "dtype": cfg.dtype,
     }
+    if "max_nfe" in item:  # an adaptive run's stop: other budgets may stop it elsewhere (other rows keep their keys)
+        what["max_nfe"] = item["max_nfe"]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 
 
@@ -216,11 +220,13 @@ def _sample(item: dict, problem: BenchProblem, score, cfg: BenchConfig, fit: _Fi
         return res.x, res.nfe, 0, res.t_end, res.status
     except NonFiniteError as e:
         return None, score.nfe, 0, sde.t_min, f"diverged: {e}"
+    except OverBudget as e:  # an adaptive method still short of t_min after the largest budget's calls
+        return None, e.calls, 0, sde.t_min, f"over budget: > {e.calls} NFE (largest --nfe)"
 
 
 def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig, fits: _Fits) -> dict:
     """Run one item of the plan and measure its samples: one row of the results (floors not included)."""
-    timer = TimedModel(None)
+    timer = TimedModel(None, item.get("max_nfe"))
     t0 = time.perf_counter()
     try:
         fit = fits.get(item, problem) if item["source"] == "ours" else None
@@ -255,12 +261,18 @@ def _run_one(item: dict, problem: BenchProblem, cfg: BenchConfig, fits: _Fits) -
     }
 
 
-def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
+def run_bench(cfg: BenchConfig, progress: bool = True, log=None, on_start=None, note=None) -> list[dict]:
     """Run (or resume) the grid; returns one dict per run of this configuration and writes the result files.
 
     Everything is checked first (:func:`validate`, every problem loaded, a non-empty plan, a writable
-    ``cfg.out``): a bad argument raises ``ValueError`` before a run starts or a file is touched. The tables
-    merge with the rows already in ``<out>/bench_<tag>.json`` (see :func:`~scoresde.bench.report.write_results`).
+    ``cfg.out``): a bad argument raises ``ValueError`` before a run starts or a file is touched. Then
+    ``on_start()`` is called (the command line prints its header there, so an argument error comes before it).
+    The tables merge with the rows already in ``<out>/bench_<tag>.json`` (see
+    :func:`~scoresde.bench.report.write_results`).
+
+    A run that gives no samples (its ``status`` is not ``ok``: a fit that failed, a divergence, an adaptive run
+    stopped at the largest budget) is said as it happens: ``note(line)`` with ``"<problem> <method> <run>:
+    <status>"`` (default: the line on stderr, above the progress bar).
 
     Under ``torchrun`` (an initialised process group, see :func:`scoresde.distributed.init_from_env`) the pending
     runs are shared out by (problem, method) groups, each rank appends its rows to its own
@@ -279,11 +291,15 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
             fail("--peers", f"{why} (pass --peers '')")
     if not items:
         fail("--nfe", f"nothing to run: no method fits the budgets {cfg.budgets} (a step costs more NFE)")
+    out_dir = Path(cfg.out)
+    previous_rows(out_dir / f"bench_{cfg.tag}.json")  # a damaged result file is refused now, not after the runs
+    check_out(out_dir)  # provably writable (the probe leaves nothing behind)
     for prob in problems.values():
         prob.place(cfg.device, state_dtype(cfg.dtype))
-    out_dir = Path(cfg.out)
-    check_out(out_dir)
-    previous_rows(out_dir / f"bench_{cfg.tag}.json")  # a damaged result file is refused now, not after the runs
+    if on_start is not None:
+        on_start()
+    if note is None:
+        note = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731
     rank, size = world()
     done = _finished(_partials(out_dir, cfg.tag)) if rank == 0 else {}
     finished = set(done)
@@ -306,6 +322,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=None) -> list[dict]:
             bar.set_postfix_str(f"{item['problem']} {item['method']} {item['run']}", refresh=False)
             extra = {"n": cfg.n, "seed": cfg.seed, "version": _version(), "problem_id": prob.identity}
             row = {**_run_one({**item, "problem": prob.name}, prob, cfg, fits), **extra, "key": keys[i]}
+            if row["status"] != "ok":
+                note(f"{row['problem']} {row['method']} {row['run']}: {row['status']}")
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             new[keys[i]] = row
