@@ -44,8 +44,9 @@ import torch
 from torch import Tensor
 
 from .checks import check_one_source
+from .grids import resolve_grid
 from .param import Score
-from .run import noise_source, prepare_run, resolve_grid, solver_for
+from .run import noise_source, prepare_run, solver_for
 from .sample import Samples
 from .sde import SDE
 from .solvers import integrate

@@ -41,9 +41,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .checks import check_int
 from .sde import SDE
 
-__all__ = ["time_grid", "check_grid", "optimized_grid", "fit_grid", "FittedGrid", "GRIDS"]
+__all__ = ["time_grid", "check_grid", "optimized_grid", "fit_grid", "FittedGrid", "GRIDS", "resolve_grid", "MAX_STEPS"]
+
+MAX_STEPS = 100_000  # a named grid of more steps is a typo: 10^8 allocated gigabytes before any check
 
 GRIDS = ("uniform", "quadratic", "logsnr", "karras")
 
@@ -231,3 +234,27 @@ def fit_grid(
     grid = equidistributed_grid(sde, lam_t, rec.denoised, order, steps, mix, T, t_min)
     options = dict(dims=dims, n_pilot=n_pilot, pilot_steps=pilot_steps, mix=mix, seed=seed, sde=repr(sde))
     return FittedGrid(check_grid(sde, grid), order, run.ev.nfe, options)
+
+
+def resolve_grid(solver, score, steps, grid, t_min, T, dims, dtype, device) -> tuple[Tensor, int]:
+    """The time grid of a run and the model calls spent fitting it: ``grid=None`` is the solver's ``default_grid``;
+    a name goes through :func:`time_grid` (at most :data:`MAX_STEPS` steps; ``"optimized"`` through
+    :func:`fit_grid`, fitted to ``score`` now); a :class:`FittedGrid` or a tensor is checked."""
+    sde = score.sde
+    if grid is None:
+        grid = solver.default_grid
+    if isinstance(grid, str):
+        check_int("", "steps", steps, ge=1, le=MAX_STEPS, hint="pass an explicit grid tensor for a finer grid")
+    if isinstance(grid, str) and grid == "optimized":
+        order = max(1, min(3, int(solver.order)))
+        fitted = fit_grid(score, steps, tuple(dims), order, t_min=t_min, T=T, dtype=dtype, device=device)
+        return fitted.grid, fitted.fit_nfe
+    if isinstance(grid, str):
+        return time_grid(sde, steps, grid, t_min=t_min, T=T), 0
+    if t_min is not None or T is not None:
+        raise ValueError("t_min and T come from an explicit grid; do not pass them too")
+    if isinstance(grid, FittedGrid):
+        if grid.options.get("sde", repr(sde)) != repr(sde):
+            raise ValueError(f"the grid was fitted for {grid.options['sde']}, not for {sde!r}")
+        grid = grid.grid
+    return check_grid(sde, grid), 0

@@ -5,8 +5,8 @@ door to the score), the :class:`~scoresde.solvers.Context` (coefficient table, n
 and the state at ``grid[0]`` (a prior draw from noise stream 0, or a given state). :func:`record_run` runs a grid
 solver over a prepared run and keeps the data predictions (and, if asked, the states) along it: what the grid
 pilot (:func:`scoresde.fit_grid`) and the fitted solver's teacher and fit (:func:`scoresde.fit_solver`) read.
-:func:`~scoresde.sample` and :func:`~scoresde.inpaint` prepare their runs here too; :func:`resolve_grid`,
-:func:`noise_source` and :func:`solver_for` are the argument-level steps they share.
+:func:`~scoresde.sample` and :func:`~scoresde.inpaint` prepare their runs here too; :func:`noise_source` and
+:func:`solver_for` (with :func:`scoresde.grids.resolve_grid`) are the argument-level steps they share.
 
 Everything a run writes lives in the objects made here for it; two runs never share any of them.
 """
@@ -20,15 +20,12 @@ import torch
 from torch import Tensor
 
 from .checks import check_int, check_one_source
-from .grids import FittedGrid, check_grid, fit_grid, time_grid
 from .noise import NoiseSource
 from .param import Score
 from .sde import Coefs
 from .solvers import Context, Evaluator, Solver, get_solver, integrate
 
-__all__ = ["Run", "Recording", "prepare_run", "record_run", "resolve_grid", "noise_source", "solver_for"]
-
-MAX_STEPS = 100_000  # a named grid of more steps is a typo: 10^8 allocated gigabytes before any check
+__all__ = ["Run", "Recording", "prepare_run", "record_run", "noise_source", "solver_for"]
 
 
 @dataclass(frozen=True)
@@ -113,30 +110,6 @@ def noise_source(generator: torch.Generator | None, seed: int | None, sample_off
     if seed is not None:
         return NoiseSource(check_int("", "seed", seed, ge=0), sample_offset)
     return NoiseSource.from_generator(generator, sample_offset)
-
-
-def resolve_grid(solver: Solver, score: Score, steps, grid, t_min, T, dims, dtype, device) -> tuple[Tensor, int]:
-    """The time grid of a run and the model calls spent fitting it: ``grid=None`` is the solver's ``default_grid``;
-    a name goes through :func:`time_grid` (``"optimized"`` through :func:`fit_grid`, fitted to ``score`` now); a
-    :class:`FittedGrid` or a tensor is checked."""
-    sde = score.sde
-    if grid is None:
-        grid = solver.default_grid
-    if isinstance(grid, str):
-        check_int("", "steps", steps, ge=1, le=MAX_STEPS, hint="pass an explicit grid tensor for a finer grid")
-    if isinstance(grid, str) and grid == "optimized":
-        order = max(1, min(3, int(solver.order)))
-        fitted = fit_grid(score, steps, tuple(dims), order, t_min=t_min, T=T, dtype=dtype, device=device)
-        return fitted.grid, fitted.fit_nfe
-    if isinstance(grid, str):
-        return time_grid(sde, steps, grid, t_min=t_min, T=T), 0
-    if t_min is not None or T is not None:
-        raise ValueError("t_min and T come from an explicit grid; do not pass them too")
-    if isinstance(grid, FittedGrid):
-        if grid.options.get("sde", repr(sde)) != repr(sde):
-            raise ValueError(f"the grid was fitted for {grid.options['sde']}, not for {sde!r}")
-        grid = grid.grid
-    return check_grid(sde, grid), 0
 
 
 def solver_for(method, options: dict) -> Solver:

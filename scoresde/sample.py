@@ -8,9 +8,10 @@ import torch
 from torch import Tensor
 
 from .checks import check_int, check_one_source
+from .grids import MAX_STEPS, resolve_grid
 from .noise import NoiseSource
 from .param import Score
-from .run import MAX_STEPS, noise_source, prepare_run, resolve_grid, solver_for
+from .run import noise_source, prepare_run, solver_for
 from .sde import SDE
 from .solvers import available_methods
 from .solvers.base import CHECKS, Callback

@@ -30,7 +30,7 @@ def test_sample_refuses_a_seed_that_is_not_a_non_negative_int(seed):
 
 def test_sample_refuses_absurd_steps_before_allocating_anything(monkeypatch):
     # steps=10**8 allocated a 2.8 GB grid and coefficient table before anything else was checked
-    run_mod = importlib.import_module("scoresde.run")  # the run builder resolves the grid of sample and inpaint
+    run_mod = importlib.import_module("scoresde.grids")  # resolve_grid builds the grid of sample and inpaint
 
     class Built(Exception):
         pass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..fitted import GRID_CANDIDATES, MAX_STEPS, FittedSolver, fit_solver
+from ..fitted import GRID_CANDIDATES, MAX_STEPS, MIN_BATCH, FittedSolver, fit_solver
 
 __all__ = [
     "BenchConfig",
@@ -67,9 +67,9 @@ QUICK_FLOW_PEERS = (
     "flow-torchdiffeq-midpoint",
 )
 PATHS = ("vp", "flow")  # --sde: the path of the exact problems, names of scoresde/sde_names.py
-# The smallest fitting batch :func:`scoresde.fit_solver` accepts (its ``batch < 16`` refusal, a literal there):
-# tests/test_bench_fit_budget.py holds :func:`min_fit_budget` to fit_solver's own check, so the two cannot drift.
-FIT_MIN_BATCH = 16
+# The smallest fitting batch :func:`scoresde.fit_solver` accepts; tests/test_bench_honest.py holds
+# :func:`min_fit_budget` to fit_solver's own refusal.
+FIT_MIN_BATCH = MIN_BATCH
 
 
 def min_fit_budget(steps: int) -> int:

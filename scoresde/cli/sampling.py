@@ -75,14 +75,14 @@ def rank_device(device: str) -> str:
 
 
 def progress_bar(method, steps: int, show: bool):
-    """A tqdm bar moved by the per-step callback, for methods on the stepping loop; engine-based methods would step
-    differently (by the last bits) when given a callback, and adaptive ones take none: they get no bar."""
+    """A tqdm bar moved by the per-step callback, for grid solvers (the stepping loop); engine solvers would step
+    differently (by the last bits) when given a callback, and adaptive ones have no step count: they get no bar."""
     if not show:
         return None
     from ..solvers import Solver, get_solver
 
     cls, total = (type(method), method.steps) if isinstance(method, Solver) else (get_solver(method), steps)
-    if cls.adaptive or cls.solve is not Solver.solve:
+    if cls.engine:
         return None
     from tqdm.auto import tqdm
 

@@ -8,7 +8,7 @@ Every name is importable from here (``scoresde.fitted.fit_solver``, ``scoresde.f
 was one module.
 """
 
-from .fit import GRID_CANDIDATES, MAX_STEPS, QUANTILE, ROBUST, candidate_grid, fit_solver
+from .fit import GRID_CANDIDATES, MAX_STEPS, MIN_BATCH, QUANTILE, ROBUST, candidate_grid, fit_solver
 from .solver import FORMAT, FitError, FittedCorrector, FittedSolver, FittedState, fingerprint, load_fitted
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "candidate_grid",
     "FORMAT",
     "MAX_STEPS",
+    "MIN_BATCH",
     "GRID_CANDIDATES",
     "QUANTILE",
     "ROBUST",

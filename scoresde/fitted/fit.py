@@ -50,6 +50,7 @@ from .solver import FitError, FittedSolver, fingerprint
 __all__ = ["fit_solver", "candidate_grid", "MAX_STEPS", "GRID_CANDIDATES"]
 
 MAX_STEPS = 10
+MIN_BATCH = 16  # the smallest fitting batch a fit accepts (its least squares needs rows to spare)
 _PROBE_N = FittedSolver.PROBE_ROWS  # the fingerprint probe's rows, in the budget too
 # The fit is judged by this quantile of the per-sample squared distance to the teacher: the mean is ruled by the
 # few samples that change mode, the median ignores the spread within modes that the quality metric sees.
@@ -287,9 +288,9 @@ def fit_solver(
     variants = (False, True) if corrector is None else (bool(corrector),)
     per_sample = teacher_steps + 1 + len(grids) * (1 + len(variants)) * steps
     batch = (budget - _PROBE_N) // per_sample  # the fingerprint probe (8 rows, one call) is in the budget too
-    if batch < 16:
+    if batch < MIN_BATCH:
         raise ValueError(
-            f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< 16) for "
+            f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< {MIN_BATCH}) for "
             f"{len(grids)} candidate grid(s) of {steps} steps and a {teacher_steps}-step teacher; raise it"
         )
     dtype, device = _model_layout(score, dtype, device)
