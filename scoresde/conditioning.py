@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_one_source
-from .grids import resolve_grid
+from .grids import resolve_grid, solver_steps
 from .param import Score
 from .run import noise_source, prepare_run, solver_for
 from .sample import Samples
@@ -172,7 +172,7 @@ def inpaint(
     x_known: Tensor,
     mask: Tensor,
     method: str = "ddpm",
-    steps: int = 100,
+    steps: int | None = None,
     *,
     resample: int = 1,
     known_path: str = "fresh",
@@ -213,6 +213,7 @@ def inpaint(
     if isinstance(grid, str) and grid == "optimized":
         raise ValueError("inpainting takes a named, explicit or fitted grid; fit one with sd.fit_grid")
     dtype, device, shape = x_known.dtype, x_known.device, x_known.shape
+    steps = solver_steps(solver, steps, default=100)
     ts, _ = resolve_grid(solver, score, steps, grid, t_min, None, shape[1:], dtype, device)
     noise = noise_source(generator, seed, sample_offset)
     known = _KnownPath(sde, x_known, mask, noise, resample, known_path)

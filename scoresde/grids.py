@@ -44,7 +44,17 @@ from torch import Tensor
 from .checks import check_int
 from .sde import SDE
 
-__all__ = ["time_grid", "check_grid", "optimized_grid", "fit_grid", "FittedGrid", "GRIDS", "resolve_grid", "MAX_STEPS"]
+__all__ = [
+    "time_grid",
+    "check_grid",
+    "optimized_grid",
+    "fit_grid",
+    "FittedGrid",
+    "GRIDS",
+    "resolve_grid",
+    "solver_steps",
+    "MAX_STEPS",
+]
 
 MAX_STEPS = 100_000  # a named grid of more steps is a typo: 10^8 allocated gigabytes before any check
 
@@ -234,6 +244,18 @@ def fit_grid(
     grid = equidistributed_grid(sde, lam_t, rec.denoised, order, steps, mix, T, t_min)
     options = dict(dims=dims, n_pilot=n_pilot, pilot_steps=pilot_steps, mix=mix, seed=seed, sde=repr(sde))
     return FittedGrid(check_grid(sde, grid), order, run.ev.nfe, options)
+
+
+def solver_steps(solver, steps: int | None, default: int) -> int | None:
+    """``steps`` of a run, ``default`` when not given; a solver with its own grid (a fitted one) refuses an explicit
+    number (it was fitted for its own: a ``steps=`` beside it would be ignored)."""
+    if solver.own_grid:
+        if steps is not None:
+            raise ValueError(
+                f"a {solver.name} solver runs the {solver.steps} steps it was fitted for; do not pass steps"
+            )
+        return None
+    return default if steps is None else steps
 
 
 def resolve_grid(solver, score, steps, grid, t_min, T, dims, dtype, device) -> tuple[Tensor, int]:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_int, check_one_source
-from .grids import MAX_STEPS, resolve_grid
+from .grids import MAX_STEPS, resolve_grid, solver_steps
 from .noise import NoiseSource
 from .param import Score
 from .run import noise_source, prepare_run, solver_for
@@ -17,7 +17,7 @@ from .solvers import available_methods
 from .solvers.base import CHECKS, Callback
 
 __all__ = ["Samples", "sample", "available_methods"]
-# noise_source, resolve_grid, solver_for and MAX_STEPS live in .run (the run builder); still importable from here
+# noise_source, solver_for live in .run (the run builder), resolve_grid, MAX_STEPS in .grids; importable here too
 _SHARED = (MAX_STEPS, noise_source, resolve_grid, solver_for)
 
 
@@ -94,7 +94,7 @@ def sample(
     sde: SDE | None = None,
     shape: tuple[int, ...] | None = None,
     method: str = "ddim",
-    steps: int = 50,
+    steps: int | None = None,
     *,
     generator: torch.Generator | None = None,
     seed: int | None = None,
@@ -119,7 +119,8 @@ def sample(
         sde: the SDE to sample (defaults to ``score.sde``; must describe the same process).
         shape: ``(batch, *dims)``; may be omitted when ``x_init`` is given.
         method: a name from :func:`available_methods`.
-        steps: number of solver steps (adaptive methods use the grid only for ``return_trajectory``).
+        steps: number of solver steps, 50 if not given (adaptive methods use the grid only for
+            ``return_trajectory``; a fitted solver runs its own and refuses it).
         generator, seed: the randomness (one of them, or neither for the global RNG). Each sample draws
             from its own counter-based stream (:class:`~scoresde.noise.NoiseSource`), so sample ``i``
             is the same whatever the batch size; ``sample_offset`` is the global index of sample 0
@@ -163,6 +164,7 @@ def sample(
     check_nfe = solver.check(score, shape, grid, dtype, device)  # a fitted solver: its SDE, shape, grid and score
     if solver.own_grid and (t_min is not None or T is not None):
         raise ValueError(f"a {solver.name} solver runs on its own grid; do not pass t_min or T")
+    steps = solver_steps(solver, steps, default=50)
     ts, fit_nfe = resolve_grid(solver, score, steps, grid, t_min, T, shape[1:], dtype, device)
     if noise is None:
         noise = noise_source(generator, seed, sample_offset)

@@ -154,3 +154,16 @@ def test_inpainting_with_a_fitted_solver_reports_its_check(fitted5, counting):
     y = torch.zeros(16, 2)
     out = inpaint(sd.EpsilonScore(model, VP), y, torch.tensor([True, False]), method=fitted5, seed=0)
     assert out.nfe == 5 and out.check_nfe == 1 and out.calls == len(calls) == 6
+
+
+def test_steps_beside_a_fitted_solver_is_refused_not_ignored():
+    """Issue 32: `sd.sample(fitted, steps=20)` ran the fitted solver's own steps and said nothing."""
+
+    sde = sd.VPSDE()
+    ring = sd.get_problem("ring")
+    fitted = sd.fit_solver(ring.score(sde), 3, (2,), budget=4000)
+    with pytest.raises(ValueError, match="runs the 3 steps it was fitted for; do not pass steps"):
+        sd.sample(ring.score(sde), sde, (8, 2), method=fitted, steps=20, seed=0)
+    assert sd.sample(ring.score(sde), sde, (8, 2), method=fitted, seed=0).nfe == 3
+    with pytest.raises(ValueError, match="do not pass steps"):
+        sd.inpaint(ring.score(sde), torch.zeros(8, 2), torch.ones(8, 2, dtype=torch.bool), method=fitted, steps=5)
