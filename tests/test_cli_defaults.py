@@ -142,3 +142,9 @@ def test_every_option_of_every_command_shows_its_default_in_help(capsys):
             shown = " ".join(p._get_formatter()._expand_help(action).split())
             assert "default" in shown or f"({action.default})" in shown, (command.NAME, action.dest, shown)
             assert shown in text
+
+
+def test_the_light_data_names_are_the_data_sets():
+    from scoresde import data, names
+
+    assert names.DATASETS == data.DATASETS

@@ -9,6 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ..names import DATASETS
 from ..sde_names import CONFIG_NAMES
 from .args import device, positive, seed
 
@@ -18,7 +19,7 @@ HELP = "train a score network (checkpoints in --out; --resume continues exactly)
 
 def add_arguments(t) -> None:
     t.add_argument("--config", help="a .json or .toml training config instead of the recipe (flags below override it)")
-    t.add_argument("--data", help="moons, swissroll, checkerboard, rings or digits (default: moons)")
+    t.add_argument("--data", choices=DATASETS, help="the data set (default: moons)")
     t.add_argument(
         "--recipe",
         choices=("auto", "none"),
