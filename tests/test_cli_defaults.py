@@ -70,7 +70,7 @@ def test_class_conditional_digits_get_their_own_recipe(tmp_path, capsys, fast_bf
 )
 def test_sample_refuses_flags_it_would_ignore_before_printing_anything(tmp_path, capsys, extra, message):
     stem = tmp_path / "s"
-    assert main(["sample", "--checkpoint", str(tmp_path / "none"), "--out", str(stem), *extra]) == 2
+    assert main(["sample", "--checkpoint", str(tmp_path), "--out", str(stem), *extra]) == 2
     out, err = capsys.readouterr()
     assert out == "" and message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
@@ -148,3 +148,16 @@ def test_the_light_data_names_are_the_data_sets():
     from scoresde import data, names
 
     assert names.DATASETS == data.DATASETS
+
+
+def test_a_missing_checkpoint_is_refused_before_torch_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from scoresde.cli import main; "
+        f"rc = main(['sample', '--checkpoint', {str(tmp_path / 'nowhere')!r}]); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["2", "False"] and "no checkpoint: directory" in done.stderr

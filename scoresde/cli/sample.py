@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .args import device, interval, option, positive, seed, suffix
 
@@ -109,6 +110,9 @@ def _add_output_arguments(sp) -> None:
 
 def run(args) -> int:
     """``scoresde sample``; under ``torchrun`` each process samples its shard and rank 0 gathers and writes."""
+    if not Path(args.checkpoint).is_dir():  # before torch is imported: a typo is answered at once
+        print(f"scoresde sample: error: no checkpoint: directory {args.checkpoint} does not exist", file=sys.stderr)
+        return 2
     from ..process_group import launched
     from .sampling import rank_device
 
