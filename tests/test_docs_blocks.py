@@ -1,7 +1,8 @@
 """Every ```python block of README.md and docs/**/*.md runs, as a reader would run it.
 
 The blocks of one file run in order in one namespace (a later block may use what an earlier one defined),
-in a temporary working directory, with matplotlib's non-interactive backend. A block is skipped only when
+in a temporary working directory, with matplotlib's non-interactive backend, on a copy of the solver registry
+(a solver a page registers, as the guide to writing one does, is gone after the page). A block is skipped only when
 the line before its fence (blank lines aside) is a visible ``<!-- no-test: <reason> -->`` comment with a
 non-empty reason; the test id of each file says how many blocks ran and how many were skipped, and the
 summary test prints the totals.
@@ -77,7 +78,10 @@ def _id(path: Path) -> str:
 def test_python_blocks_run(path, tmp_path, monkeypatch):
     import matplotlib
 
+    from scoresde.solvers import registry
+
     matplotlib.use("Agg")
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT))
     namespace: dict = {"__name__": "__docs__"}
@@ -88,7 +92,7 @@ def test_python_blocks_run(path, tmp_path, monkeypatch):
             continue
         where = f"{path.relative_to(ROOT)}:{block.line}"
         try:
-            exec(compile(block.code, where, "exec"), namespace)
+            exec(compile(block.code, where, "exec", dont_inherit=True), namespace)
         except Exception as e:
             raise AssertionError(f"the python block at {where} fails as written: {type(e).__name__}: {e}") from e
         ran += 1

@@ -20,8 +20,10 @@ whose inputs changed. Every argument, the plan and the output folder are checked
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -37,13 +39,15 @@ from ..process_group import world
 from ..sample import available_methods, sample
 from ..sde import VPSDE, FlowSDE
 from ..sde_names import make_sde
-from ..solvers import NonFiniteError, method_info
+from ..solvers import NonFiniteError, get_solver, method_info
 from .checks import check_out, fail, peer_mismatch, validate
 from .config import FITTED, BenchConfig, OverBudget, TimedModel
 from .problems import MEASURE_REVISION, BenchProblem, make_problem
 from .report import previous_rows, write_results
 
 __all__ = ["plan", "run_bench", "row_key"]
+
+_PROCESS = os.urandom(8).hex()  # tells this process's unreadable plugin classes from another's
 
 
 def _planned(pname: str, method: str, cfg: BenchConfig) -> list[dict]:
@@ -112,9 +116,29 @@ def row_key(item: dict, problem: BenchProblem, cfg: BenchConfig) -> str:
         "device": torch.device(cfg.device).type,
         "dtype": cfg.dtype,
     }
+    if item["source"] == "ours" and (code := _plugin_code(item["method"])) is not None:
+        what["code"] = code  # a solver registered from outside the package: the version does not cover its code
     if "max_nfe" in item:  # an adaptive run's stop: other budgets may stop it elsewhere (other rows keep their keys)
         what["max_nfe"] = item["max_nfe"]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:32]
+
+
+def _plugin_code(method: str) -> str | None:
+    """For a solver registered from outside the package (a ``--plugin``), the hash of its module's source (of its
+    class where the module has no file), so that editing it redoes its rows; ``None`` for the package's own
+    methods, whose code the version covers. A class without readable source is keyed to this process: never resumed."""
+    name = method.partition("@")[0]
+    if name == FITTED:
+        return None
+    cls = get_solver(name)
+    if cls.__module__.partition(".")[0] == __name__.partition(".")[0]:
+        return None
+    for obj in (sys.modules.get(cls.__module__), cls):
+        try:
+            return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+        except (OSError, TypeError):
+            continue
+    return f"unread:{_PROCESS}:{id(cls)}"
 
 
 def _partials(out_dir: Path, tag: str) -> list[Path]:

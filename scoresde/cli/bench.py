@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from .args import csv, device, positive, problem_list
+from .plugins import add_plugin_argument, load_plugins
 
 NAME = "bench"
 HELP = "NFE vs sample quality of every method on the built-in exact problems"
@@ -95,6 +96,7 @@ def add_arguments(b) -> None:
     b.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: a bar on stderr while the runs go)"
     )
+    add_plugin_argument(b)
 
 
 def run(args) -> int:
@@ -125,6 +127,7 @@ def run(args) -> int:
     if threads is not None:  # the quick grid's problems are small: one thread, and no 2-thread contention
         torch.set_num_threads(threads)
     try:
+        load_plugins(args.plugin)  # before the methods are checked: a plugin's solvers are methods like ours
         cfg = bench.BenchConfig.quick(**overrides) if args.quick else bench.BenchConfig(**overrides)
         with launched():  # under torchrun: the runs are shared out, rank 0 gathers, writes and speaks
             rank, size = world()

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+
+from .plugins import add_plugin_argument, load_plugins
+
 NAME = "methods"
 HELP = "list the sampling methods and what they declare"
 
 
 def add_arguments(parser) -> None:
-    """No options."""
+    add_plugin_argument(parser)
 
 
 def run(args) -> int:
+    try:
+        load_plugins(args.plugin)
+    except ValueError as err:
+        print(f"scoresde methods: error: {err}", file=sys.stderr)
+        return 2
     from ..solvers import available_methods, method_info
 
     for name in available_methods():

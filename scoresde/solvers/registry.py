@@ -13,9 +13,14 @@ _REGISTRY: dict[str, type] = {}
 
 
 def register(cls: type) -> type:
-    """Class decorator: register ``cls`` under ``cls.name`` (which must be new)."""
+    """Class decorator: register ``cls`` under ``cls.name``, which must be new, or held by an earlier definition of the
+    same class (same module and qualified name: a notebook cell or a module run again), which it replaces.
+
+    A solver written outside the package registers the same way (``@scoresde.solvers.register``); the command line
+    imports such a file with ``--plugin`` (docs/guides/writing-a-solver.md)."""
     name = cls.name
-    if name in _REGISTRY:
+    old = _REGISTRY.get(name)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ValueError(f"solver name {name!r} registered twice ({_REGISTRY[name].__qualname__}, {cls.__qualname__})")
     if not issubclass(cls, GridSolver | EngineSolver) or inspect.isabstract(cls):
         raise TypeError(f"solver {name!r} must be a GridSolver (with step) or an EngineSolver (with solve)")
