@@ -221,7 +221,7 @@ def test_judge_fd_of_real_images_is_at_the_floor_and_corrupted_ones_far_above(ju
     """Held-out real images (a random draw of the test split) score at the floor; noisy and blurred ones far above.
     MNIST's test split is ordered (its first 5,000 images come from NIST's training set, cleaner than its last
     5,000), so its first images are no random draw and score well above the floor: subsets must be drawn at random."""
-    floor = mj.mnist_fd_floor(N_FD, judge)  # N_FD train images against the test split: measured 1.27
+    floor = mj.mnist_fd_floor(judge, n=N_FD)  # N_FD train images against the test split: measured 1.27
     assert floor["train_halves"] < 3 * floor["test_vs_train"]  # measured 1.93
     x = test_split[0]
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(100))

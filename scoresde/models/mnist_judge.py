@@ -179,8 +179,9 @@ def mnist_fd(x: Tensor, reference: str | Tensor = "test", classifier: MnistClass
     return frechet_distance(mnist_features(x, clf), ref)
 
 
-def mnist_fd_floor(n: int = 10_000, classifier: MnistClassifier | None = None, seed: int = 0) -> dict[str, float]:
-    """The FD of real images at sample size ``n``, the floor of a model's figure at that ``n``:
+def mnist_fd_floor(classifier: MnistClassifier | None = None, seed: int = 0, n: int = 10_000) -> dict[str, float]:
+    """The FD of real images at sample size ``n``, the floor of a model's figure at that ``n`` (the arguments of
+    :func:`scoresde.models.digit_fd_floor`, and ``n``):
 
     - ``"test_vs_train"``: ``n`` images of the train split (a draw without replacement from ``seed``) against
       the whole test split: the floor of ``mnist_fd(x, "test")`` for ``len(x) == n``;
