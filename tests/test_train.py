@@ -157,7 +157,7 @@ def test_config_round_trips_and_rejects_unknown_keys(tmp_path):
         (dict(steps=0), "steps must be an int >= 1"),
         (dict(lr=0.0), "lr must be a number > 0"),
         (dict(prediction="score"), "prediction must be one of"),
-        (dict(data="mnist"), "data must be one of"),
+        (dict(data="cifar10"), "data must be one of"),
         (dict(class_conditional=True), "has no labels"),
         (dict(model={"arch": "transformer"}), "model must be a dict with 'arch'"),
         (dict(sde={"name": "edm"}), "sde must be a dict"),

@@ -11,8 +11,9 @@ Which quantity the output is (``eps``, ``x0``, ``v``) is a training choice; wrap
 :class:`scoresde.EpsilonScore`, :class:`scoresde.DataScore` or :class:`scoresde.VScore`.
 
 :mod:`.classifier` scores generated 8x8 digits (Frechet distance on a small classifier's features, accuracy of
-class-conditional samples). This package sits at the bottom of the import floors: besides torch it imports
-only the other bottom-floor modules ``data``, ``metrics`` and ``util``.
+class-conditional samples), :mod:`.mnist_judge` generated 28x28 MNIST digits the same way (and the share of
+samples it reads as one clear digit). This package sits at the bottom of the import floors: besides torch it imports
+only the other bottom-floor modules ``data``, ``mnist_files``, ``metrics`` and ``util``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from torch import nn
 from .classifier import DigitClassifier, digit_accuracy, digit_classifier, digit_fd, digit_fd_floor, digit_features
 from .embedding import SinusoidalEmbedding, count_parameters
 from .mlp import MLP
+from .mnist_judge import (
+    MnistClassifier,
+    mnist_accuracy,
+    mnist_classifier,
+    mnist_confidence,
+    mnist_fd,
+    mnist_fd_floor,
+    mnist_features,
+)
 from .unet import UNet
 
 __all__ = [
@@ -37,6 +47,13 @@ __all__ = [
     "digit_fd",
     "digit_fd_floor",
     "digit_accuracy",
+    "MnistClassifier",
+    "mnist_classifier",
+    "mnist_features",
+    "mnist_fd",
+    "mnist_fd_floor",
+    "mnist_accuracy",
+    "mnist_confidence",
 ]
 
 ARCHITECTURES = {"mlp": MLP, "unet": UNet}

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .. import data
 from ..metrics import frechet_distance
-from ..util import atomic_write_bytes
+from ..util import atomic_write_bytes, cache_root
 
 __all__ = ["DigitClassifier", "digit_classifier", "digit_features", "digit_fd", "digit_fd_floor", "digit_accuracy"]
 
@@ -82,36 +82,61 @@ def _shift(x: Tensor, max_shift: int, g: torch.Generator) -> Tensor:
     """Translate each image by an integer offset in ``[-max_shift, max_shift]^2``, filling with background -1."""
     if max_shift == 0:
         return x
-    k = 2 * max_shift + 1
+    k, (h, w) = 2 * max_shift + 1, x.shape[-2:]
     padded = F.pad(x, (max_shift,) * 4, value=-1.0)
     offsets = torch.randint(0, k * k, (x.shape[0],), generator=g)
     out = torch.empty_like(x)
     for o in range(k * k):
         dy, dx, sel = o // k, o % k, offsets == o
-        out[sel] = padded[sel, :, dy : dy + 8, dx : dx + 8]
+        out[sel] = padded[sel, :, dy : dy + h, dx : dx + w]
     return out
 
 
-def _accuracy(model: DigitClassifier, x: Tensor, y: Tensor) -> float:
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     with torch.no_grad():
-        return float((model(x).argmax(1) == y).double().mean())
+        return float((torch.cat([model(b).argmax(1) for b in x.split(2048)]) == y).double().mean())
 
 
-def _fresh(config: dict, seed: int) -> DigitClassifier:
+def _fresh(config: dict, seed: int, cls: type[nn.Module] | None = None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # the initialisation draws from the global RNG: keep the caller's
         torch.manual_seed(seed)
-        return DigitClassifier(**config)
+        return (cls or DigitClassifier)(**config)
 
 
-def _train(config: dict) -> DigitClassifier:
-    x, y = data.digits("train")
-    r = _RECIPE
+def _outliers(m: int, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
+    """``m`` images that are no digit, in turn uniform noise on ``[-1, 1]``, Gaussian noise clipped to it, and
+    uniform noise on a 4x coarser grid upsampled (blobs)."""
+    c, h, w = shape
+    u = torch.rand(m, c, h, w, generator=g) * 2 - 1
+    z = torch.randn(m, c, h, w, generator=g).clamp(-1, 1)
+    coarse = torch.rand(m, c, -(-h // 4), -(-w // 4), generator=g) * 2 - 1
+    blobs = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    kind = (torch.arange(m) % 3).view(m, 1, 1, 1)
+    return torch.where(kind == 0, u, torch.where(kind == 1, z, blobs))
+
+
+def _loss(model: nn.Module, x: Tensor, y: Tensor, r: dict, g: torch.Generator) -> Tensor:
+    if not r.get("outlier_weight"):
+        return F.cross_entropy(model(x), y)
+    logits = model(torch.cat([x, _outliers(x.shape[0] // 4, tuple(x.shape[1:]), g)]))
+    uniform = -logits[x.shape[0] :].log_softmax(1).mean(1).mean()  # cross entropy to the uniform label
+    return F.cross_entropy(logits[: x.shape[0]], y) + r["outlier_weight"] * uniform
+
+
+def fit_classifier(model: nn.Module, x: Tensor, y: Tensor, recipe: dict) -> nn.Module:
+    """Train ``model`` on ``(x, y)`` in place and return it: AdamW with a one-cycle learning rate, ``recipe``'s
+    ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, random integer shifts up to ``shift`` pixels, batches and
+    shifts drawn from ``recipe["seed"]``. With ``outlier_weight`` > 0 every batch also holds a quarter as many
+    noise images (:func:`_outliers`) whose cross entropy to the uniform label is added with that weight (outlier
+    exposure, Hendrycks et al. 2019), so that noise gets no confident class. It runs on one thread with
+    deterministic algorithms, so the same inputs give the same weights bit for bit (the thread count and the
+    deterministic flag are restored afterwards)."""
+    r = recipe
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     try:
-        model = _fresh(config, r["seed"])
         g = torch.Generator().manual_seed(r["seed"])
         opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=r["weight_decay"])
         steps = r["epochs"] * -(-x.shape[0] // r["batch_size"])
@@ -119,7 +144,7 @@ def _train(config: dict) -> DigitClassifier:
         model.train()
         for _ in range(r["epochs"]):
             for idx in torch.randperm(x.shape[0], generator=g).split(r["batch_size"]):
-                loss = F.cross_entropy(model(_shift(x[idx], r["shift"], g)), y[idx])
+                loss = _loss(model, _shift(x[idx], r["shift"], g), y[idx], r, g)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -128,6 +153,10 @@ def _train(config: dict) -> DigitClassifier:
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
         torch.set_num_threads(threads)
     return model
+
+
+def _train(config: dict) -> DigitClassifier:
+    return fit_classifier(_fresh(config, _RECIPE["seed"]), *data.digits("train"), _RECIPE)
 
 
 def _cache_key(config: dict) -> str:
@@ -139,9 +168,7 @@ def _cache_key(config: dict) -> str:
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("SCORESDE_CACHE") or Path.home() / ".cache" / "scoresde")
+    return cache_root(cache_dir)
 
 
 def digit_classifier(cache_dir: str | Path | None = None, width: int = 16, feature_dim: int = 64) -> DigitClassifier:
@@ -151,16 +178,23 @@ def digit_classifier(cache_dir: str | Path | None = None, width: int = 16, featu
     with frozen parameters; ``.test_accuracy`` is its accuracy on the test split and ``.train_seconds`` the
     time its training took (recorded in the cache file). An unreadable cache file is retrained and replaced.
     """
+    config = {"width": width, "feature_dim": feature_dim}
+    path = _cache_dir(cache_dir) / f"digit_classifier-{_cache_key(config)}.safetensors"
+    return load_or_train(path, lambda: _fresh(config, _RECIPE["seed"]), lambda: _train(config), data.digits)
+
+
+def load_or_train(path: Path, fresh: Callable[[], nn.Module], train: Callable[[], nn.Module], split: Callable):
+    """The classifier cached at ``path``: memoised per process, else loaded into ``fresh()``, else ``train()``-ed
+    and written atomically with its test accuracy (on ``split("test")``) and training time as metadata. The
+    network comes back in eval mode with frozen parameters and ``.test_accuracy``, ``.train_seconds`` set. A
+    file that does not load (torn, foreign weights, missing metadata) is retrained and replaced."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file, save
 
-    config = {"width": width, "feature_dim": feature_dim}
-    path = _cache_dir(cache_dir) / f"digit_classifier-{_cache_key(config)}.safetensors"
     memo_key = str(path.resolve())
     if memo_key in _MEMO:
         return _MEMO[memo_key]
-    model = _fresh(config, _RECIPE["seed"])
-    meta = None
+    model, meta = fresh(), None
     if path.exists():
         try:
             with safe_open(path, "pt") as f:
@@ -171,9 +205,9 @@ def digit_classifier(cache_dir: str | Path | None = None, width: int = 16, featu
             meta = None
     if meta is None:
         start = time.perf_counter()
-        model = _train(config)
+        model = train()
         seconds = time.perf_counter() - start
-        x_test, y_test = data.digits("test")
+        x_test, y_test = split("test")
         meta = {"test_accuracy": repr(_accuracy(model.eval(), x_test, y_test)), "train_seconds": repr(seconds)}
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}, metadata=meta))
     model.eval().requires_grad_(False)
