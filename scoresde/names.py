@@ -5,4 +5,4 @@ from __future__ import annotations
 
 __all__ = ["DATASETS"]
 
-DATASETS: tuple[str, ...] = ("moons", "swissroll", "checkerboard", "rings", "digits")
+DATASETS: tuple[str, ...] = ("moons", "swissroll", "checkerboard", "rings", "digits", "mnist")

@@ -28,7 +28,9 @@ def test_digits_with_and_without_labels_and_the_errors():
     assert cond.class_conditional and cond.p_uncond == 0.1 and cond.clusters == 0
     with pytest.raises(ValueError, match="'moons' has no labels"):
         recipe("moons", class_conditional=True)
-    with pytest.raises(ValueError, match="no recipe for data 'mnist'"):
+    with pytest.raises(
+        ValueError, match="no measured recipe for data 'mnist' yet; recipes exist for moons, .*, digits \\("
+    ):
         recipe("mnist")
 
 

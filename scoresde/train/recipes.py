@@ -152,4 +152,8 @@ def recipe(data: str, class_conditional: bool = False) -> Recipe:
         return Recipe(base.name, {"data": data, **base.settings}, base.quality, base.examples_per_s, base.sample_hint)
     if data == "digits":
         return RECIPES["digits-class" if class_conditional else "digits"]
-    raise ValueError(f"no recipe for data {data!r}; recipes exist for {', '.join(data_mod.DATASETS)}")
+    have = [*data_mod.TOY_SETS, "digits"]
+    raise ValueError(
+        f"no measured recipe for data {data!r} yet; recipes exist for {', '.join(have)} (train it with --recipe none "
+        "and flags, or sd.TrainConfig(...))"
+    )
