@@ -84,7 +84,7 @@ def measure(n: int = 10_000, nfe: int = 50, repeats: int = 5, seed: int = 0) -> 
     for method in sd.available_methods():
         if not sd.method_info(method)["adaptive"]:
             runs[method] = ours(method)
-    for name in peers.available_peers():
+    for name in [p for p in peers.available_peers() if peers.peer_path(p) == "vp"]:  # the VP path of this model
 
         def peer_run(timer, name=name):
             peer_sde = sd.VPSDE(T=peers.PEER_T)
