@@ -71,7 +71,7 @@ def broken_import(monkeypatch):
         peers._diffusers.cache_clear()
         peers._kdiffusion.cache_clear()
 
-    monkeypatch.setattr(peers, "_UNAVAILABLE", {})
+    monkeypatch.setattr(peers.registry, "_UNAVAILABLE", {})
     clear()
     yield arm
     clear()
