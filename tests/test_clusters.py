@@ -115,7 +115,7 @@ def test_cluster_run_keeps_its_labels_and_resumes_bit_for_bit(tmp_path, monkeypa
     for k in a.model:
         assert torch.equal(a.model[k], b.model[k]) and torch.equal(a.ema[k], b.ema[k]), k
 
-    from scoresde.train.loop import _Data
+    from scoresde.train.state import _Data
 
     for bad in (torch.full_like(want, 7), want[:-1]):
         fake = SimpleNamespace(extra={"cluster_labels": bad}, path="ckpt")

@@ -298,7 +298,7 @@ def test_configs_saved_before_the_new_options_resume_as_they_were(tmp_path):
     """A config.json written before lr_schedule / lognormal / Fourier features existed means a constant learning
     rate and the plain MLP; upgrade_saved_config makes that explicit, so such runs resume and load unchanged."""
     from scoresde.train.config import upgrade_saved_config
-    from scoresde.train.loop import _check_resumable
+    from scoresde.train.state import _check_resumable
 
     new_fields = ("p_mean", "p_std", "snr_gamma", "lr_schedule", "lr_min", "plots")
     old = {k: v for k, v in TrainConfig(data="checkerboard", t_sampler="uniform").to_dict().items()}
