@@ -239,6 +239,64 @@ def log_likelihood(
         :class:`Likelihood` with per-sample ``nats`` (log-likelihood), ``bits_per_dim``, ``std_err``, the prior
         and integral terms, ``x_T`` and the counted ``nfe``.
     """
+    sde, t_min, T = _checked(
+        score, sde, x, trace, probe, method, time, n_probes, rtol, atol, max_steps, generator, seed, t_min, T
+    )
+    prior_logp = sde.prior_logp if prior_logp is None else prior_logp
+    B, shape, d = x.shape[0], x.shape, x[0].numel()
+    noise = None
+    if trace == "hutchinson" or bins is not None:
+        noise = (
+            NoiseSource(seed, sample_offset)
+            if seed is not None
+            else NoiseSource.from_generator(generator, sample_offset)
+        )
+    log_volume = 0.0
+    if bins is not None:
+        x, log_delta = _dequantise(x, bins, data_range, noise)
+        log_volume = d * log_delta
+    probes = None
+    if trace == "hutchinson":
+        z = torch.stack([noise.randn((B, d), stream=1 + j, dtype=x.dtype, device=x.device) for j in range(n_probes)])
+        probes = z.sign() if probe == "rademacher" else z
+    div = _Divergence(probes, d)
+    u0, u1, to_t = _time_variable(sde, time, t_min, T)
+    nfe0 = score.nfe
+    bar = _progress_bar(B, t_min, T) if progress else None
+    rhs = _augmented_rhs(score, sde, div, to_t, shape, (u0, u1), bar)
+    state0 = torch.cat([x.reshape(B, d), torch.zeros(B, n_probes, dtype=x.dtype, device=x.device)], 1)
+    try:
+        out = _integrate(rhs, state0, u0, u1, method, rtol, atol, max_steps, lambda: score.nfe - nfe0)
+    finally:
+        if bar is not None:
+            bar.close()
+    x_T = out[:, :d].reshape(shape)
+    per_probe = _host64(out[:, d:])  # (B, P): int div F dt for each probe
+    prior = _host64(torch.as_tensor(prior_logp(x_T)))
+    if prior.shape != (B,):
+        raise ValueError(f"prior_logp must return shape (batch,) = ({B},), got {tuple(prior.shape)}")
+    delta = per_probe.mean(1)
+    nats = prior + delta + log_volume
+    return Likelihood(
+        nats=nats,
+        bits_per_dim=-nats / (d * math.log(2)),
+        std_err=_std_err(per_probe, trace),
+        prior_logp=prior,
+        delta_logp=delta,
+        log_bin_volume=log_volume,
+        x_T=x_T,
+        nfe=score.nfe - nfe0,
+        vjps=div.vjps,
+        dim=d,
+        t_min=t_min,
+        T=T,
+        trace=trace,
+        n_probes=n_probes,
+    )
+
+
+def _checked(score, sde, x, trace, probe, method, time, n_probes, rtol, atol, max_steps, generator, seed, t_min, T):
+    """The arguments of :func:`log_likelihood` checked; returns the score's SDE and the interval ``(t_min, T)``."""
     if not isinstance(score, Score):
         raise TypeError(f"score must be a scoresde Score (e.g. EpsilonScore(model, sde)), got {type(score).__name__}")
     sde = score.sde if sde is None else sde
@@ -265,27 +323,11 @@ def log_likelihood(
     T = float(sde.T if T is None else T)
     if not (0 < t_min < T <= sde.T):
         raise ValueError(f"need 0 < t_min < T <= sde.T = {sde.T:g}; got t_min={t_min:g}, T={T:g}")
-    prior_logp = sde.prior_logp if prior_logp is None else prior_logp
+    return sde, t_min, T
 
-    B, shape, d = x.shape[0], x.shape, x[0].numel()
-    noise = None
-    if trace == "hutchinson" or bins is not None:
-        noise = (
-            NoiseSource(seed, sample_offset)
-            if seed is not None
-            else NoiseSource.from_generator(generator, sample_offset)
-        )
-    log_volume = 0.0
-    if bins is not None:
-        x, log_delta = _dequantise(x, bins, data_range, noise)
-        log_volume = d * log_delta
-    probes = None
-    if trace == "hutchinson":
-        z = torch.stack([noise.randn((B, d), stream=1 + j, dtype=x.dtype, device=x.device) for j in range(n_probes)])
-        probes = z.sign() if probe == "rademacher" else z
-    div = _Divergence(probes, d)
-    P = n_probes
 
+def _time_variable(sde, time: str, t_min: float, T: float):
+    """``(u0, u1, to_t)``: the integration variable's ends and ``u -> (t, dt/du)`` (``t`` itself, or the log-SNR)."""
     if time == "logsnr":
         u0, u1 = float(sde.log_snr(t_min)), float(sde.log_snr(T))
 
@@ -294,14 +336,16 @@ def log_likelihood(
             c = sde.coefs(t)
             return t, -(c.sigma * c.sigma) / c.g2  # dt / dlambda = -sigma^2 / g^2
 
-    else:
-        u0, u1 = t_min, T
+        return u0, u1, to_t
+    return t_min, T, lambda u: (u, 1.0)
 
-        def to_t(u: float) -> tuple[float, float]:
-            return u, 1.0
 
+def _augmented_rhs(score, sde, div, to_t, shape, span: tuple[float, float], bar):
+    """The right-hand side of the joint ODE of ``(x, delta_logp)`` in the variable ``u``: the PF-ODE drift and the
+    divergence of it (``div F = d f + g^2 / (2 sigma) div eps``), times ``dt/du``; it moves ``bar`` if given."""
+    B, d = shape[0], math.prod(shape[1:])
+    u0, u1 = span
     nfe0 = score.nfe
-    bar = _progress_bar(B, t_min, T) if progress else None
 
     def rhs(u: Tensor, state: Tensor) -> Tensor:
         t, dt_du = to_t(float(u))
@@ -322,51 +366,33 @@ def log_likelihood(
         ddelta = c.pf_drift(d, div_eps.detach())  # div F = d f + g^2 / (2 sigma) div eps
         return torch.cat([dx, ddelta], 1) * dt_du
 
-    state0 = torch.cat([x.reshape(B, d), torch.zeros(B, P, dtype=x.dtype, device=x.device)], 1)
-    ts = torch.tensor([u0, u1], dtype=_wide_dtype(x), device=x.device)
+    return rhs
+
+
+def _integrate(rhs, state0: Tensor, u0: float, u1: float, method, rtol, atol, max_steps, calls) -> Tensor:
+    """torchdiffeq's adaptive ``method`` from ``u0`` to ``u1``, the error measured per sample, landing on ``u1``;
+    a failure (step-size underflow, ``max_steps``) is a :class:`NonFiniteError` naming ``calls()`` model calls."""
+    ts = torch.tensor([u0, u1], dtype=_wide_dtype(state0), device=state0.device)
     options = {
         "norm": _per_sample_max_rms,
         "step_t": ts[1:],  # land on T exactly: never evaluate the score beyond it
         "first_step": 1e-2 * abs(u1 - u0),  # skip the initial-step heuristic, which probes outside [t_min, T]
         "max_num_steps": int(max_steps),
     }
-    if x.device.type != "cpu":
-        options["dtype"] = x.dtype  # torchdiffeq keeps its times in float64 on x's device unless told
+    if state0.device.type != "cpu":
+        options["dtype"] = state0.dtype  # torchdiffeq keeps its times in float64 on x's device unless told
     try:
         with torch.no_grad():
-            out = torchdiffeq.odeint(rhs, state0, ts, method=method, rtol=rtol, atol=atol, options=options)[-1]
+            return torchdiffeq.odeint(rhs, state0, ts, method=method, rtol=rtol, atol=atol, options=options)[-1]
     except AssertionError as e:  # torchdiffeq reports step-size underflow and max_num_steps with assert
-        raise NonFiniteError(f"log_likelihood: torchdiffeq failed ({e}) after {score.nfe - nfe0} model calls") from e
-    finally:
-        if bar is not None:
-            bar.close()
+        raise NonFiniteError(f"log_likelihood: torchdiffeq failed ({e}) after {calls()} model calls") from e
 
-    x_T = out[:, :d].reshape(shape)
-    per_probe = _host64(out[:, d:])  # (B, P): int div F dt for each probe
-    delta = per_probe.mean(1)
+
+def _std_err(per_probe: Tensor, trace: str) -> Tensor:
+    """The standard error of the trace estimate per sample: 0 for the exact trace, nan for one probe."""
+    B, P = per_probe.shape
     if trace == "exact":
-        std_err = torch.zeros(B, dtype=torch.float64)
-    elif P == 1:
-        std_err = torch.full((B,), math.nan, dtype=torch.float64)
-    else:
-        std_err = per_probe.std(1) / math.sqrt(P)
-    prior = _host64(torch.as_tensor(prior_logp(x_T)))
-    if prior.shape != (B,):
-        raise ValueError(f"prior_logp must return shape (batch,) = ({B},), got {tuple(prior.shape)}")
-    nats = prior + delta + log_volume
-    return Likelihood(
-        nats=nats,
-        bits_per_dim=-nats / (d * math.log(2)),
-        std_err=std_err,
-        prior_logp=prior,
-        delta_logp=delta,
-        log_bin_volume=log_volume,
-        x_T=x_T,
-        nfe=score.nfe - nfe0,
-        vjps=div.vjps,
-        dim=d,
-        t_min=t_min,
-        T=T,
-        trace=trace,
-        n_probes=P,
-    )
+        return torch.zeros(B, dtype=torch.float64)
+    if P == 1:
+        return torch.full((B,), math.nan, dtype=torch.float64)
+    return per_probe.std(1) / math.sqrt(P)
