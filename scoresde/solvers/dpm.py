@@ -151,9 +151,10 @@ class DPMSolver3S(_Singlestep):
 class DPMSolverPP2MSDE(ExpSolver):
     """DPM-Solver++ (2M) SDE: the exact-linear-part integrator of the reverse SDE (Lu et al. 2022b, sec. 5).
 
-    Default grid ``"logsnr"``: a stochastic sampler pays off at larger budgets, and at 20 NFE on the VP families of
-    ``benchmarks/default_grids.py`` it was 1.3 - 2.2x better on the log-SNR grid than on the quadratic one (the
-    quadratic grid wins at 5 - 10 NFE, where the ODE methods are the choice).
+    Default grid ``"logsnr"``: a stochastic sampler pays off at larger budgets, and at 20 NFE on the four VP families
+    of ``benchmarks/default_grids.py`` it was 1.25 - 2.2x better on the log-SNR grid than on the quadratic one
+    (choosing members; the quadratic grid wins at 5 - 10 NFE, where the ODE methods are the choice, and on the VE and
+    flow families).
     """
 
     name = "dpm++2m-sde"
