@@ -81,7 +81,7 @@ def test_sample_defaults_to_the_measured_method_with_the_denoising_step_and_says
     assert main(["sample", "--checkpoint", str(moons_ckpt), "--n", "20", "--steps", "3", "--out", str(stem),
                  "--no-progress", "--save", ".npz"]) == 0  # fmt: skip
     line = capsys.readouterr().out
-    assert "20 samples with dpm++2m (3 steps on its logsnr grid) and one denoising call in 4 NFE" in line
+    assert "20 samples with dpm++2m (3 steps on its quadratic grid) and one denoising call in 4 NFE" in line
     assert main(["sample", "--checkpoint", str(moons_ckpt), "--n", "20", "--steps", "3", "--out", str(stem) + "b",
                  "--no-progress", "--no-denoise", "--grid", "uniform"]) == 0  # fmt: skip
     assert "with dpm++2m (3 steps on the uniform grid) in 3 NFE" in capsys.readouterr().out

@@ -16,12 +16,14 @@ Expanding ``x0`` in a Taylor series at ``lambda_t``, with ``D_k = h^k d^k x0 / d
 so ``g_0 = 1 - e^{-h}``, ``g_1 = (h + expm1(-h)) / h``, ``g_2 = (h^2/2 - h - expm1(-h)) / h^2`` (:func:`phi`).
 The methods (:mod:`.dpm`, :mod:`.unipc`) differ only in how they estimate ``D_1, D_2`` from model calls.
 
-Every method here defaults to the ``"logsnr"`` grid. Multistep methods warm up with lower orders (the first
-step is first order) and, with ``lower_order_final`` (default: when there are fewer than 15 steps, as in Lu
-et al. 2022b, sec. 6), step ``k`` of ``N`` uses at most order ``N - k``, which keeps few-step sampling stable
-near ``t_min``. All step coefficients are float64 Python floats; ``g_k`` use their power series for ``h < 1``
-(no cancellation as ``h -> 0``, the precision pitfall of many-step multistep solvers) and the recursion
-``h^k g_k = h^k / k! - h^{k-1} g_{k-1}`` above. Valid for every SDE here (VE: ``alpha = 1``).
+The ODE multistep methods (``dpm++2m``, ``dpm++3m``, ``unipc``) default to the ``"quadratic"`` grid, chosen on
+families of mixtures (their docstrings, ``benchmarks/default_grids.py``); the others here to ``"logsnr"``. Multistep
+methods warm up with lower orders (the first step is first order) and, with ``lower_order_final`` (default: when
+there are fewer than 15 steps, as in Lu et al. 2022b, sec. 6), step ``k`` of ``N`` uses at most order ``N - k``,
+which keeps few-step sampling stable near ``t_min``. All step coefficients are float64 Python floats; ``g_k`` use
+their power series for ``h < 1`` (no cancellation as ``h -> 0``, the precision pitfall of many-step multistep
+solvers) and the recursion ``h^k g_k = h^k / k! - h^{k-1} g_{k-1}`` above. Valid for every SDE here (VE: ``alpha =
+1``).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class ExpSolver(GridSolver):
         With the default, a step whose log-SNR length exceeds ``1 + sqrt(2)`` times the previous one's is taken at
         first order: past that ratio a variable-step two-step method is no longer zero-stable (Grigorieff 1983),
         and the extrapolation weight ``h / (2 h_prev)`` of the 2M step amplifies the last difference. Equal
-        log-SNR steps (the default grid) never meet it; a uniform grid in ``t`` ends with one (on the flow path at
+        log-SNR steps never meet it; a uniform grid in ``t`` ends with one (on the flow path at
         20 steps the last step is 5.5 times the one before), where full order cost up to 5x the error.
         """
         n = ctx.n_steps
