@@ -120,7 +120,8 @@ RECIPES: dict[str, Recipe] = {
         "checkerboard histogram TV 1.34x its floor at 50 NFE ending with the denoising step, 1.53x without "
         "(dpm++2m; held out: rings 1.22x), docs/guides/training.md, benchmarks/learned.py",
         {(1, "float32"): 13_116, (2, "float32"): 21_165, (1, "bfloat16"): 26_192, (2, "bfloat16"): 49_652},
-        "sample it with `scoresde sample --checkpoint DIR --steps 50` (dpm++2m, ending with the denoising step)",
+        "sample it with `scoresde sample --checkpoint DIR --steps 50` (dpm++2m ending with the denoising step: "
+        "1.31x through the command line, benchmarks/recipe_e2e.py)",
     ),
     # Unconditional digits: conditioned on 20 k-means clusters of the pixels, sampled with each sample's cluster
     # drawn from the training frequencies (Bao et al. 2022).
