@@ -88,7 +88,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def ours(unet, method: str, steps: int, batch: int, dtype: str, device: str):
+def ours(unet, method: str, steps: int, batch: int, dtype: str, device: str, check: str = "step"):
     """One run of ``sd.sample``: (samples, total s, model s)."""
     from diffusers import DDPMScheduler
 
@@ -98,24 +98,14 @@ def ours(unet, method: str, steps: int, batch: int, dtype: str, device: str):
     _sync(device)
     t0 = time.perf_counter()
     with torch.no_grad(), network_precision(dtype, device):
-        out = sd.sample(score, shape=shape, method=method, steps=steps, seed=0, device=device)
+        out = sd.sample(score, shape=shape, method=method, steps=steps, seed=0, device=device, check=check)
     _sync(device)
     return out.x, time.perf_counter() - t0, timed.seconds
 
 
 def ours_unchecked(unet, method: str, steps: int, batch: int, dtype: str, device: str):
     """:func:`ours` with ``check="end"``: no NaN test per step, so no host synchronisation inside the loop."""
-    from diffusers import DDPMScheduler
-
-    timed = Timed(unet, device)
-    score = sd.from_diffusers(timed, DDPMScheduler(clip_sample=False))
-    shape = (batch, 3, unet.config.sample_size, unet.config.sample_size)
-    _sync(device)
-    t0 = time.perf_counter()
-    with torch.no_grad(), network_precision(dtype, device):
-        out = sd.sample(score, shape=shape, method=method, steps=steps, seed=0, device=device, check="end")
-    _sync(device)
-    return out.x, time.perf_counter() - t0, timed.seconds
+    return ours(unet, method, steps, batch, dtype, device, check="end")
 
 
 def peer(unet, method: str, steps: int, batch: int, dtype: str, device: str):

@@ -78,12 +78,8 @@ class DPMSolverPP2M(_DPMSolverPPMultistep):
 class DPMSolverPP3M(_DPMSolverPPMultistep):
     """DPM-Solver++ (3M): third-order multistep exponential integrator in data prediction (Lu et al. 2022b).
 
-    Default grid ``"quadratic"`` (``t_i = t_min + (T - t_min) (1 - i/N)^2``, denser near the data; the former default
-    was ``"logsnr"``): chosen on six families of mixtures (VP at two dimensions, two mode-width laws and two data
-    scales; VE; the flow path) and judged on held-out members, where ``unipc`` on it stayed at or below plain Euler's
-    median at 5 and 20 NFE on every family (at 10 NFE 8% and 15% above it on the two ``gmm-family`` families) and the
-    log-SNR grid lost to Euler at 5 NFE on three families: ``benchmarks/default_grids.py``, the family table of
-    docs/guides/solvers.md.
+    Default grid ``"quadratic"`` (the former default was ``"logsnr"``), chosen with ``dpm++2m``'s: the measurement is
+    in :class:`DPMSolverPP2M`'s docstring and ``benchmarks/default_grids.py``.
     """
 
     name = "dpm++3m"
