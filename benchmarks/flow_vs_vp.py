@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from _toy import tv_floor  # benchmarks/_toy.py, beside this script
+
 import scoresde as sd
 from scoresde import metrics
 from scoresde.precision import fast_bfloat16
@@ -71,17 +73,6 @@ def _hash(run: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _tv_floor(n: int, seeds: int = 5) -> float:
-    vals = [
-        metrics.histogram_tv(
-            sd.data.toy_2d("checkerboard", n, seed=50_001 + 2 * k),
-            sd.data.toy_2d("checkerboard", n, seed=50_002 + 2 * k),
-        )
-        for k in range(seeds)
-    ]
-    return sum(vals) / len(vals)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/flow_vs_vp")
@@ -92,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     n = 10_000 if args.quick else 100_000
     ref = sd.data.toy_2d("checkerboard", n, seed=40_001)
-    floor = _tv_floor(n)
+    floor = tv_floor("checkerboard", n, 5)[0]
     table = {}
     for name in PATHS:
         cache_path = out / f"flow_vs_vp.{name}.json"

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from _toy import tv_floor  # benchmarks/_toy.py, beside this script
 
 import scoresde as sd
 from scoresde import metrics
@@ -110,16 +111,6 @@ def _train(name: str, out: Path, quick: bool) -> tuple[dict, dict]:
     return info, cfg.to_dict()
 
 
-def _tv_floor(data: str, n: int, seeds: int) -> tuple[float, float]:
-    """The histogram TV between two fresh exact sets of ``n`` points (seeds the training draw never uses)."""
-    vals = [
-        metrics.histogram_tv(sd.data.toy_2d(data, n, seed=50_001 + 2 * k), sd.data.toy_2d(data, n, seed=50_002 + 2 * k))
-        for k in range(seeds)
-    ]
-    v = torch.tensor(vals, dtype=torch.float64)
-    return float(v.mean()), float(v.std())
-
-
 def _two_d(out: Path, quick: bool) -> dict:
     """Histogram TV (100,000 samples, 48 x 48 bins over [-2.6, 2.6]^2) against fresh exact data, next to its
     floor; the global SWD on 20,000 of them next to its floor (the figure used before the TV).
@@ -152,13 +143,13 @@ def _two_d(out: Path, quick: bool) -> dict:
                 reference=ref[:20_000],
                 title=f"{prob.data}: {method}, {s.nfe} NFE",
             )
-    tv_floor, tv_std = _tv_floor(prob.data, n, 3 if quick else 5)
+    tv_mean, tv_std = tv_floor(prob.data, n, 3 if quick else 5)
     # the problem's own floors are at n_swd points (its tv too); the TV floor here is at n. The SWD floor of the
     # denoised rows is between clean sets, that of the row without the step between sets noised to t_min
     swd_floors = {t: prob.floors(prob.sde, t, n_swd, 5) for t in {r["t_end"] for r in rows.values()}}
-    floors = {**swd_floors[0.0], "tv_floor": tv_floor, "tv_floor_std": tv_std}
+    floors = {**swd_floors[0.0], "tv_floor": tv_mean, "tv_floor_std": tv_std}
     for r in rows.values():
-        r["tv_over_floor"] = r["tv"] / tv_floor
+        r["tv_over_floor"] = r["tv"] / tv_mean
         r["swd_over_floor"] = r["swd"] / swd_floors[r["t_end"]]["swd_floor"]
     return {"train": info, "n": n, "n_swd": n_swd, "floors": floors, "samples": rows}
 

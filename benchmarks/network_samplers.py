@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from _toy import tv_floor  # benchmarks/_toy.py, beside this script
 
 import scoresde as sd
 from scoresde import metrics
@@ -34,9 +35,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     score, sde, cfg, _ = load_score(a.checkpoint)
     ref = sd.data.toy_2d(cfg.data, a.n, seed=50_001)
-    pairs = [(sd.data.toy_2d(cfg.data, a.n, seed=50_003 + 2 * k), sd.data.toy_2d(cfg.data, a.n, seed=50_004 + 2 * k))
-             for k in range(3)]  # fmt: skip
-    floor = sum(metrics.histogram_tv(x, y) for x, y in pairs) / len(pairs)
+    floor = tv_floor(cfg.data, a.n, 3, first_seed=50_003)[0]
     path = Path(a.out) / "network_samplers.json"
     rows = json.loads(path.read_text()) if path.exists() else {}
     for spec in a.runs.split(","):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _toy import tv_floor  # benchmarks/_toy.py, beside this script
 
 import scoresde as sd
 from scoresde.util import atomic_write_text
@@ -56,13 +57,7 @@ def main(argv=None) -> int:
         sample_s = _run([*cmd, "--save", ".npz", "--out", str(out / "samples"), "--no-progress"])
     x = torch.from_numpy(np.load(samples)["x"])
     tv = sd.metrics.histogram_tv(x, sd.data.toy_2d(a.data, a.n, seed=50_001))
-    floors = [
-        sd.metrics.histogram_tv(
-            sd.data.toy_2d(a.data, a.n, seed=50_003 + 2 * k), sd.data.toy_2d(a.data, a.n, seed=50_004 + 2 * k)
-        )
-        for k in range(3)
-    ]
-    floor = sum(floors) / len(floors)
+    floor = tv_floor(a.data, a.n, 3, first_seed=50_003)[0]
     res = {
         "data": a.data,
         "n": a.n,
