@@ -136,7 +136,8 @@ def host_syncs(run, unet, method, steps, dtype, device) -> float:
     return counter.count / steps
 
 
-def measure(args) -> list[dict]:
+def measure(args) -> tuple[list[dict], int]:
+    """The rows of every dtype x method x sampler, and the U-Net's parameter count."""
     unet = make_unet(args.size, args.device)
     rows = []
     for dtype in args.dtypes:
@@ -159,7 +160,7 @@ def measure(args) -> list[dict]:
                     )
                 )
                 print(_line(rows[-1]), flush=True)
-    return rows
+    return rows, sum(p.numel() for p in unet.parameters())
 
 
 def distributed(args) -> dict | None:
@@ -242,7 +243,7 @@ def main(argv=None) -> int:
     backend = "nccl" if args.device.startswith("cuda") else "gloo"
     with launched(backend):
         rank, _ = world()
-        rows = measure(args) if rank == 0 else []
+        rows, parameters = measure(args) if rank == 0 else ([], 0)
         dist = distributed(args)
     if rank != 0:
         return 0
@@ -251,7 +252,7 @@ def main(argv=None) -> int:
         device_name=_device_name(args.device),
         torch=torch.__version__,
         size=args.size,
-        parameters=sum(p.numel() for p in make_unet(args.size, "cpu").parameters()),
+        parameters=parameters,
         batch=args.batch,
         steps=args.steps,
         repeats=args.repeats,

@@ -42,6 +42,8 @@ import math
 import torch
 from torch import Tensor
 
+from .names import DATASETS, TOY_SETS  # names the command line reads without torch
+
 __all__ = [
     "TOY_SETS",
     "DATASETS",
@@ -57,8 +59,6 @@ __all__ = [
     "spectral_labels",
 ]
 
-TOY_SETS = ("moons", "swissroll", "checkerboard", "rings")
-DATASETS = (*TOY_SETS, "digits", "mnist")
 DIGIT_LEVELS = 17  # pixel counts 0..16
 _DEFAULT_NOISE = {"moons": 0.05, "swissroll": 0.3, "checkerboard": 0.0, "rings": 0.08}
 

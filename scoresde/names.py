@@ -1,8 +1,9 @@
-"""Names the command line checks before it imports torch: the data sets of :data:`scoresde.data.DATASETS`
-(``tests/test_cli_defaults.py`` holds the two equal). The SDE names are :mod:`scoresde.sde_names`."""
+"""The data sets by name, without importing torch: :mod:`scoresde.data` reads them from here, and the command line
+checks ``--data`` against them before it imports anything heavy. The SDE names are :mod:`scoresde.sde_names`."""
 
 from __future__ import annotations
 
-__all__ = ["DATASETS"]
+__all__ = ["TOY_SETS", "DATASETS"]
 
-DATASETS: tuple[str, ...] = ("moons", "swissroll", "checkerboard", "rings", "digits", "mnist")
+TOY_SETS: tuple[str, ...] = ("moons", "swissroll", "checkerboard", "rings")
+DATASETS: tuple[str, ...] = (*TOY_SETS, "digits", "mnist")

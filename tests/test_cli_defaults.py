@@ -147,7 +147,9 @@ def test_every_option_of_every_command_shows_its_default_in_help(capsys):
 def test_the_light_data_names_are_the_data_sets():
     from scoresde import data, names
 
-    assert names.DATASETS == data.DATASETS
+    assert data.DATASETS is names.DATASETS and data.TOY_SETS is names.TOY_SETS
+    for name in names.DATASETS:  # every name the command line accepts is a data set the package knows
+        assert data.dataset_info(name)["shape"]
 
 
 def test_a_missing_checkpoint_is_refused_before_torch_is_imported(tmp_path):

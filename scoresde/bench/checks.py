@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 
 from .. import peers
+from ..fitted import MIN_BATCH
 from ..precision import DTYPES, check_dtype_device
 from ..sample import available_methods
 from ..sde_names import make_sde
 from ..util import unwritable
-from .config import FIT_MIN_BATCH, FITTED, PATHS, BenchConfig, min_fit_budget
+from .config import FITTED, PATHS, BenchConfig, min_fit_budget
 from .problems import BenchProblem
 
 __all__ = ["validate", "fail", "check_out", "peer_mismatch"]
@@ -100,7 +101,7 @@ def _check_fit_budget(cfg: BenchConfig) -> None:
         fail(
             "--fit-budget",
             f"{cfg.fit_budget} sample-evaluations are too few for the `fitted` fit of {steps} steps: it needs at "
-            f"least {need} (a fitting batch of {FIT_MIN_BATCH}); raise it, or leave it out for the default "
+            f"least {need} (a fitting batch of {MIN_BATCH}); raise it, or leave it out for the default "
             f"(2 per sample of --n, at least what the fit needs)",
         )
 

@@ -18,7 +18,6 @@ __all__ = [
     "TimedModel",
     "OverBudget",
     "min_fit_budget",
-    "FIT_MIN_BATCH",
     "FITTED",
     "QUICK_METHODS",
     "QUICK_PEERS",
@@ -67,20 +66,17 @@ QUICK_FLOW_PEERS = (
     "flow-torchdiffeq-midpoint",
 )
 PATHS = ("vp", "flow")  # --sde: the path of the exact problems, names of scoresde/sde_names.py
-# The smallest fitting batch :func:`scoresde.fit_solver` accepts; tests/test_bench_honest.py holds
-# :func:`min_fit_budget` to fit_solver's own refusal.
-FIT_MIN_BATCH = MIN_BATCH
 
 
 def min_fit_budget(steps: int) -> int:
     """The fewest sample-evaluations :func:`scoresde.fit_solver` accepts for a ``steps``-step fit with its default
-    options (the bench's): a fitting batch of :data:`FIT_MIN_BATCH` samples, each costing the teacher's calls plus
-    one, and per candidate grid (:data:`scoresde.fitted.GRID_CANDIDATES`) a teacher-forced run and a student run
-    per corrector variant; plus the fingerprint probe's rows (:attr:`FittedSolver.PROBE_ROWS`)."""
+    options (the bench's): a fitting batch of :data:`scoresde.fitted.MIN_BATCH` samples, each costing the teacher's
+    calls plus one, and per candidate grid (:data:`scoresde.fitted.GRID_CANDIDATES`) a teacher-forced run and a
+    student run per corrector variant; plus the fingerprint probe's rows (:attr:`FittedSolver.PROBE_ROWS`)."""
     default = {k: v.default for k, v in inspect.signature(fit_solver).parameters.items()}
     variants = 2 if default["corrector"] is None else 1
     per_sample = default["teacher_steps"] + 1 + len(GRID_CANDIDATES) * (1 + variants) * steps
-    return FIT_MIN_BATCH * per_sample + FittedSolver.PROBE_ROWS
+    return MIN_BATCH * per_sample + FittedSolver.PROBE_ROWS
 
 
 def split_problems(text: str) -> tuple[str, ...]:

@@ -253,16 +253,17 @@ def _title(args, p) -> str:
 
 
 def _grid_words(args, out) -> str:
-    """``50 steps on its logsnr grid`` / ``10 steps on the optimized grid``: the steps and the grid that ran."""
+    """``50 steps on its quadratic grid`` / ``10 steps on the optimized grid``: the steps and the grid that ran."""
     from ..solvers import get_solver
 
-    grid = args.grid or f"its {get_solver(args.method).default_grid}"
-    if getattr(get_solver(args.method), "adaptive", False):
+    cls = get_solver(args.method)
+    if cls.adaptive:
         return f"adaptive, {out.nfe - int(args.denoise)} model calls"
-    return f"{args.steps} steps on {grid if grid.startswith('its ') else 'the ' + grid} grid"
+    grid = f"the {args.grid}" if args.grid else f"its {cls.default_grid}"
+    return f"{args.steps} steps on {grid} grid"
 
 
-def resolve(args, prog: str = "scoresde sample") -> None:
+def resolve(args) -> None:
     """Fill in ``--method`` and ``--steps`` and refuse flags that would be ignored: ``--method``, ``--steps`` or
     ``--grid`` beside ``--fitted`` (it brings its own), ``--steps`` or ``--grid`` with an adaptive method (it
     chooses its own steps). Raises ``ValueError`` naming the flag."""

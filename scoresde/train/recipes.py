@@ -14,6 +14,7 @@ fields, and the saved ``config.json`` records every value the run used. In Pytho
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -150,7 +151,7 @@ def recipe(data: str, class_conditional: bool = False) -> Recipe:
         if class_conditional:
             raise ValueError(f"{data!r} has no labels; class_conditional needs an image set (digits)")
         base = RECIPES["2d"]
-        return Recipe(base.name, {"data": data, **base.settings}, base.quality, base.examples_per_s, base.sample_hint)
+        return dataclasses.replace(base, settings={"data": data, **base.settings})
     if data == "digits":
         return RECIPES["digits-class" if class_conditional else "digits"]
     have = [*data_mod.TOY_SETS, "digits"]
