@@ -1,8 +1,11 @@
-"""Learned scores end to end: train a 2-D model and two 8x8 digits models, then measure their samples.
+"""Learned scores end to end: train a 2-D model, two 8x8 digits models and an MNIST model, then measure them.
 
     python benchmarks/learned.py                 # full size: the targets of the learned-scores issue
     python benchmarks/learned.py --quick         # minutes; the same pipeline at toy sizes
-    python benchmarks/learned.py --only 2d       # or: digits
+    python benchmarks/learned.py --only 2d       # or: digits, mnist
+
+``--only mnist`` retrains recipe("mnist") from scratch (about 60 min on two idle cores) and scores it beside the
+shipped model (``scoresde/weights/mnist``) the same way, saying how close it came (benchmarks/_mnist.py).
 
 Writes under ``--out`` (default ``results/learned``; ``results/learned_quick`` with --quick):
 
@@ -27,8 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+import _mnist  # benchmarks/_mnist.py, beside this script
 import torch
-from _toy import tv_floor  # benchmarks/_toy.py, beside this script
+from _toy import tv_floor
 
 import scoresde as sd
 from scoresde import metrics
@@ -55,9 +59,15 @@ FULL = {
     "2d": recipe("checkerboard").settings,
     "digits-uncond": recipe("digits").settings,
     "digits": recipe("digits", class_conditional=True).settings,
+    "mnist": recipe("mnist").settings,
 }
-RECIPE_OF = {"2d": recipe("checkerboard"), "digits-uncond": recipe("digits"), "digits": recipe("digits", True)}
-QUICK_STEPS = {"2d": 300, "digits-uncond": 150, "digits": 150}
+RECIPE_OF = {
+    "2d": recipe("checkerboard"),
+    "digits-uncond": recipe("digits"),
+    "digits": recipe("digits", True),
+    "mnist": recipe("mnist"),
+}
+QUICK_STEPS = {"2d": 300, "digits-uncond": 150, "digits": 150, "mnist": 20}
 SEEDS = (0, 1, 2)  # sampling seeds of every digits figure
 # Guidance only at noise levels lo < sigma / alpha <= hi (Kynkaenniemi et al. 2024). Their interval for EDM2,
 # (0.28, 5.42], cost the class-conditional digits model FD and bought it no accuracy above sigma / alpha = 2
@@ -231,6 +241,18 @@ def _digits(out: Path, quick: bool) -> dict:
     }
 
 
+def _mnist_run(out: Path, quick: bool) -> dict:
+    """recipe("mnist") trained here and the shipped model, scored the same way (benchmarks/_mnist.py): FD / floor
+    at n = 2,000 (unconditional at 10, 20, 50 NFE; guided at 50) and how close the new run came to the shipped one."""
+    from scoresde.train.shipped import shipped_checkpoint
+
+    info, _ = _train("mnist", out, quick)
+    n, seeds, steps = (200, (0,), (5,)) if quick else (2000, (0,), (10, 20, 50))
+    new = _mnist.evaluate(out / "runs" / "mnist", n, seeds, steps, GUIDANCE_INTERVAL, out, "mnist")
+    shipped = _mnist.evaluate(shipped_checkpoint("mnist"), n, seeds, steps, GUIDANCE_INTERVAL, out, "mnist_shipped")
+    return {"train": info, **new, "shipped": shipped, "closeness": _mnist.closeness(new, shipped)}
+
+
 def _ratio(q: dict, k: str) -> str:
     """``q``'s metric ``k`` over its floor, with the spread over sampling seeds where there is one."""
     std = q.get(f"{k}_over_floor_std")
@@ -254,7 +276,7 @@ def _markdown(res: dict) -> str:
                 f"on {os.cpu_count()} cores\n"
             )
         f = r["floors"]
-        keys = ("fd",) if name == "digits" else ("tv", "swd")
+        keys = ("fd",) if name in ("digits", "mnist") else ("tv", "swd")
         for key in keys:
             size = r.get("n_swd", r["n"]) if key == "swd" else r["n"]
             lines.append(f"{key} floor (n = {size}): {f[f'{key}_floor']:.4g} +- {f[f'{key}_floor_std']:.2g}\n")
@@ -272,6 +294,13 @@ def _markdown(res: dict) -> str:
                 acc = f"{v['accuracy']:.3f}" if "accuracy" in v else "-"
                 fd = f"{v['fd']:.4g} | {_ratio(v, 'fd')}" if "fd" in v else "- | -"
                 lines.append(f"| {k} | {v['nfe']} | {acc} | {fd} |")
+        if "closeness" in r:
+            lines += ["", "this run against the shipped model, scored the same way (FD / floor; class accuracy):", ""]
+            lines += ["| run | this run | shipped |", "|---|---:|---:|"]
+            for k, v in r["closeness"].items():
+                acc = f"; {v['accuracy']:.3f}" if "accuracy" in v else ""
+                ref = f"; {v['shipped_accuracy']:.3f}" if "accuracy" in v else ""
+                lines.append(f"| {k} | {v['fd_over_floor']:.2f}{acc} | {v['shipped']:.2f}{ref} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -279,7 +308,7 @@ def _markdown(res: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", choices=("2d", "digits"))
+    p.add_argument("--only", choices=("2d", "digits", "mnist"))
     p.add_argument("--out")
     args = p.parse_args(argv)
     out = Path(args.out or ("results/learned_quick" if args.quick else "results/learned"))
@@ -289,6 +318,8 @@ def main(argv=None) -> int:
         new["2d"] = _two_d(out, args.quick)
     if args.only in (None, "digits"):
         new["digits"] = _digits(out, args.quick)
+    if args.only in (None, "mnist"):
+        new["mnist"] = _mnist_run(out, args.quick)
     previous = out / "learned.json"  # read at the end: `--only 2d` and `--only digits` may run side by side
     res = {k: v for k, v in json.loads(previous.read_text()).items() if k in FULL} if previous.exists() else {}
     res = {**res, **new}

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import scoresde as sd
 from scoresde import data
@@ -235,6 +236,27 @@ def test_build_model_round_trip(net):
 def test_bad_configs(config):
     with pytest.raises(ValueError):
         build_model(config)
+
+
+def test_unet_on_patches_is_the_plain_unet_on_unshuffled_pixels():
+    """``patch_size=p``: the levels see each p x p patch as p^2 C channels; the same weights in a plain U-Net of
+    p^2 C channels, fed the pixel-unshuffled image, give the pixel-unshuffled output, bit for bit."""
+    net = randomise_zero_init(UNet(in_channels=1, patch_size=2, **SMALL_UNET))
+    plain = UNet(in_channels=4, **SMALL_UNET)
+    plain.load_state_dict(net.state_dict())
+    x, t = torch.randn(3, 1, 28, 28, generator=gen(0)), torch.rand(3, generator=gen(1))
+    out = net(x, t)
+    assert out.shape == x.shape
+    assert torch.equal(F.pixel_unshuffle(out, 2), plain(F.pixel_unshuffle(x, 2), t))
+    assert net.config["patch_size"] == 2 and "patch_size" not in plain.config  # a config saved before keeps its form
+    again = build_model(net.config)
+    again.load_state_dict(net.state_dict())
+    assert torch.equal(again(x, t), out)
+    with pytest.raises(ValueError, match="patch_size=2 must divide the image size, got \\(27, 28\\)"):
+        net(torch.randn(1, 1, 27, 28), torch.rand(1))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="patch_size must be a positive integer"):
+            UNet(patch_size=bad, **SMALL_UNET)
 
 
 def test_unet_rejects_wrong_channels():

@@ -28,10 +28,22 @@ def test_digits_with_and_without_labels_and_the_errors():
     assert cond.class_conditional and cond.p_uncond == 0.1 and cond.clusters == 0
     with pytest.raises(ValueError, match="'moons' has no labels"):
         recipe("moons", class_conditional=True)
+
+
+def test_mnist_is_one_class_conditional_network_on_patches():
+    cfg = recipe("mnist").config()
+    assert recipe("mnist", class_conditional=True) is recipe("mnist") is RECIPES["mnist"]
+    assert cfg.data == "mnist" and cfg.class_conditional and cfg.p_uncond == 0.1
+    assert cfg.model["patch_size"] == 2 and cfg.model_config()["num_classes"] == 10
+    assert "--label prior" in RECIPES["mnist"].sample_hint
+
+
+def test_a_set_without_a_recipe_is_refused_naming_those_with_one(monkeypatch):
+    monkeypatch.setattr(data_mod, "TOY_SETS", ("moons",))
     with pytest.raises(
-        ValueError, match="no measured recipe for data 'mnist' yet; recipes exist for moons, .*, digits \\("
+        ValueError, match="no measured recipe for data 'rings' yet; recipes exist for moons, digits, mni"
     ):
-        recipe("mnist")
+        recipe("rings")
 
 
 def test_overrides_win_and_bfloat16_falls_back_where_it_is_slow(monkeypatch):
@@ -61,3 +73,4 @@ def test_benchmarks_learned_trains_the_table_itself(monkeypatch):
     assert learned.FULL["2d"] == recipe("checkerboard").settings
     assert learned.FULL["digits-uncond"] is RECIPES["digits"].settings
     assert learned.FULL["digits"] is RECIPES["digits-class"].settings
+    assert learned.FULL["mnist"] is RECIPES["mnist"].settings

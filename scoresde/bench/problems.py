@@ -159,26 +159,39 @@ class LearnedProblem:
     fresh sets of the same size. Digits: ``fd``, the Frechet distance of the
     package's digit-classifier features to the test split (:mod:`scoresde.models.classifier`); its floor is
     the FD of the test split to the train split (both noised the same way), so ``n`` should be the train
-    split's size, 1,437. Class- and cluster-conditional models are sampled unconditionally (the null class).
+    split's size, 1,437. MNIST: ``fd`` on the MNIST judge's features (:mod:`scoresde.models.mnist_judge`) to the
+    whole test split; its floor is ``n`` train images drawn at random against it (both noised the same way).
+
+    ``directory`` may name a shipped model (``"mnist"``, :func:`scoresde.train.resolve_checkpoint`). A labelled
+    (class- or cluster-conditional) model is sampled for its data's law: each sample's label drawn from the
+    training frequencies (:func:`scoresde.train.draw_labels`, seed ``label_seed``, by sample index), as
+    ``scoresde sample --label prior`` does; a checkpoint without label frequencies, through its null label.
     """
+
+    label_seed = 0
 
     def __init__(self, directory: str):
         from ..train import load_score
+        from ..train.shipped import resolve_checkpoint
 
-        self.directory = directory
-        _, self.sde, self.config, self.model = load_score(directory)
-        self.identity = "checkpoint:" + checkpoint_digest(directory)
+        self.directory = str(resolve_checkpoint(directory))
+        _, self.sde, self.config, self.model = load_score(self.directory)
+        self.identity = "checkpoint:" + checkpoint_digest(self.directory)
         self.name = f"learned:{Path(directory).name}"
         self.data = self.config.data
         self.sample_shape = data_mod.dataset_info(self.data)["shape"]
         self.dim = math.prod(self.sample_shape)
-        self.metrics = ("fd",) if self.data == "digits" else ("tv", "swd", "mmd")
+        self.metrics = ("fd",) if self.data in _FD_JUDGES else ("tv", "swd", "mmd")
         self.primary = self.metrics[0]
+        labelled = getattr(self.model, "num_classes", None) is not None
+        self.label_counts = _stored_label_counts(self.directory) if labelled else None
 
     def score(self, sde: SDE, timer: TimedModel | None = None) -> Score:
         from ..train import make_score
 
         model = self.model
+        if self.label_counts is not None:
+            model = _PriorLabels(model, self.label_counts, self.label_seed)
         if timer is not None:
             timer.model, model = model, timer
         return make_score(model, sde, self.config.prediction)
@@ -194,6 +207,11 @@ class LearnedProblem:
         g = torch.Generator().manual_seed(seed)
         if self.data == "digits":
             x = data_mod.digits(split, seed=self.config.data_seed)[0].double()
+        elif self.data == "mnist":  # the whole test split; n train images drawn at random (the split is ordered)
+            x = data_mod.mnist(split)[0]
+            if split == "train":
+                x = x[torch.randperm(x.shape[0], generator=g)[:n]]
+            x = x.double()
         else:  # fresh draws, on seeds the training data (seed 2 * data_seed) never uses
             x = data_mod.toy_2d(self.data, n, seed=2 * (10_000 + seed) + 1).double()
         if t_end <= 0:
@@ -204,10 +222,8 @@ class LearnedProblem:
 
     def quality(self, x: torch.Tensor, sde: SDE, t_end: float, seed: int) -> dict:
         x = x.double()
-        if self.data == "digits":
-            from ..models.classifier import digit_fd
-
-            return {"fd": digit_fd(x.float(), self._reference(sde, t_end, x.shape[0], seed).float())}
+        if self.data in _FD_JUDGES:
+            return {"fd": _FD_JUDGES[self.data]()(x.float(), self._reference(sde, t_end, x.shape[0], seed).float())}
         ref = self._reference(sde, t_end, x.shape[0], seed)
         key = (repr(sde), round(float(t_end), 12))
         cache = self.__dict__.setdefault("_bandwidths", {})
@@ -220,11 +236,10 @@ class LearnedProblem:
         }
 
     def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
-        if self.data == "digits":
-            from ..models.classifier import digit_fd
-
+        if self.data in _FD_JUDGES:
+            fd = _FD_JUDGES[self.data]()
             vals = [
-                digit_fd(
+                fd(
                     self._reference(sde, t_end, n, 3_000 + s, "train").float(),
                     self._reference(sde, t_end, n, 4_000 + s).float(),
                 )
@@ -234,6 +249,43 @@ class LearnedProblem:
             return {"fd_floor": float(v.mean()), "fd_floor_std": float(v.std()) if seeds > 1 else 0.0}
         rows = [self.quality(self._reference(sde, t_end, n, 5_000 + s), sde, t_end, 6_000 + s) for s in range(seeds)]
         return _mean_std(rows, self.metrics)
+
+
+def _digit_fd():
+    from ..models.classifier import digit_fd
+
+    return digit_fd
+
+
+def _mnist_fd():
+    from ..models.mnist_judge import mnist_fd
+
+    return mnist_fd
+
+
+_FD_JUDGES = {"digits": _digit_fd, "mnist": _mnist_fd}  # FD on a classifier's features: each image set's judge
+
+
+def _stored_label_counts(directory: str) -> list[int] | None:
+    from ..checkpoint import load_checkpoint
+
+    return load_checkpoint(directory).extra.get("label_counts")
+
+
+class _PriorLabels:
+    """``model(x, t)`` with sample ``i``'s label drawn from the training frequencies: ``draw_labels(counts, batch,
+    seed)`` (it depends on ``(seed, i)`` only), drawn once per batch size."""
+
+    def __init__(self, model, counts: list[int], seed: int):
+        self.model, self.counts, self.seed, self.num_classes, self._drawn = model, counts, seed, None, {}
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        from ..train import draw_labels
+
+        n = x.shape[0]
+        if n not in self._drawn:
+            self._drawn[n] = draw_labels(self.counts, n, self.seed)
+        return self.model(x, t, self._drawn[n].to(x.device))
 
 
 def checkpoint_digest(directory: str | Path) -> str:
@@ -262,10 +314,14 @@ def make_problem(name: str, sde: SDE | None = None) -> BenchProblem:
 
     if name.startswith("learned:"):
         from ..checkpoint import has_checkpoint
+        from ..train.shipped import resolve_checkpoint
 
         directory = name.split(":", 1)[1]
-        if not directory or not has_checkpoint(directory):
-            raise ValueError(f"--problems: {name!r} names no checkpoint (learned:DIR needs a `scoresde train` folder)")
+        if not directory or not has_checkpoint(resolve_checkpoint(directory)):
+            raise ValueError(
+                f"--problems: {name!r} names no checkpoint (learned:DIR needs a `scoresde train` folder or a shipped "
+                "model's name: mnist)"
+            )
         if sde is not None:
             raise ValueError(f"--sde: {name!r} samples the SDE it was trained on; --sde applies to exact problems")
         return LearnedProblem(directory)

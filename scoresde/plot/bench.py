@@ -160,14 +160,16 @@ def save_image_grid(x, path: str | Path, nrow: int | None = None, value_range=(-
     ncol = math.ceil(n / nrow)
     lo, hi = value_range
     img = ((x.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    fig, axes = plt.subplots(ncol, nrow, figsize=(0.8 * nrow, 0.8 * ncol + (0.2 if titles else 0)), squeeze=False)
+    height = 0.8 * ncol + (0.2 if titles else 0)
+    fig, axes = plt.subplots(ncol, nrow, figsize=(0.8 * nrow, height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             ax.imshow(img[i, :, :, 0] if img.shape[-1] == 1 else img[i], cmap="gray", vmin=0, vmax=1)
             if titles is not None:
                 ax.set_title(str(titles[i]), fontsize=6, pad=1)
-    fig.subplots_adjust(wspace=0.05, hspace=0.3 if titles else 0.05, left=0, right=1, bottom=0, top=1)
+    top = 1 - (0.15 / height if titles else 0)  # room for the first row's titles
+    fig.subplots_adjust(wspace=0.05, hspace=0.3 if titles else 0.05, left=0, right=1, bottom=0, top=top)
     fig.dpi = 100
     _save_fig(fig, path)
 

@@ -22,6 +22,7 @@ from ..noise import LABEL_STREAM, NoiseSource
 from ..param import DataScore, EpsilonScore, FlowVelocityScore, Score, VScore
 from ..sde import SDE
 from .config import TrainConfig, build_sde, upgrade_saved_config
+from .shipped import is_export, resolve_checkpoint
 
 __all__ = [
     "ConditionalModel",
@@ -253,7 +254,7 @@ def _guide_for(directory, mcfg: TrainConfig, mckpt, main, ema: bool, device) -> 
 
 def _load_network(directory: str | Path, ema: bool, device) -> tuple[TrainConfig, nn.Module, object]:
     """``(config, network, checkpoint)`` of a checkpoint directory: eval mode on ``device``, frozen."""
-    ckpt = load_checkpoint(directory)
+    ckpt = load_checkpoint(resolve_checkpoint(directory))
     try:
         cfg = TrainConfig.from_dict(upgrade_saved_config(ckpt.config))
     except ValueError as err:
@@ -261,10 +262,12 @@ def _load_network(directory: str | Path, ema: bool, device) -> tuple[TrainConfig
     if ckpt.model_config is None:
         raise CheckpointError(f"{directory}: the checkpoint holds no model config")
     model = build_model(ckpt.model_config)
-    if ema and ckpt.ema is None:
+    if is_export(ckpt) and not ema:
+        raise CheckpointError(f"{directory}: an exported model holds its EMA weights only (use ema=True)")
+    if ema and ckpt.ema is None and not is_export(ckpt):
         raise CheckpointError(f"{directory}: the checkpoint holds no EMA weights (use ema=False)")
-    try:
-        model.load_state_dict(ckpt.ema if ema else ckpt.model, strict=True)
+    try:  # an export keeps the EMA weights as its model weights, in a smaller dtype load_state_dict casts
+        model.load_state_dict(ckpt.ema if ema and not is_export(ckpt) else ckpt.model, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{directory}: weights do not fit the model: {err}") from err
     return cfg, model.to(device).eval().requires_grad_(False), ckpt
@@ -295,7 +298,7 @@ def draw_labels(source: str | Path | list[int] | Tensor, n: int, seed: int = 0, 
 def label_counts(directory: str | Path) -> list[int]:
     """How often each label occurs in a labelled checkpoint's training set (what :func:`draw_labels` samples): its
     stored ``label_counts``, or for a class-conditional checkpoint saved before they were kept, its data's labels."""
-    ckpt = load_checkpoint(directory)
+    ckpt = load_checkpoint(resolve_checkpoint(directory))
     if "label_counts" in ckpt.extra:
         return ckpt.extra["label_counts"]
     cfg = TrainConfig.from_dict(upgrade_saved_config(ckpt.config))
