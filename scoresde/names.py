@@ -3,7 +3,9 @@ checks ``--data`` against them before it imports anything heavy. The SDE names a
 
 from __future__ import annotations
 
-__all__ = ["TOY_SETS", "DATASETS"]
+__all__ = ["TOY_SETS", "DATASETS", "SHIPPED_MODELS"]
 
 TOY_SETS: tuple[str, ...] = ("moons", "swissroll", "checkerboard", "rings")
 DATASETS: tuple[str, ...] = (*TOY_SETS, "digits", "mnist")
+# the trained models in scoresde/weights (scoresde.train.shipped), by the name that loads them
+SHIPPED_MODELS: tuple[str, ...] = ("mnist",)

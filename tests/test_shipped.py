@@ -8,6 +8,7 @@ import torch
 
 import scoresde as sd
 from scoresde.checkpoint import CheckpointError, load_checkpoint
+from scoresde.names import SHIPPED_MODELS
 from scoresde.train import TrainConfig, load_score, train
 from scoresde.train.shipped import SHIPPED, export_checkpoint, resolve_checkpoint, shipped_checkpoint
 
@@ -65,7 +66,7 @@ def test_a_folder_wins_over_a_shipped_name(digits_ckpt, tmp_path, monkeypatch):
 def test_the_shipped_mnist_model_is_small_verified_and_conditional():
     """At most about 8 MB (issue 31), its hashes checked on load, a class-conditional MNIST network of the recipe."""
     run = shipped_checkpoint("mnist")
-    assert set(SHIPPED) == {"mnist"}
+    assert tuple(SHIPPED) == SHIPPED_MODELS == ("mnist",)  # names.py lists them for the torch-free command line
     ckpt = load_checkpoint(run)
     size = (run / ckpt.sidecar["file"]).stat().st_size
     assert size <= 8 * 2**20
@@ -116,3 +117,18 @@ def test_learned_mnist_is_the_shipped_model_sampled_for_its_data_law(mnist_cache
     real = sd.data.mnist("train")[0][torch.randperm(60_000, generator=torch.Generator().manual_seed(1))[:100]]
     noisy = prob.quality(real + 0.3 * torch.randn_like(real), prob.sde, prob.sde.t_min, seed=7)["fd"]
     assert fd < noisy / 4
+
+
+def test_the_command_line_samples_the_shipped_model_by_name(tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file
+
+    from scoresde.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no folder called mnist here: the name is the shipped model's
+    args = ["sample", "--checkpoint", "mnist", "--n", "4", "--steps", "2", "--label", "prior", "--no-denoise"]
+    assert main([*args, "--out", "s", "--save", ".safetensors"]) == 0
+    t = load_file("s.safetensors")
+    assert t["x"].shape == (4, 1, 28, 28) and torch.isfinite(t["x"]).all()
+    assert torch.equal(t["y"], sd.train.draw_labels(shipped_checkpoint("mnist"), 4, 0))
+    assert main(["sample", "--checkpoint", "mnsit", "--out", "x"]) == 2
+    assert "directory mnsit does not exist (nor is it a shipped model: mnist)" in capsys.readouterr().err

@@ -51,7 +51,8 @@ METRICS = ("mode_swd", "weight_err", "mean_err", "cov_err", "swd", "mmd")
 # 2: the MMD kernel's bandwidth is fixed per target (median_bandwidth of exact draws), not per compared pair;
 #    learned 2-D problems add the histogram total variation ("tv", their primary figure).
 # 3: a fitted row's fit_evals (and nfe_amortised) include the fingerprint check's probe rows at sampling.
-MEASURE_REVISION = 3
+# 4: a labelled learned model is sampled with labels drawn from its training frequencies (was: its null label).
+MEASURE_REVISION = 4
 FLOORED = ("mode_swd", "swd", "mmd")
 
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..names import SHIPPED_MODELS
 from .args import device, interval, option, positive, seed, suffix
 
 NAME = "sample"
@@ -110,8 +111,12 @@ def _add_output_arguments(sp) -> None:
 
 def run(args) -> int:
     """``scoresde sample``; under ``torchrun`` each process samples its shard and rank 0 gathers and writes."""
-    if not Path(args.checkpoint).is_dir():  # before torch is imported: a typo is answered at once
-        print(f"scoresde sample: error: no checkpoint: directory {args.checkpoint} does not exist", file=sys.stderr)
+    if not Path(args.checkpoint).is_dir() and args.checkpoint not in SHIPPED_MODELS:  # before torch is imported
+        print(
+            f"scoresde sample: error: no checkpoint: directory {args.checkpoint} does not exist (nor is it a shipped "
+            f"model: {', '.join(SHIPPED_MODELS)})",
+            file=sys.stderr,
+        )
         return 2
     from ..process_group import launched
     from .sampling import rank_device
