@@ -241,15 +241,31 @@ def _digits(out: Path, quick: bool) -> dict:
     }
 
 
-def _mnist_run(out: Path, quick: bool) -> dict:
+def _mnist_run(out: Path, quick: bool, shipped_only: bool = False) -> dict:
     """recipe("mnist") trained here and the shipped model, scored the same way (benchmarks/_mnist.py): FD / floor
-    at n = 2,000 (unconditional at 10, 20, 50 NFE; guided at 50) and how close the new run came to the shipped one."""
+    at n = 2,000 (unconditional at 10, 20, 50 NFE; guided at 50) and how close the new run came to the shipped one.
+    ``shipped_only``: the shipped model alone, nothing trained (its training record is its checkpoint's)."""
+    from scoresde.checkpoint import load_checkpoint
     from scoresde.train.shipped import shipped_checkpoint
 
-    info, _ = _train("mnist", out, quick)
     n, seeds, steps = (200, (0,), (5,)) if quick else (2000, (0,), (10, 20, 50))
+    where = shipped_checkpoint("mnist")
+    shipped = _mnist.evaluate(where, n, seeds, steps, GUIDANCE_INTERVAL, out, "mnist_shipped")
+    if shipped_only:  # what its checkpoint says of its training; the time is in docs/guides/training.md
+        ckpt = load_checkpoint(where)
+        losses = ckpt.extra["losses"]
+        info = {
+            "data": "mnist",
+            "shipped": str(where),
+            "steps": ckpt.step,
+            "batch_size": ckpt.config["batch_size"],
+            "dtype": ckpt.config["dtype"],
+            "parameters": sum(v.numel() for v in ckpt.model.values()),
+            "final_loss_mean_50": sum(losses[-50:]) / len(losses[-50:]),
+        }
+        return {"train": info, **shipped}
+    info, _ = _train("mnist", out, quick)
     new = _mnist.evaluate(out / "runs" / "mnist", n, seeds, steps, GUIDANCE_INTERVAL, out, "mnist")
-    shipped = _mnist.evaluate(shipped_checkpoint("mnist"), n, seeds, steps, GUIDANCE_INTERVAL, out, "mnist_shipped")
     return {"train": info, **new, "shipped": shipped, "closeness": _mnist.closeness(new, shipped)}
 
 
@@ -267,6 +283,13 @@ def _markdown(res: dict) -> str:
             if key not in r:
                 continue
             t = r[key]
+            if "shipped" in t:
+                lines.append(
+                    f"the shipped model ({t['shipped']}): {t['steps']} steps x batch {t['batch_size']}, "
+                    f"{t['parameters']:,} parameters, {t['dtype']}, final loss {t['final_loss_mean_50']:.4f} (its "
+                    "training time: docs/guides/training.md)\n"
+                )
+                continue
             lines.append(
                 f"{label if 'train_cond' in r else 'training'}: {t['steps']} steps x batch {t['batch_size']}, "
                 f"{t['parameters']:,} parameters, {t.get('dtype', 'bfloat16')}, {t['examples_per_s']} examples/s on "
@@ -309,6 +332,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", choices=("2d", "digits", "mnist"))
+    p.add_argument("--shipped", action="store_true", help="mnist: score the shipped model alone, train nothing")
     p.add_argument("--out")
     args = p.parse_args(argv)
     out = Path(args.out or ("results/learned_quick" if args.quick else "results/learned"))
@@ -319,7 +343,7 @@ def main(argv=None) -> int:
     if args.only in (None, "digits"):
         new["digits"] = _digits(out, args.quick)
     if args.only in (None, "mnist"):
-        new["mnist"] = _mnist_run(out, args.quick)
+        new["mnist"] = _mnist_run(out, args.quick, args.shipped)
     previous = out / "learned.json"  # read at the end: `--only 2d` and `--only digits` may run side by side
     res = {k: v for k, v in json.loads(previous.read_text()).items() if k in FULL} if previous.exists() else {}
     res = {**res, **new}
