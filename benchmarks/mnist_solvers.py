@@ -33,8 +33,8 @@ from scoresde.fitted import fit_solver
 from scoresde.plot import save_image_grid
 from scoresde.sde import VPSDE
 
-OURS = ("unipc", "dpm++2m", "dpm++3m", "ddim", "dpm++2m-sde", "ddpm", "fitted")
-PEERS = ("diffusers-unipc", "diffusers-dpmpp_2m-karras", "diffusers-ddim", "kdiff-dpmpp_2m")
+OURS = ("unipc", "dpm++2m", "ddim", "ddpm", "fitted")
+PEERS = ("diffusers-unipc", "diffusers-dpmpp_2m-karras", "diffusers-ddim")
 QUICK = (("unipc", "ddim", "fitted"), ("diffusers-unipc",), (5, 10), 100)
 
 
@@ -58,10 +58,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--methods", default=",".join(OURS), help="ours (default: %(default)s)")
+    ap.add_argument("--peers", default=",".join(PEERS), help="the peers' (default: %(default)s)")
     ap.add_argument("--grid", type=int, default=10, help="samples per method in the grids")
     ap.add_argument("--out", default="results/mnist_solvers")
     a = ap.parse_args(argv)
-    ours, theirs, budgets, n = QUICK if a.quick else (OURS, PEERS, (5, 10, 20, 50), a.n)
+    split = (tuple(a.methods.split(",")), tuple(p for p in a.peers.split(",") if p))
+    ours, theirs, budgets, n = QUICK if a.quick else (*split, (5, 10, 20, 50), a.n)
     theirs = tuple(p for p in theirs if p in peers.available_peers())  # diffusers / k-diffusion are extras
     out = Path(a.out)
     args = ["bench", "--problems", "learned:mnist", "--methods", ",".join(ours), "--peers", ",".join(theirs)]

@@ -163,8 +163,9 @@ RECIPES: dict[str, Recipe] = {
     "mnist": Recipe(
         "mnist",
         _MNIST,
-        "MNIST-judge FD PENDING",
-        {},
+        "MNIST-judge FD 2.44x its floor at 50 NFE for its data's law (labels drawn from the training frequencies; "
+        "n = 2,000), guided (w = 1 in (0.28, 2]) 1.79x at class accuracy 0.991, docs/guides/training.md",
+        {(2, "bfloat16"): 220},
         "sample its data's law with `scoresde sample --checkpoint DIR --label prior --steps 50`; a digit with "
         "`--label 3 --guidance 1 --guidance-interval 0.28,2`",
     ),
