@@ -172,11 +172,13 @@ class LearnedProblem:
     label_seed = 0
 
     def __init__(self, directory: str):
-        from ..train import load_score
+        from ..train import build_sde
+        from ..train.pretrained import load_network
         from ..train.shipped import resolve_checkpoint
 
         self.directory = str(resolve_checkpoint(directory))
-        _, self.sde, self.config, self.model = load_score(self.directory)
+        self.config, self.model, ckpt = load_network(self.directory, True, "cpu")
+        self.sde = build_sde(self.config.sde)
         self.identity = "checkpoint:" + checkpoint_digest(self.directory)
         self.name = f"learned:{Path(directory).name}"
         self.data = self.config.data
@@ -185,7 +187,7 @@ class LearnedProblem:
         self.metrics = ("fd",) if self.data in _FD_JUDGES else ("tv", "swd", "mmd")
         self.primary = self.metrics[0]
         labelled = getattr(self.model, "num_classes", None) is not None
-        self.label_counts = _stored_label_counts(self.directory) if labelled else None
+        self.label_counts = ckpt.extra.get("label_counts") if labelled else None
 
     def score(self, sde: SDE, timer: TimedModel | None = None) -> Score:
         from ..train import make_score
@@ -265,12 +267,6 @@ def _mnist_fd():
 
 
 _FD_JUDGES = {"digits": _digit_fd, "mnist": _mnist_fd}  # FD on a classifier's features: each image set's judge
-
-
-def _stored_label_counts(directory: str) -> list[int] | None:
-    from ..checkpoint import load_checkpoint
-
-    return load_checkpoint(directory).extra.get("label_counts")
 
 
 class _PriorLabels:

@@ -30,6 +30,7 @@ __all__ = [
     "make_score",
     "load_score",
     "load_guide",
+    "load_network",
     "draw_labels",
     "label_counts",
     "SCORES",
@@ -219,7 +220,7 @@ def load_score(
     class-conditional model. ``guide``: the checkpoint directory of a weaker model to guide with instead
     (:class:`AutoGuided`; ``guidance`` is then its weight), checked by :func:`load_guide`.
     """
-    cfg, model, ckpt = _load_network(directory, ema, device)
+    cfg, model, ckpt = load_network(directory, ema, device)
     sde = build_sde(cfg.sde)
     weak = None if guide is None else _guide_for(guide, cfg, ckpt, directory, ema, device)
     score = make_score(model, sde, cfg.prediction, y, guidance, guidance_interval, guide=weak)
@@ -238,7 +239,7 @@ def load_guide(
 
 
 def _guide_for(directory, mcfg: TrainConfig, mckpt, main, ema: bool, device) -> nn.Module:
-    gcfg, guide, gckpt = _load_network(directory, ema, device)
+    gcfg, guide, gckpt = load_network(directory, ema, device)
     for name in ("data", "n_train", "data_seed", "sde", "prediction", "class_conditional", "clusters"):
         if getattr(gcfg, name) != getattr(mcfg, name):
             raise ValueError(
@@ -252,8 +253,9 @@ def _guide_for(directory, mcfg: TrainConfig, mckpt, main, ema: bool, device) -> 
     return guide
 
 
-def _load_network(directory: str | Path, ema: bool, device) -> tuple[TrainConfig, nn.Module, object]:
-    """``(config, network, checkpoint)`` of a checkpoint directory: eval mode on ``device``, frozen."""
+def load_network(directory: str | Path, ema: bool, device) -> tuple[TrainConfig, nn.Module, object]:
+    """``(config, network, checkpoint)`` of a checkpoint directory or shipped name: eval mode on ``device``, frozen
+    (:func:`load_score` without the score, for a caller that also reads the checkpoint's other parts)."""
     ckpt = load_checkpoint(resolve_checkpoint(directory))
     try:
         cfg = TrainConfig.from_dict(upgrade_saved_config(ckpt.config))
@@ -262,12 +264,13 @@ def _load_network(directory: str | Path, ema: bool, device) -> tuple[TrainConfig
     if ckpt.model_config is None:
         raise CheckpointError(f"{directory}: the checkpoint holds no model config")
     model = build_model(ckpt.model_config)
-    if is_export(ckpt) and not ema:
+    export = is_export(ckpt)  # an export keeps the EMA weights as its model weights, in a dtype load_state_dict casts
+    if export and not ema:
         raise CheckpointError(f"{directory}: an exported model holds its EMA weights only (use ema=True)")
-    if ema and ckpt.ema is None and not is_export(ckpt):
+    if ema and not export and ckpt.ema is None:
         raise CheckpointError(f"{directory}: the checkpoint holds no EMA weights (use ema=False)")
-    try:  # an export keeps the EMA weights as its model weights, in a smaller dtype load_state_dict casts
-        model.load_state_dict(ckpt.ema if ema and not is_export(ckpt) else ckpt.model, strict=True)
+    try:
+        model.load_state_dict(ckpt.ema if ema and not export else ckpt.model, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{directory}: weights do not fit the model: {err}") from err
     return cfg, model.to(device).eval().requires_grad_(False), ckpt
