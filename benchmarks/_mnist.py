@@ -6,9 +6,11 @@ Every figure is FD on the MNIST judge's features (:mod:`scoresde.models.mnist_ju
 over its floor: ``n`` train images drawn at random scored the same way (:class:`scoresde.bench.LearnedProblem`,
 both noised to the sampler's last time). "Unconditional" samples the data's law with the class-conditional
 network: each sample's label drawn from the training frequencies (:func:`scoresde.train.draw_labels`, as
-``scoresde sample --label prior``), no guidance; the null label is reported beside it. Guided rows cycle the labels
-through the classes and add the judge's class accuracy and its confident fraction (max softmax > 0.9).
-The network runs under bfloat16 autocast where the CPU has bfloat16 kernels, as it was trained (twice as fast).
+``scoresde sample --label prior``), no guidance, with ``dpm++2m`` at each budget and with the stochastic ``ddpm``
+and ``dpm++2m-sde`` at the largest (on a network's score they correct part of the network's error); the null label
+is reported beside it. Guided rows cycle the labels through the classes and add the judge's class accuracy and
+its confident fraction (max softmax > 0.9). The network runs under bfloat16 autocast where the CPU has bfloat16
+kernels, as it was trained (twice as fast).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from scoresde.precision import fast_bfloat16, network_precision
 from scoresde.train import draw_labels, load_score, make_score
 
 METHOD = "dpm++2m"
+# On a network's score a stochastic sampler corrects part of the network's error from 20 NFE (the MNIST solver table
+# of docs/guides/benchmark.md, and dpm++2m-sde on the checkerboard's network at 50 NFE in docs/guides/solvers.md): the
+# unconditional law is also reported with both at the largest budget.
+STOCHASTIC = ("ddpm", "dpm++2m-sde")
 FLOOR_SEEDS = 3
 PRECISION = "bfloat16" if fast_bfloat16("cpu") else "float32"
 
@@ -39,11 +45,11 @@ def evaluate(run: str | Path, n: int, seeds: tuple[int, ...], steps: tuple[int, 
     sde, clf, t_end = prob.sde, mnist_classifier(), prob.sde.t_min
     floors = prob.floors(sde, t_end, n, FLOOR_SEEDS)
 
-    def measure(make, k: int, y=None, grid: str | None = None) -> dict:
+    def measure(make, k: int, y=None, grid: str | None = None, method: str = METHOD) -> dict:
         fds, accs, confs = [], [], []
         for seed in seeds:
             with network_precision(PRECISION, "cpu"):
-                s = sd.sample(make(seed), sde, (n, 1, 28, 28), method=METHOD, steps=k, seed=seed, denoise=False)
+                s = sd.sample(make(seed), sde, (n, 1, 28, 28), method=method, steps=k, seed=seed, denoise=False)
             fds.append(prob.quality(s.x, sde, float(s.times[-1]), seed=7)["fd"])
             confs.append(mnist_confidence(s.x, classifier=clf))
             if y is not None:
@@ -71,6 +77,8 @@ def evaluate(run: str | Path, n: int, seeds: tuple[int, ...], steps: tuple[int, 
     for k in steps:
         grid = "uncond_samples" if k == max(steps) else None
         rows[f"{METHOD}-{k}, labels from the training frequencies"] = measure(prior, k, grid=grid)
+    for method in STOCHASTIC:
+        rows[f"{method}-{max(steps)}, labels from the training frequencies"] = measure(prior, max(steps), method=method)
     k = sorted(steps)[len(steps) // 2]  # the null label: what drawing the labels adds, at a middle budget
     rows[f"{METHOD}-{k}, null label"] = measure(lambda seed: make_score(net, sde, pred), k)
     y = torch.arange(n) % 10

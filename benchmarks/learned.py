@@ -243,8 +243,9 @@ def _digits(out: Path, quick: bool) -> dict:
 
 def _mnist_run(out: Path, quick: bool, shipped_only: bool = False) -> dict:
     """recipe("mnist") trained here and the shipped model, scored the same way (benchmarks/_mnist.py): FD / floor
-    at n = 2,000 (unconditional at 10, 20, 50 NFE; guided at 50) and how close the new run came to the shipped one.
-    ``shipped_only``: the shipped model alone, nothing trained (its training record is its checkpoint's)."""
+    at n = 2,000 (unconditional with ``dpm++2m`` at 10, 20, 50 NFE, ``ddpm`` and ``dpm++2m-sde`` at 50; guided at
+    50) and how close the new run came to the shipped one. ``shipped_only``: the shipped model alone, nothing
+    trained (its training record is its checkpoint's)."""
     from scoresde.checkpoint import load_checkpoint
     from scoresde.train.shipped import shipped_checkpoint
 
