@@ -39,7 +39,8 @@ import scoresde as sd
 from scoresde import metrics
 from scoresde.bench import LearnedProblem
 from scoresde.precision import fast_bfloat16
-from scoresde.train import TrainConfig, draw_labels, load_score, recipe, train
+from scoresde.train import TrainConfig, draw_labels, load_score, make_score, recipe, train
+from scoresde.train.pretrained import label_counts
 from scoresde.util import atomic_write_text
 
 RECIPE = dict(
@@ -119,32 +120,35 @@ def _hash(run: Path) -> str:
 
 class _Judge:
     """A data set's score of samples and its floor: histogram TV on the checkerboard, FD on the digit judge (clean
-    images against the test split: every run ends with the denoising step, so one floor serves every path)."""
+    images against the test split: every run ends with the denoising step, so the FD depends on the data alone and
+    one problem, read once from the first run it meets, scores every path and gives the floor)."""
 
     def __init__(self, data: str, n: int, out: Path):
         self.data, self.n = data, n
         if data == "checkerboard":
             self.ref = sd.data.toy_2d("checkerboard", n, seed=40_001)
-            self.floor, self.metric = tv_floor("checkerboard", n, 5)[0], "histogram TV"
+            self.metric, self._floor = "histogram TV", tv_floor("checkerboard", n, 5)[0]
         else:
-            self.metric, self._run = "FD on the digit judge", out / "runs" / _run_name(data, "vp")
+            self.metric, self._prob = "FD on the digit judge", None
+            self._first_run = out / "runs" / _run_name(data, SETS[data]["paths"][0])
+
+    def _problem(self, run: Path | None = None) -> LearnedProblem:
+        if self._prob is None:
+            self._prob = LearnedProblem(str(run or self._first_run))
+        return self._prob
 
     def score(self, x, run: Path) -> float:
         if self.data == "checkerboard":
             return metrics.histogram_tv(x, self.ref)
-        prob = LearnedProblem(str(run))
+        prob = self._problem(run)
         return prob.quality(x, prob.sde, 0.0, seed=7)["fd"]
 
     @property
     def floor(self) -> float:
         if "_floor" not in self.__dict__:
-            prob = LearnedProblem(str(self._run))  # any of the runs: the floor is train against test, clean
+            prob = self._problem()
             self._floor = prob.floors(prob.sde, 0.0, self.n, 3)["fd_floor"]
         return self._floor
-
-    @floor.setter
-    def floor(self, value: float) -> None:
-        self._floor = value
 
 
 def _rows(data: str, path: str, out: Path, judge: _Judge, quick: bool) -> dict:
@@ -153,7 +157,8 @@ def _rows(data: str, path: str, out: Path, judge: _Judge, quick: bool) -> dict:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     info = _train(data, path, out, quick)
     run = out / "runs" / _run_name(data, path)
-    score, sde, cfg, _ = load_score(run)
+    score, sde, cfg, net = load_score(run)
+    counts = label_counts(run) if cfg.clusters else None
     key, spec = _hash(run), SETS[data]
     shape = (judge.n, 2) if data == "checkerboard" else (judge.n, 1, 8, 8)
     metric = "tv" if data == "checkerboard" else "fd"
@@ -171,8 +176,8 @@ def _rows(data: str, path: str, out: Path, judge: _Judge, quick: bool) -> dict:
                 ck = f"{key}:{cand}:{budget}:{judge.n}" + ("" if data == "checkerboard" else f":{seed}:prior")
                 if ck not in cache:
                     t0 = time.perf_counter()
-                    if cfg.clusters:
-                        score = load_score(run, y=draw_labels(run, judge.n, seed))[0]
+                    if counts is not None:
+                        score = make_score(net, sde, cfg.prediction, y=draw_labels(counts, judge.n, seed))
                     s = sd.sample(score, sde, shape, method=method, steps=steps, grid=grid, seed=seed, denoise=True)
                     val = judge.score(s.x, run)
                     cache[ck] = {metric: val, "nfe": s.nfe, "s": time.perf_counter() - t0}
