@@ -80,8 +80,8 @@ def test_a_small_learned_bench_has_a_fitted_row_with_its_fit_counted(tmp_path, m
     assert row["status"] == "ok" and row["nfe"] == 5 and math.isfinite(row["tv"])
     assert 2 * 300 < row["fit_evals"] <= min_fit_budget(5) + 8  # the fit and the probe of the check at sampling
     assert row["nfe_amortised"] == pytest.approx(5 + row["fit_evals"] / 300, abs=0.005)
-    # at large n the default is unchanged: 2 per sample, at most 40,000
-    assert bench.BenchConfig(n=4000).fit_budget_for(10) == 8000 and bench.BenchConfig().fit_budget_for(5) == 40_000
+    # at large n the default is 2 per sample, at most 10,000 (fit_solver's own default)
+    assert bench.BenchConfig(n=4000).fit_budget_for(10) == 8000 and bench.BenchConfig().fit_budget_for(5) == 10_000
 
 
 def test_a_given_fit_budget_too_small_for_a_planned_fit_is_refused_before_any_run(tmp_path):

@@ -76,6 +76,18 @@ def test_changing_anything_that_determines_a_row_reruns_it(tmp_path, runs, monke
     assert runs == ["ddim", "ddim"]
 
 
+def test_a_changed_fit_refits_the_fitted_row_and_keeps_the_others(tmp_path, runs, monkeypatch):
+    """A fitted row's fit is part of its key (scoresde.fitted.REVISION): after the fit changes (the grid search
+    came in revision 2), the same budget's row is fitted and sampled again; the other methods' rows resume."""
+    cfg = dict(methods=("ddim", "fitted"), fit_budget=6000)
+    bench.run_bench(_cfg(tmp_path, **cfg), progress=False)
+    bench.run_bench(_cfg(tmp_path, **cfg), progress=False)
+    assert runs == ["ddim", "fitted"]
+    monkeypatch.setattr(bench.runner, "FIT_REVISION", bench.runner.FIT_REVISION + 1)
+    bench.run_bench(_cfg(tmp_path, **cfg), progress=False)
+    assert runs == ["ddim", "fitted", "fitted"]
+
+
 def _with_grid(planned):
     def f(pname, method, cfg):
         return [{**r, "kwargs": {**r["kwargs"], "grid": "quadratic"}} for r in planned(pname, method, cfg)]

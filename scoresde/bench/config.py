@@ -72,7 +72,8 @@ def min_fit_budget(steps: int) -> int:
     """The fewest sample-evaluations :func:`scoresde.fit_solver` accepts for a ``steps``-step fit with its default
     options (the bench's): a fitting batch of :data:`scoresde.fitted.MIN_BATCH` samples, each costing the teacher's
     calls plus one, and per candidate grid (:data:`scoresde.fitted.GRID_CANDIDATES`) a teacher-forced run and a
-    student run per corrector variant; plus the fingerprint probe's rows (:attr:`FittedSolver.PROBE_ROWS`)."""
+    student run per corrector variant; plus the fingerprint probe's rows (:attr:`FittedSolver.PROBE_ROWS`). At that
+    budget the default grid search makes no evaluation (it needs a batch of :data:`scoresde.fitted.SEARCH_BATCH`)."""
     default = {k: v.default for k, v in inspect.signature(fit_solver).parameters.items()}
     variants = 2 if default["corrector"] is None else 1
     per_sample = default["teacher_steps"] + 1 + len(GRID_CANDIDATES) * (1 + variants) * steps
@@ -141,11 +142,11 @@ class BenchConfig:
 
     def fit_budget_for(self, steps: int) -> int:
         """The budget of the ``fitted`` fit of ``steps`` steps: ``fit_budget`` if given, else 2 model calls per bench
-        sample (at most 40,000), raised to the least the fit accepts (:func:`min_fit_budget`) where ``n`` is small.
+        sample, at most 10,000 (the fit's own default: 0.5 amortised NFE at ``n = 20,000``), raised to the least the fit accepts (:func:`min_fit_budget`) where ``n`` is small.
         Either way the fit's calls are counted in the rows (``fit_evals``, ``nfe_amortised``)."""
         if self.fit_budget is not None:
             return self.fit_budget
-        return max(min(40_000, 2 * self.n), min_fit_budget(steps))
+        return max(min(10_000, 2 * self.n), min_fit_budget(steps))
 
     def fitted_steps(self) -> list[int]:
         """The step counts ``fitted`` is fitted for: each budget the fitted family takes (2 to its ``MAX_STEPS``)."""

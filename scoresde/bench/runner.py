@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from .. import peers
+from ..fitted import REVISION as FIT_REVISION
 from ..fitted import FittedSolver, fit_solver
 from ..grids import fit_grid
 from ..precision import network_precision, state_dtype
@@ -118,6 +119,8 @@ def row_key(item: dict, problem: BenchProblem, cfg: BenchConfig) -> str:
     }
     if item["source"] == "ours" and (code := _plugin_code(item["method"])) is not None:
         what["code"] = code  # a solver registered from outside the package: the version does not cover its code
+    if item["method"] == FITTED:  # what the fit does (its budget is in kwargs): a changed fit is refitted
+        what["fit"] = FIT_REVISION
     if "max_nfe" in item:  # an adaptive run's stop: other budgets may stop it elsewhere (other rows keep their keys)
         what["max_nfe"] = item["max_nfe"]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:32]

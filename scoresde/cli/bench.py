@@ -71,7 +71,7 @@ def add_arguments(b) -> None:
         "--fit-budget",
         type=int,
         help="sample-evaluations per fit of the `fitted` method, teacher included; a budget too small for a "
-        "planned fit is refused (default: 2 per sample of --n, at most 40000, raised to the least the fit "
+        "planned fit is refused (default: 2 per sample of --n, at most 10000, raised to the least the fit "
         "needs where --n is small; the fit's calls per sample are counted in the amortised NFE)",
     )
     b.add_argument(

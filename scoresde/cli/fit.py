@@ -16,7 +16,7 @@ def add_arguments(ft) -> None:
     ft.add_argument("--problem", help="an exact problem instead: ring, gmm16, gmm64, gmm-family:d=D,k=K,seed=S")
     ft.add_argument("--steps", type=positive, default=5, help="model calls per sample, 2 to 10 (default: %(default)s)")
     ft.add_argument(
-        "--budget", type=positive, default=40_000, help="sample-evaluations of the fit (default: %(default)s)"
+        "--budget", type=positive, default=10_000, help="sample-evaluations of the fit (default: %(default)s)"
     )
     ft.add_argument("--out", required=True, help="the folder to write fitted.json and fitted.safetensors to")
     ft.add_argument("--force", action="store_true", help="replace a fitted solver already in --out")

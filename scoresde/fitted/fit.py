@@ -39,17 +39,22 @@ import math
 import torch
 from torch import Tensor
 
+from ..checks import check_int
 from ..grids import check_grid, equidistributed_grid, time_grid, unit_steps
 from ..noise import NoiseSource
 from ..param import Score
 from ..run import prepare_run, record_run
 from ..solvers.exponential import interp_weights, phi
 from ..solvers.registry import get_solver
+from .search import SEARCH_MAX_STEPS, plan, search_grid
 from .solver import FitError, FittedSolver, fingerprint
 
-__all__ = ["fit_solver", "candidate_grid", "MAX_STEPS", "GRID_CANDIDATES"]
+__all__ = ["fit_solver", "candidate_grid", "MAX_STEPS", "GRID_CANDIDATES", "REVISION"]
 
 MAX_STEPS = 10
+# What a fit does, by revision (the bench keys its fitted rows on it, so a changed fit is not resumed):
+# 1: the named candidate grids; 2: and the grid search after them (December 2026).
+REVISION = 2
 MIN_BATCH = 16  # the smallest fitting batch a fit accepts (its least squares needs rows to spare)
 _PROBE_N = FittedSolver.PROBE_ROWS  # the fingerprint probe's rows, in the budget too
 # The fit is judged by this quantile of the per-sample squared distance to the teacher: the mean is ruled by the
@@ -253,7 +258,8 @@ def fit_solver(
     order: int = 3,
     corrector: bool | None = None,
     grids: tuple[str, ...] = GRID_CANDIDATES,
-    budget: int = 40_000,
+    search: int | None = None,
+    budget: int = 10_000,
     ridge: float = 1e-3,
     teacher_steps: int = 64,
     fit_seed: int = 2**61 + 12_345,
@@ -272,6 +278,10 @@ def fit_solver(
         grids: the candidate grids (names of :func:`scoresde.time_grid`, ``"power:P"`` (see :func:`candidate_grid`)
             or ``"optimized:p"``, fitted from the teacher's calls); the one whose fitted solver ends closest to the
             teacher (the 0.75 quantile of the squared distance over the fitting batch) is kept.
+        search: evaluations of the grid search that then moves the kept grid's points one at a time in log-SNR
+            (each costs ``2 steps`` calls per fitting sample); ``None`` (default): up to :data:`SEARCH` where
+            ``steps <= SEARCH_MAX_STEPS`` and the budget keeps a batch of :data:`SEARCH_BATCH`, else none; ``0``:
+            no search.
         budget: model calls times samples the whole fit may spend, teacher included; it sets the fitting batch.
         ridge: pull towards the DPM-Solver++ weights, relative to the mean curvature of each least squares.
         teacher_steps: steps of the third-order ``dpm++3m`` teacher, equal in log-SNR.
@@ -286,12 +296,17 @@ def fit_solver(
     dims = tuple(int(d) for d in dims)
     candidates = {name: candidate_grid(sde, steps, name) for name in named}
     variants = (False, True) if corrector is None else (bool(corrector),)
-    per_sample = teacher_steps + 1 + len(grids) * (1 + len(variants)) * steps
-    batch = (budget - _PROBE_N) // per_sample  # the fingerprint probe (8 rows, one call) is in the budget too
+    base = teacher_steps + 1 + len(grids) * (1 + len(variants)) * steps
+    if search is None and steps > SEARCH_MAX_STEPS:
+        search = 0
+    elif search is not None:
+        check_int("fit_solver", "search", search, ge=0)
+    batch, search = plan(budget, steps, base, search)
     if batch < MIN_BATCH:
         raise ValueError(
             f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< {MIN_BATCH}) for "
-            f"{len(grids)} candidate grid(s) of {steps} steps and a {teacher_steps}-step teacher; raise it"
+            f"{len(grids)} candidate grid(s) of {steps} steps, a {teacher_steps}-step teacher and {search} grid-search "
+            "evaluation(s); raise it"
         )
     dtype, device = _model_layout(score, dtype, device)
     nfe0 = score.nfe
@@ -302,37 +317,73 @@ def fit_solver(
             sde, teacher.lam, [m.flatten(1) for m in teacher.ms], p, steps, 0.1, sde.T, sde.t_min
         )
         candidates[f"optimized:{p}"] = check_grid(sde, grid)
-    x_teach = teacher.end
 
-    best, report = None, {}
-    for name, grid in candidates.items():
-        c, d = _fit_weights(score, teacher, grid, x_T, order, ridge, steps)
-        for with_corrector in variants:
-            dd = d if with_corrector else None
-            student = FittedSolver(grid, c, {}, None, dd)
-            x_end = record_run(student, prepare_run(score, grid, solver=student, name="fit", x=x_T), final=False).x
-            err = (_host(x_end) - x_teach).flatten(1).pow(2).sum(1)
-            loss = float(err.quantile(QUANTILE))
-            report[f"{name}{'+corrector' if with_corrector else ''}"] = loss if math.isfinite(loss) else None
-            if math.isfinite(loss) and (best is None or loss < best[0]):
-                best = (loss, name, grid, c, dd)
-    if best is None:
-        raise FitError(f"fit_solver: no candidate grid gave a finite fitted solver of {steps} steps: {report}")
+    fitting = _Fitting(score, teacher, x_T, order, ridge, steps)
+    best, report = fitting.choose(candidates, variants)
+    start = best
+    if search:
+        best, made = search_grid(sde, fitting.evaluator(best), best[1], best, search)
+        report["search"] = {"from": start[0], "to": best[0], "evaluations": made}
     fit_nfe = score.nfe - nfe0
     probe = fingerprint(score, dims, dtype, device)
-    loss, name, grid, c, d = best
+    loss, grid, (name, c, d) = best
     meta = {
         "sde": repr(sde),
         "dims": list(dims),
         "steps": steps,
         "order": order,
         "corrector": d is not None,
-        "grid_name": name,
+        "grid_name": name if best is start else f"{name}, searched",
         **_cost(fit_nfe, batch, fit_seed, teacher_steps),
         "fit_q75_sq_err": report,
         "score": hashlib.sha256(probe.numpy().tobytes()).hexdigest()[:16],
     }
     return FittedSolver(grid, c, meta, probe, d)
+
+
+class _Fitting:
+    """The fit's work on one fitting batch: the weights on a grid (teacher-forced least squares) and the fitted loss,
+    the 0.75 quantile over the batch of the squared distance of the student's end state to the teacher's."""
+
+    def __init__(self, score, teacher: _Teacher, x_T: Tensor, order: int, ridge: float, steps: int):
+        self.score, self.teacher, self.x_T = score, teacher, x_T
+        self.order, self.ridge, self.steps = order, ridge, steps
+
+    def weights(self, grid: Tensor) -> tuple[Tensor, Tensor]:
+        return _fit_weights(self.score, self.teacher, grid, self.x_T, self.order, self.ridge, self.steps)
+
+    def loss(self, grid: Tensor, c: Tensor, d: Tensor | None) -> float:
+        student = FittedSolver(grid, c, {}, None, d)
+        run = prepare_run(self.score, grid, solver=student, name="fit", x=self.x_T)
+        x_end = record_run(student, run, final=False).x
+        loss = float((_host(x_end) - self.teacher.end).flatten(1).pow(2).sum(1).quantile(QUANTILE))
+        return loss if math.isfinite(loss) else math.inf
+
+    def choose(self, candidates: dict, variants) -> tuple[tuple, dict]:
+        """The best ``(loss, grid, (name, c, d))`` over the candidate grids and corrector variants, and every loss."""
+        best, report = None, {}
+        for name, grid in candidates.items():
+            c, d = self.weights(grid)
+            for with_corrector in variants:
+                dd = d if with_corrector else None
+                loss = self.loss(grid, c, dd)
+                report[f"{name}{'+corrector' if with_corrector else ''}"] = loss if math.isfinite(loss) else None
+                if math.isfinite(loss) and (best is None or loss < best[0]):
+                    best = (loss, grid, (name, c, dd))
+        if best is None:
+            raise FitError(f"fit_solver: no candidate grid gave a finite fitted solver of {self.steps} steps: {report}")
+        return best, report
+
+    def evaluator(self, best: tuple):
+        """``evaluate(grid) -> (loss, (name, c, d))`` for :func:`search_grid`: the kept candidate's variant."""
+        name, with_corrector = best[2][0], best[2][2] is not None
+
+        def evaluate(grid):
+            c, d = self.weights(grid)
+            d = d if with_corrector else None
+            return self.loss(grid, c, d), (name, c, d)
+
+        return evaluate
 
 
 def _cost(fit_nfe: int, batch: int, fit_seed: int, teacher_steps: int) -> dict:
