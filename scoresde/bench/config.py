@@ -142,8 +142,9 @@ class BenchConfig:
 
     def fit_budget_for(self, steps: int) -> int:
         """The budget of the ``fitted`` fit of ``steps`` steps: ``fit_budget`` if given, else 2 model calls per bench
-        sample, at most 10,000 (the fit's own default: 0.5 amortised NFE at ``n = 20,000``), raised to the least the fit accepts (:func:`min_fit_budget`) where ``n`` is small.
-        Either way the fit's calls are counted in the rows (``fit_evals``, ``nfe_amortised``)."""
+        sample, at most 10,000 (the fit's own default: 0.5 amortised NFE at ``n = 20,000``), raised to the least the
+        fit accepts (:func:`min_fit_budget`) where ``n`` is small. Either way the fit's calls are counted in the rows
+        (``fit_evals``, ``nfe_amortised``)."""
         if self.fit_budget is not None:
             return self.fit_budget
         return max(min(10_000, 2 * self.n), min_fit_budget(steps))
