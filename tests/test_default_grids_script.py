@@ -38,3 +38,15 @@ def test_a_run_appends_a_row_per_variant_and_budget_and_resumes(dg, tmp_path):
     assert [r["nfe"] for r in rows] == list(dg.NFE) and all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)
     dg.run_family("fam16", (0,), ("unipc@quadratic",), 200, tmp_path, lines.append)  # nothing left to do
     assert len(dg._read(tmp_path / "rows.fam16.jsonl")) == len(dg.NFE) == len(lines)
+
+
+def test_a_method_of_two_calls_a_step_runs_the_steps_that_fit_the_budget(dg):
+    """ode-midpoint makes two model calls a step: at 5 NFE it runs 2 steps (4 calls; ratio asserts the count),
+    at 10 NFE 5 steps, and it is among the candidates on the quadratic grid."""
+    import scoresde as sd
+
+    mix, sde = dg.FAMILIES["fam16"][0](0), sd.VPSDE()
+    fl = dg.floor(mix.marginal(sde, sde.t_min), 200)
+    for nfe in (5, 10):
+        assert math.isfinite(dg.ratio(mix, sde, "ode-midpoint@quadratic", nfe, 200, fl))
+    assert "ode-midpoint@quadratic" in dg.CANDIDATES

@@ -30,14 +30,16 @@ __all__ = [
 
 FITTED = "fitted"  # the method name of :func:`scoresde.fit_solver` in the bench: one fit per problem and budget
 # The quick grid (``make bench``): the frontier (fitted, UniPC on its own and on the fitted grid, DPM-Solver++
-# 3M), the classics (DDPM, DDIM, torchsde's Euler-Maruyama, torchdiffeq's RK4 and dopri5, EDM's Heun), and the
-# peers' best configurations: in the full grid (n = 20,000) k-diffusion's LMS was the best peer at 5 and 10 NFE
-# on gmm16, gmm64 and at 5 on ring, its DPM-fast at 20 on gmm16 and gmm64, diffusers' UniPC / DPM-Solver++ (2M)
+# 3M, torchdiffeq's midpoint on the quadratic grid: the solvers guide's choice at 10-20 NFE on VP), the classics
+# (DDPM, DDIM, torchsde's Euler-Maruyama, torchdiffeq's RK4 and dopri5, EDM's Heun), and the peers' best
+# configurations: in the full grid (n = 20,000) k-diffusion's LMS was the best peer at 5 and 10 NFE on gmm16,
+# gmm64 and at 5 on ring, its DPM-fast at 20 on gmm16 and gmm64, diffusers' UniPC / DPM-Solver++ (2M)
 # at 10 on ring and their Karras-sigma variants at 20 and beyond; DDIM is the classic.
 QUICK_METHODS = (
     FITTED,
     "unipc",
     "unipc@optimized",
+    "ode-midpoint@quadratic",
     "dpm++3m",
     "dpm++2m",
     "edm-heun",
@@ -123,7 +125,7 @@ def family_of(name: str) -> str | None:
 class BenchConfig:
     problems: tuple[str, ...] = ("ring", "gmm16", "gmm64")
     methods: tuple[str, ...] = ()  # empty: every registered method plus `variants`; "name@grid" picks a grid
-    variants: tuple[str, ...] = ("unipc@optimized", "dpm++2m@optimized", FITTED)
+    variants: tuple[str, ...] = ("unipc@optimized", "dpm++2m@optimized", "ode-midpoint@quadratic", FITTED)
     peers: tuple[str, ...] | None = None  # None: every installed peer; () none
     budgets: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
     tolerances: tuple[float, ...] = (1e-2, 1e-3, 1e-4)

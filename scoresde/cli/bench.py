@@ -39,7 +39,7 @@ def add_arguments(b) -> None:
         "--methods",
         type=csv(str),
         help="comma-separated method names, name@GRID for a grid, `fitted` (default: every method and the "
-        "variants unipc@optimized, dpm++2m@optimized, fitted; the quick grid's with --quick)",
+        "variants unipc@optimized, dpm++2m@optimized, ode-midpoint@quadratic, fitted; the quick grid's with --quick)",
     )
     b.add_argument(
         "--peers",
