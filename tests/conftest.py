@@ -100,3 +100,13 @@ def mnist_cache(tmp_path_factory) -> Path:
     with FileLock(str(root / "shared-mnist-cache.lock")):
         mnist_classifier(out)  # parses both splits, trains the judge once; memoised in this process
     return out
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch):
+    """``benchmark_script("default_grids")``: a script of ``benchmarks/`` imported as a module (the folder on
+    ``sys.path`` for the test only)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module

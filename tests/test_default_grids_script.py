@@ -3,19 +3,13 @@ members apart, and a run measures what the bench measures (a tiny run on one mem
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def dg(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import default_grids
-
-    return default_grids
+def dg(benchmark_script):
+    return benchmark_script("default_grids")
 
 
 def test_table_splits_choosing_from_held_out_and_gives_median_and_worst(dg, tmp_path):

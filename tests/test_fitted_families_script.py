@@ -3,19 +3,13 @@
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def ff(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import fitted_families
-
-    return fitted_families
+def ff(benchmark_script):
+    return benchmark_script("fitted_families")
 
 
 def test_a_run_counts_the_fit_and_resumes(ff, tmp_path):
