@@ -96,23 +96,26 @@ def floor(target: GaussianMixture, n: int) -> float:
     return sum(vals) / len(vals)
 
 
+def sampled_ratio(mix: GaussianMixture, sde, n: int, fl: float, **kw) -> tuple[float, int | None]:
+    """``sd.sample(**kw)`` from ``mix``'s exact score (seed 0, float32) scored by :func:`mode_swd` over the floor
+    ``fl``, and the run's NFE (``None`` when it stopped on a non-finite value); ``inf`` where it diverged."""
+    try:
+        out = sd.sample(mix.score(sde), sde, (n, mix.dim), seed=0, dtype=torch.float32, **kw)
+    except sd.solvers.NonFiniteError:
+        return float("inf"), None
+    if not torch.isfinite(out.x).all():
+        return float("inf"), out.nfe
+    r = mode_swd(out.x, mix.marginal(sde, sde.t_min), 7) / fl
+    return (r if math.isfinite(r) else float("inf")), out.nfe  # finite samples far out give a nan mode assignment
+
+
 def ratio(mix: GaussianMixture, sde, variant: str, nfe: int, n: int, fl: float) -> float:
     """The ratio to the floor of ``variant`` (``method@grid``) at the most steps its calls per step fit in ``nfe``."""
     method, _, grid = variant.partition("@")
-    score = mix.score(sde)
-    target = mix.marginal(sde, sde.t_min)
     per_step = sd.solvers.get_solver(method).nfe_per_step
-    try:
-        out = sd.sample(
-            score, sde, (n, mix.dim), method=method, steps=nfe // per_step, grid=grid, seed=0, dtype=torch.float32
-        )
-    except sd.solvers.NonFiniteError:
-        return float("inf")
-    if not torch.isfinite(out.x).all():
-        return float("inf")
-    assert out.nfe == nfe // per_step * per_step, (variant, out.nfe, nfe)
-    r = mode_swd(out.x, target, 7) / fl
-    return r if math.isfinite(r) else float("inf")  # finite samples far out give a nan mode assignment
+    r, made = sampled_ratio(mix, sde, n, fl, method=method, steps=nfe // per_step, grid=grid)
+    assert made in (None, nfe // per_step * per_step), (variant, made, nfe)
+    return r
 
 
 def run_family(family: str, seeds, variants, n: int, out: Path, log) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ from scoresde.fitted import REVISION
 from scoresde.util import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from default_grids import FAMILIES, floor, mode_swd  # noqa: E402
+from default_grids import FAMILIES, _read, floor, sampled_ratio  # noqa: E402
 
 VARIANTS = {
     "fitted": {},
@@ -48,12 +47,6 @@ VARIANTS = {
 }
 
 
-def _read(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _key(row: dict) -> tuple:
     return (row["seed"], row["variant"], row["steps"], row["n"], row.get("revision"))
 
@@ -62,26 +55,21 @@ def measure(family: str, seed: int, variants, steps_list, n: int) -> list[dict]:
     """One member: each variant at each step count, with the fit's cost."""
     make, sde_cls = FAMILIES[family]
     mix, sde = make(seed), sde_cls()
-    score, target = mix.score(sde), mix.marginal(sde, sde.t_min)
-    fl = floor(target, n)
+    fl = floor(mix.marginal(sde, sde.t_min), n)
     rows = []
     for steps in steps_list:
         for v in variants:
             t0 = time.perf_counter()
             fit_evals, grid_name = 0, None
             if VARIANTS[v] is not None:
-                f = sd.fit_solver(score, steps, (mix.dim,), **VARIANTS[v])
+                f = sd.fit_solver(mix.score(sde), steps, (mix.dim,), **VARIANTS[v])
                 fit_evals, grid_name = f.fit_evals, f.meta["grid_name"]
                 kw = dict(method=f)
             else:
                 method, _, grid = v.partition("@")
                 kw = dict(method=method, steps=steps, **({"grid": grid} if grid else {}))
-            try:
-                out = sd.sample(score, sde, (n, mix.dim), seed=0, dtype=torch.float32, **kw)
-                r = mode_swd(out.x, target, 7) / fl if torch.isfinite(out.x).all() else math.inf
-                nfe = out.nfe
-            except sd.solvers.NonFiniteError:
-                r, nfe = math.inf, steps
+            r, nfe = sampled_ratio(mix, sde, n, fl, **kw)
+            nfe = steps if nfe is None else nfe
             rows.append(
                 dict(
                     seed=seed,
@@ -89,7 +77,7 @@ def measure(family: str, seed: int, variants, steps_list, n: int) -> list[dict]:
                     steps=steps,
                     n=n,
                     revision=REVISION,
-                    ratio=r if math.isfinite(r) else math.inf,
+                    ratio=r,
                     nfe=nfe,
                     fit_evals=fit_evals,
                     nfe_amortised=round(nfe + fit_evals / n, 3),

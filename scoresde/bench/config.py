@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..fitted import GRID_CANDIDATES, MAX_STEPS, MIN_BATCH, FittedSolver, fit_solver
+from ..fitted import GRID_CANDIDATES, MAX_STEPS, MIN_BATCH, FittedSolver, calls_per_sample, fit_solver
 
 __all__ = [
     "BenchConfig",
@@ -78,7 +78,7 @@ def min_fit_budget(steps: int) -> int:
     budget the default grid search makes no evaluation (it needs a batch of :data:`scoresde.fitted.SEARCH_BATCH`)."""
     default = {k: v.default for k, v in inspect.signature(fit_solver).parameters.items()}
     variants = 2 if default["corrector"] is None else 1
-    per_sample = default["teacher_steps"] + 1 + len(GRID_CANDIDATES) * (1 + variants) * steps
+    per_sample = calls_per_sample(steps, len(GRID_CANDIDATES), variants, default["teacher_steps"])
     return MIN_BATCH * per_sample + FittedSolver.PROBE_ROWS
 
 

@@ -19,7 +19,7 @@ from .fit import (
     candidate_grid,
     fit_solver,
 )
-from .search import SEARCH, SEARCH_BATCH, SEARCH_MAX_STEPS, search_grid
+from .search import SEARCH, SEARCH_BATCH, SEARCH_MAX_STEPS, calls_per_sample, search_grid
 from .solver import FORMAT, FitError, FittedCorrector, FittedSolver, FittedState, fingerprint, load_fitted
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "fingerprint",
     "FitError",
     "candidate_grid",
+    "calls_per_sample",
     "FORMAT",
     "MAX_STEPS",
     "MIN_BATCH",

@@ -47,7 +47,7 @@ from ..param import Score
 from ..run import prepare_run, record_run
 from ..solvers.exponential import interp_weights, phi
 from ..solvers.registry import get_solver
-from .search import SEARCH_MAX_STEPS, plan, search_grid
+from .search import calls_per_sample, plan, search_grid
 from .solver import FitError, FittedSolver, fingerprint
 
 __all__ = ["fit_solver", "candidate_grid", "MAX_STEPS", "GRID_CANDIDATES", "REVISION"]
@@ -281,7 +281,8 @@ def fit_solver(
             teacher (the 0.75 quantile of the squared distance over the fitting batch) is kept.
         search: evaluations of the grid search that then moves the kept grid's points one at a time in log-SNR
             (each costs ``2 steps`` calls per fitting sample); ``None`` (default): up to :data:`SEARCH` where
-            ``steps <= SEARCH_MAX_STEPS`` and the budget keeps a batch of :data:`SEARCH_BATCH`, else none; ``0``:
+            ``steps <= SEARCH_MAX_STEPS`` and the budget keeps a batch of :data:`SEARCH_BATCH`, else none (see
+            :func:`~scoresde.fitted.search.plan`); ``0``:
             no search.
         budget: model calls times samples the whole fit may spend, teacher included; it sets the fitting batch.
         ridge: pull towards the DPM-Solver++ weights, relative to the mean curvature of each least squares.
@@ -297,12 +298,9 @@ def fit_solver(
     dims = tuple(int(d) for d in dims)
     candidates = {name: candidate_grid(sde, steps, name) for name in named}
     variants = (False, True) if corrector is None else (bool(corrector),)
-    base = teacher_steps + 1 + len(grids) * (1 + len(variants)) * steps
-    if search is None and steps > SEARCH_MAX_STEPS:
-        search = 0
-    elif search is not None:
+    if search is not None:
         check_int("fit_solver", "search", search, ge=0)
-    batch, search = plan(budget, steps, base, search)
+    batch, search = plan(budget, steps, calls_per_sample(steps, len(grids), len(variants), teacher_steps), search)
     if batch < MIN_BATCH:
         raise ValueError(
             f"fit_solver: a budget of {budget} sample-evaluations gives a fitting batch of {batch} (< {MIN_BATCH}) for "

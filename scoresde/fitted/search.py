@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .solver import FittedSolver
 
-__all__ = ["search_grid", "plan", "SEARCH", "SEARCH_BATCH", "SEARCH_STEP", "SEARCH_MAX_STEPS"]
+__all__ = ["search_grid", "plan", "calls_per_sample", "SEARCH", "SEARCH_BATCH", "SEARCH_STEP", "SEARCH_MAX_STEPS"]
 
 PROBE_ROWS = FittedSolver.PROBE_ROWS
 # The grid search (:func:`search_grid`): at most SEARCH evaluations by default, and only while the fitting batch
@@ -50,7 +50,7 @@ def search_grid(sde, evaluate: Callable, grid: Tensor, best: tuple, evals: int) 
     ``SEARCH_STEP / 8``. ``evaluate(grid)`` returns ``(loss, payload)``; at most ``evals`` of them.
 
     Returns the best ``(loss, grid, payload)`` and the evaluations made."""
-    lam = sde.log_snr(grid.clone()).to(torch.float64)
+    lam = sde.log_snr(grid).to(torch.float64)
     step, made = SEARCH_STEP, 0
     while made < evals and step >= SEARCH_STEP / 8:
         improved = False
@@ -74,15 +74,21 @@ def search_grid(sde, evaluate: Callable, grid: Tensor, best: tuple, evals: int) 
     return best, made
 
 
+def calls_per_sample(steps: int, n_grids: int, n_variants: int, teacher_steps: int) -> int:
+    """Model calls per fitting sample before the grid search: the teacher's steps and its final data prediction, and
+    per candidate grid a teacher-forced run and a student run per corrector variant."""
+    return teacher_steps + 1 + n_grids * (1 + n_variants) * steps
+
+
 def plan(budget: int, steps: int, base: int, search: int | None) -> tuple[int, int]:
     """The fitting batch and the grid search's evaluations for a budget: ``base`` calls per fitting sample
-    without the search, ``2 steps`` per search evaluation (a teacher-forced run and a student run). ``search=None``
-    searches as much as :data:`SEARCH` while the batch stays at :data:`SEARCH_BATCH` or more; a given count is
-    spent whatever the batch."""
+    without the search (:func:`calls_per_sample`), ``2 steps`` per search evaluation (a teacher-forced run and a
+    student run). ``search=None`` searches as much as :data:`SEARCH` while the batch stays at :data:`SEARCH_BATCH`
+    or more, up to :data:`SEARCH_MAX_STEPS` steps; a given count is spent whatever the batch."""
     room = budget - PROBE_ROWS  # the fingerprint probe (8 rows, one call) is in the budget too
     if search is None:
         search = 0
-        for k in range(SEARCH, 0, -1):
+        for k in range(SEARCH if steps <= SEARCH_MAX_STEPS else 0, 0, -1):
             if room // (base + 2 * steps * k) >= SEARCH_BATCH:
                 search = k
                 break
