@@ -21,6 +21,11 @@ with ``m`` and ``s`` the exact moments of the process (closed forms below), so t
 - ``"rings"``: three concentric circles of radii 1, 2, 3 chosen with probability ``r / 6`` (uniform density
   along the arcs), angle ``2 pi u``, plus ``sigma z`` (default 0.08). ``m = 0``, ``tr Cov = 6 + 2 sigma^2``.
 
+Mixtures (:func:`mixture_set`, names in :data:`MIXTURE_SETS`): exact draws of one of the bench's Gaussian mixtures
+(:func:`scoresde.problems.get_problem`), not standardised, so that a network trained on them targets the very law
+the bench scores it against, with an exact floor. ``"mixture16"`` is ``gmm-family:d=16,k=4,seed=100``, a held-out
+member of the 16-D family the solvers' defaults were chosen on (``benchmarks/default_grids.py``).
+
 Digits (:func:`digits`): the 1,797 8x8 images of ``sklearn.datasets.load_digits`` (UCI optical recognition of
 handwritten digits; pixels are counts ``k`` in ``0..16``), scaled as ``x = k / 8 - 1`` to ``[-1, 1]``, with a
 stratified, seeded train/test split.
@@ -42,13 +47,15 @@ import math
 import torch
 from torch import Tensor
 
-from .names import DATASETS, TOY_SETS  # names the command line reads without torch
+from .names import DATASETS, MIXTURE_SETS, TOY_SETS  # names the command line reads without torch
 
 __all__ = [
     "TOY_SETS",
+    "MIXTURE_SETS",
     "DATASETS",
     "DIGIT_LEVELS",
     "toy_2d",
+    "mixture_set",
     "digits",
     "mnist",
     "get_dataset",
@@ -190,6 +197,18 @@ def mnist(split: str = "train", *, cache_dir=None) -> tuple[Tensor, Tensor]:
     return x.div_(127.5).sub_(1).unsqueeze(1), y
 
 
+def mixture_set(name: str, n: int, *, seed: int) -> Tensor:
+    """``n`` exact draws ``(n, d)``, float32, of the mixture set ``name`` (in :data:`MIXTURE_SETS`) from ``seed``."""
+    from .problems import get_problem
+
+    if name not in MIXTURE_SETS:
+        raise ValueError(f"mixture_set: unknown set {name!r}, expected one of {tuple(MIXTURE_SETS)}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"mixture_set: n must be an int >= 1, got {n!r}")
+    g = _generator(seed, None, "mixture_set")
+    return get_problem(MIXTURE_SETS[name]).sample(n, generator=g, dtype=torch.float32)
+
+
 def dataset_info(name: str) -> dict:
     """``{"shape": per-sample shape, "num_classes": int | None}`` of a dataset in :data:`DATASETS`."""
     if name == "digits":
@@ -198,6 +217,10 @@ def dataset_info(name: str) -> dict:
         return {"shape": (1, 28, 28), "num_classes": 10}
     if name in TOY_SETS:
         return {"shape": (2,), "num_classes": None}
+    if name in MIXTURE_SETS:
+        from .problems import get_problem
+
+        return {"shape": (get_problem(MIXTURE_SETS[name]).dim,), "num_classes": None}
     raise ValueError(f"unknown dataset {name!r}, expected one of {DATASETS}")
 
 
@@ -206,8 +229,9 @@ def get_dataset(name: str, split: str = "train", *, n: int = 10_000, seed: int =
 
     ``"digits"`` returns :func:`digits` ``(split, seed=seed, **kwargs)`` with its labels (``n`` is ignored: the
     split is fixed); ``"mnist"`` returns :func:`mnist` ``(split, **kwargs)`` (``n`` and ``seed`` are ignored: MNIST's
-    split is its own). A toy set returns ``(toy_2d(name, n, seed=2 * seed + (split == "test"), **kwargs), None)``:
-    train and test draws are independent, and distinct seeds never share a stream.
+    split is its own). A toy set returns ``(toy_2d(name, n, seed=2 * seed + (split == "test"), **kwargs), None)``,
+    a mixture set the same with :func:`mixture_set`: train and test draws are independent, and distinct seeds never
+    share a stream.
     """
     if split not in ("train", "test"):
         raise ValueError(f"get_dataset: split must be 'train' or 'test', got {split!r}")
@@ -219,6 +243,8 @@ def get_dataset(name: str, split: str = "train", *, n: int = 10_000, seed: int =
         return mnist(split, **kwargs)
     if name in TOY_SETS:
         return toy_2d(name, n, seed=2 * seed + (split == "test"), **kwargs), None
+    if name in MIXTURE_SETS:
+        return mixture_set(name, n, seed=2 * seed + (split == "test"), **kwargs), None
     raise ValueError(f"get_dataset: unknown dataset {name!r}, expected one of {DATASETS}")
 
 

@@ -77,6 +77,14 @@ def moons_ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mixture_ckpt(tmp_path_factory) -> Path:
+    """An MLP on the 16-D mixture set ``mixture16``, 3 steps."""
+    return _train_once(
+        tmp_path_factory, "mixture16", data="mixture16", n_train=256, steps=3, batch_size=16, ckpt_every=3
+    )
+
+
+@pytest.fixture(scope="session")
 def digits_ckpt(tmp_path_factory) -> Path:
     """A class-conditional tiny U-Net on the 8x8 digits, 3 steps."""
     cfg = dict(data="digits", model=TINY_UNET, class_conditional=True, steps=3, batch_size=8, ckpt_every=3)

@@ -179,3 +179,22 @@ def test_get_dataset_dispatch():
             data.get_dataset(**bad)
     with pytest.raises(ValueError):
         data.dataset_info("cifar10")
+
+
+def test_a_mixture_set_draws_the_benchs_exact_mixture():
+    """``mixture16``: exact draws of ``gmm-family:d=16,k=4,seed=100``, independent train and test streams."""
+    from scoresde.problems import get_problem
+
+    gmm = get_problem(data.MIXTURE_SETS["mixture16"])
+    assert data.dataset_info("mixture16") == {"shape": (16,), "num_classes": None}
+    x, y = data.get_dataset("mixture16", "train", n=40_000, seed=0)
+    t, _ = data.get_dataset("mixture16", "test", n=40_000, seed=0)
+    assert y is None and x.shape == (40_000, 16) and x.dtype == torch.float32 and not torch.equal(x, t)
+    mean = (gmm.weights[:, None] * gmm.means).sum(0) / gmm.weights.sum()
+    assert torch.equal(x, data.get_dataset("mixture16", "train", n=40_000, seed=0)[0])
+    # each coordinate's standard deviation is below 0.94, so 6 standard errors of the mean are below 0.03
+    assert float((x.double().mean(0) - mean).abs().max()) < 0.03
+    with pytest.raises(ValueError, match="unknown set"):
+        data.mixture_set("mixture3", 10, seed=0)
+    with pytest.raises(ValueError, match="n must be"):
+        data.mixture_set("mixture16", 0, seed=0)

@@ -41,9 +41,18 @@ def test_mnist_is_one_class_conditional_network_on_patches():
 def test_a_set_without_a_recipe_is_refused_naming_those_with_one(monkeypatch):
     monkeypatch.setattr(data_mod, "TOY_SETS", ("moons",))
     with pytest.raises(
-        ValueError, match="no measured recipe for data 'rings' yet; recipes exist for moons, digits, mni"
+        ValueError, match="no measured recipe for data 'rings' yet; recipes exist for moons, mixture16, digits, mni"
     ):
         recipe("rings")
+
+
+def test_a_mixture_set_trains_the_2d_network_on_its_own_width():
+    cfg = recipe("mixture16").config()
+    assert cfg.data == "mixture16" and cfg.model["arch"] == "mlp" and cfg.model_config()["dim"] == 16
+    assert (cfg.steps, cfg.batch_size, cfg.prediction) == (RECIPES["2d"].settings["steps"], 1024, "v")
+    assert "--method unipc" in RECIPES["mixture"].sample_hint
+    with pytest.raises(ValueError, match="has no labels"):
+        recipe("mixture16", class_conditional=True)
 
 
 def test_overrides_win_and_bfloat16_falls_back_where_it_is_slow(monkeypatch):

@@ -162,6 +162,8 @@ class LearnedProblem:
     the FD of the test split to the train split (both noised the same way), so ``n`` should be the train
     split's size, 1,437. MNIST: ``fd`` on the MNIST judge's features (:mod:`scoresde.models.mnist_judge`) to the
     whole test split; its floor is ``n`` train images drawn at random against it (both noised the same way).
+    A mixture set (:data:`scoresde.data.MIXTURE_SETS`): the exact problem it was drawn from scores it (its law at
+    ``t_end``, the mode-conditional SWD and the other figures of :class:`ExactProblem`, its exact floors).
 
     ``directory`` may name a shipped model (``"mnist"``, :func:`scoresde.train.resolve_checkpoint`). A labelled
     (class- or cluster-conditional) model is sampled for its data's law: each sample's label drawn from the
@@ -186,6 +188,10 @@ class LearnedProblem:
         self.dim = math.prod(self.sample_shape)
         self.metrics = ("fd",) if self.data in _FD_JUDGES else ("tv", "swd", "mmd")
         self.primary = self.metrics[0]
+        self.exact = None  # a mixture set's exact problem: its law, metrics and floors are the bench's own
+        if self.data in data_mod.MIXTURE_SETS:
+            self.exact = ExactProblem(data_mod.MIXTURE_SETS[self.data], sde=self.sde)
+            self.metrics, self.primary = self.exact.metrics, self.exact.primary
         labelled = getattr(self.model, "num_classes", None) is not None
         self.label_counts = ckpt.extra.get("label_counts") if labelled else None
 
@@ -224,6 +230,8 @@ class LearnedProblem:
         return a * x + s * torch.randn(x.shape, generator=g, dtype=x.dtype)
 
     def quality(self, x: torch.Tensor, sde: SDE, t_end: float, seed: int) -> dict:
+        if self.exact is not None:
+            return self.exact.quality(x, sde, t_end, seed)
         x = x.double()
         if self.data in _FD_JUDGES:
             return {"fd": _FD_JUDGES[self.data]()(x.float(), self._reference(sde, t_end, x.shape[0], seed).float())}
@@ -239,6 +247,8 @@ class LearnedProblem:
         }
 
     def floors(self, sde: SDE, t_end: float, n: int, seeds: int) -> dict:
+        if self.exact is not None:
+            return self.exact.floors(sde, t_end, n, seeds)
         if self.data in _FD_JUDGES:
             fd = _FD_JUDGES[self.data]()
             vals = [

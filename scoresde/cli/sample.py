@@ -264,7 +264,7 @@ def _grid_words(args, out) -> str:
     cls = get_solver(args.method)
     if cls.adaptive:
         return f"adaptive, {out.nfe - int(args.denoise)} model calls"
-    grid = f"the {args.grid}" if args.grid else f"its {cls.default_grid}"
+    grid = f"the {args.grid}" if args.grid else f"its {cls.make(**dict(args.option)).default_grid}"
     return f"{args.steps} steps on {grid} grid"
 
 

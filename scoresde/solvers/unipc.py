@@ -14,6 +14,22 @@ corrects, and predicts. The state the loop sees after each step is therefore the
 evaluated next: a callback that replaces it (inpainting) changes what the model sees, and the method keeps its
 order. The final sample is the same as with the corrector inside the step; the trajectory holds the predicted
 points.
+
+**Stochastic steps** (``eta > 0``; SA-Solver's form, Xue et al. 2023, "SA-Solver: Stochastic Adams Solver for Fast
+Sampling of Diffusion Models", eq. 12-16, there with ``tau^2 = eta``). The reverse processes
+``dx = [f - (1 + eta) / 2 g^2 score] dt + sqrt(eta) g dW`` share the marginals ``p_t`` for every ``eta >= 0`` (0: the
+probability-flow ODE; 1: the reverse SDE). In the variables of :mod:`.exponential` the exact step is::
+
+    x_s = (sigma_s / sigma_t) e^{-eta h} x_t + alpha_s int_0^h (1 + eta) e^{-(1 + eta)(h - u)} x0 du
+          + sigma_s sqrt(1 - e^{-2 eta h}) z,
+
+and ``int_0^h (1 + eta) e^{-(1 + eta)(h - u)} u^k / k! du = h^k g_k((1 + eta) h)``: the update of the ODE with
+``g_k(h)`` (and ``B(h)``) taken at ``(1 + eta) h``, the linear part damped by ``e^{-eta h}`` and one Gaussian draw per
+step. The corrector reuses the predictor's draw (it corrects the same step). The noise contracts the errors of
+earlier steps, the network's included, which a deterministic solver keeps (Xu et al. 2023, "Restart Sampling",
+theorem 2; Karras et al. 2022, sec. 4): on a trained network the ODE plateaus at its own error, the SDE gets below it.
+The price is an order-1/2 strong (order-1 weak) discretisation error of the noise, so on an exact score ``eta = 0``
+is the choice; ``eta`` and the grid on networks are in the solvers guide ("Samplers for a trained network").
 """
 
 from __future__ import annotations
@@ -23,7 +39,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..checks import check_choice, check_int
+from ..checks import check_choice, check_int, check_number
 from .base import MultistepState
 from .exponential import ExpSolver, phi, solve_small
 from .registry import register
@@ -77,26 +93,37 @@ class UniPC(ExpSolver):
 
     Options: ``order`` ``p`` in 1..3 (default 2: third order), ``variant`` ``"bh1"`` (``B(h) = h``) or
     ``"bh2"`` (``B(h) = 1 - e^{-h}``, the default: it measured best on the gmm16 benchmark at 5-20 NFE),
-    ``lower_order_final``. The configured solver's ``order`` is ``p + 1`` (3 for the default).
+    ``lower_order_final``, ``eta >= 0`` (default 0: the probability-flow ODE; ``> 0``: stochastic steps, one noise
+    draw each, see the module docstring). The configured solver's ``order`` is ``p + 1`` (3 for the default) for
+    ``eta = 0``.
 
     Default grid ``"quadratic"`` (the former default was ``"logsnr"``), chosen on families of mixtures with
     ``dpm++2m``'s: the measurement is in :class:`~scoresde.solvers.dpm.DPMSolverPP2M`'s docstring and
-    ``benchmarks/default_grids.py``.
+    ``benchmarks/default_grids.py``. With ``eta > 0`` the default grid is ``"logsnr"`` (on the trained networks of
+    the solvers guide it was better at 20 and 50 NFE for every ``eta`` tried).
     """
 
     name = "unipc"
     default_grid = "quadratic"
     state_type = UniPCState
 
-    def __init__(self, order: int = 2, variant: str = "bh2", lower_order_final: bool | None = None):
+    def __init__(self, order: int = 2, variant: str = "bh2", lower_order_final: bool | None = None, eta: float = 0.0):
         super().__init__(lower_order_final)
         self.max_order = check_int("unipc", "order", order, ge=1, le=3)
         self.variant = check_choice("unipc", "variant", variant, ("bh1", "bh2"))
+        self.eta = check_number("unipc", "eta", eta, ge=0)
+        self.draws_per_step = 1 if self.eta > 0 else 0
+        if self.eta > 0:
+            self.default_grid = "logsnr"  # class docstring
 
     @property
     def order(self) -> int:
         """UniP-p with UniC: ``p + 1``."""
         return self.max_order + 1
+
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
 
     def step(self, ctx, k, x, state):
         ct, cs = ctx.coefs[k], ctx.coefs[k + 1]
@@ -110,9 +137,12 @@ class UniPC(ExpSolver):
         q = self.step_order(ctx, k)
         past = hist[-q:-1][::-1]
         rs = [(lam_j - ct.lam) / h for lam_j, _ in past]
-        big_b = h if self.variant == "bh1" else -math.expm1(-h)
-        rhs = [math.factorial(i) * phi(i, h) / big_b for i in range(1, q + 1)]
-        base = (cs.sigma / ct.sigma) * x + (cs.alpha * phi(0, h)) * m
+        he = (1 + self.eta) * h  # g_k and B at (1 + eta) h: the stochastic step's integrals (module docstring)
+        big_b = he if self.variant == "bh1" else -math.expm1(-he)
+        rhs = [math.factorial(i) * phi(i, he) / big_b for i in range(1, q + 1)]
+        base = (cs.sigma / ct.sigma * math.exp(-self.eta * h)) * x + (cs.alpha * phi(0, he)) * m
+        if self.eta > 0:
+            base = base + (cs.sigma * math.sqrt(-math.expm1(-2 * self.eta * h))) * ctx.randn(k, 0, x)
         diffs = [(mj - m) / r for r, (_, mj) in zip(rs, past, strict=True)]
         # UniP-q: the q - 1 previous points satisfy the first q - 1 order conditions.
         x_pred = _combine(base, cs.alpha * big_b, _coefficients(rs, rhs), diffs)
