@@ -85,6 +85,9 @@ def test_sample_defaults_to_the_measured_method_with_the_denoising_step_and_says
     assert main(["sample", "--checkpoint", str(moons_ckpt), "--n", "20", "--steps", "3", "--out", str(stem) + "b",
                  "--no-progress", "--no-denoise", "--grid", "uniform"]) == 0  # fmt: skip
     assert "with dpm++2m (3 steps on the uniform grid) in 3 NFE" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(moons_ckpt), "--n", "20", "--steps", "3", "--out", str(stem) + "c",
+                 "--no-progress", "--no-denoise", "--method", "unipc", "--option", "eta=0.5"]) == 0  # fmt: skip
+    assert "with unipc (3 steps on its logsnr grid) in 3 NFE" in capsys.readouterr().out  # stochastic steps' grid
 
 
 def test_fitted_samples_are_titled_by_the_fitted_solver(moons_ckpt, tmp_path, capsys, monkeypatch):
