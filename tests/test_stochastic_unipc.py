@@ -92,3 +92,20 @@ def test_reproducible_batch_independent_and_checked():
     for bad in (-0.1, float("nan"), "1"):
         with pytest.raises(ValueError, match="eta"):
             sd.sample(score, VP, (4, 16), method="unipc", steps=3, seed=0, eta=bad)
+
+
+def test_noise_only_below_eta_sigma_max():
+    """``eta_sigma_max``: the steps starting above that ``sigma / alpha`` are the ODE's (below every level: the ODE on
+    the same grid, bit for bit; infinite: every step stochastic), and the ones below draw as before."""
+    score = sd.get_problem("gmm16").score(VP)
+    kw = dict(method="unipc", steps=8, seed=4)
+
+    def run(**more):
+        return sd.sample(score, VP, (16, 16), **kw, **more).x
+
+    assert torch.equal(run(eta=1.0, eta_sigma_max=1e-9), run(grid="logsnr"))
+    assert torch.equal(run(eta=1.0, eta_sigma_max=math.inf), run(eta=1.0))
+    part = run(eta=1.0, eta_sigma_max=0.3)
+    assert not torch.equal(part, run(eta=1.0)) and not torch.equal(part, run(grid="logsnr"))
+    with pytest.raises(ValueError, match="eta_sigma_max"):
+        run(eta=1.0, eta_sigma_max=0.0)

@@ -94,8 +94,9 @@ class UniPC(ExpSolver):
     Options: ``order`` ``p`` in 1..3 (default 2: third order), ``variant`` ``"bh1"`` (``B(h) = h``) or
     ``"bh2"`` (``B(h) = 1 - e^{-h}``, the default: it measured best on the gmm16 benchmark at 5-20 NFE),
     ``lower_order_final``, ``eta >= 0`` (default 0: the probability-flow ODE; ``> 0``: stochastic steps, one noise
-    draw each, see the module docstring). The configured solver's ``order`` is ``p + 1`` (3 for the default) for
-    ``eta = 0``.
+    draw each, see the module docstring), ``eta_sigma_max > 0`` (default infinite: the steps that start at a noise
+    level ``sigma / alpha`` above it are the ODE's, so the noise is added only at the lower levels). The configured
+    solver's ``order`` is ``p + 1`` (3 for the default) for ``eta = 0``.
 
     Default grid ``"quadratic"`` (the former default was ``"logsnr"``), chosen on families of mixtures with
     ``dpm++2m``'s: the measurement is in :class:`~scoresde.solvers.dpm.DPMSolverPP2M`'s docstring and
@@ -107,11 +108,19 @@ class UniPC(ExpSolver):
     default_grid = "quadratic"
     state_type = UniPCState
 
-    def __init__(self, order: int = 2, variant: str = "bh2", lower_order_final: bool | None = None, eta: float = 0.0):
+    def __init__(
+        self,
+        order: int = 2,
+        variant: str = "bh2",
+        lower_order_final: bool | None = None,
+        eta: float = 0.0,
+        eta_sigma_max: float = math.inf,
+    ):
         super().__init__(lower_order_final)
         self.max_order = check_int("unipc", "order", order, ge=1, le=3)
         self.variant = check_choice("unipc", "variant", variant, ("bh1", "bh2"))
         self.eta = check_number("unipc", "eta", eta, ge=0)
+        self.eta_sigma_max = check_number("unipc", "eta_sigma_max", eta_sigma_max, gt=0, finite=False)
         self.draws_per_step = 1 if self.eta > 0 else 0
         if self.eta > 0:
             self.default_grid = "logsnr"  # class docstring
@@ -137,12 +146,13 @@ class UniPC(ExpSolver):
         q = self.step_order(ctx, k)
         past = hist[-q:-1][::-1]
         rs = [(lam_j - ct.lam) / h for lam_j, _ in past]
-        he = (1 + self.eta) * h  # g_k and B at (1 + eta) h: the stochastic step's integrals (module docstring)
+        eta = self.eta if ct.sigma / ct.alpha <= self.eta_sigma_max else 0.0  # noise only at the lower noise levels
+        he = (1 + eta) * h  # g_k and B at (1 + eta) h: the stochastic step's integrals (module docstring)
         big_b = he if self.variant == "bh1" else -math.expm1(-he)
         rhs = [math.factorial(i) * phi(i, he) / big_b for i in range(1, q + 1)]
-        base = (cs.sigma / ct.sigma * math.exp(-self.eta * h)) * x + (cs.alpha * phi(0, he)) * m
-        if self.eta > 0:
-            base = base + (cs.sigma * math.sqrt(-math.expm1(-2 * self.eta * h))) * ctx.randn(k, 0, x)
+        base = (cs.sigma / ct.sigma * math.exp(-eta * h)) * x + (cs.alpha * phi(0, he)) * m
+        if eta > 0:
+            base = base + (cs.sigma * math.sqrt(-math.expm1(-2 * eta * h))) * ctx.randn(k, 0, x)
         diffs = [(mj - m) / r for r, (_, mj) in zip(rs, past, strict=True)]
         # UniP-q: the q - 1 previous points satisfy the first q - 1 order conditions.
         x_pred = _combine(base, cs.alpha * big_b, _coefficients(rs, rhs), diffs)
