@@ -50,7 +50,7 @@ def test_a_mixture_set_trains_the_2d_network_on_its_own_width():
     cfg = recipe("mixture16").config()
     assert cfg.data == "mixture16" and cfg.model["arch"] == "mlp" and cfg.model_config()["dim"] == 16
     assert (cfg.steps, cfg.batch_size, cfg.prediction) == (RECIPES["2d"].settings["steps"], 1024, "v")
-    assert "--method unipc" in RECIPES["mixture"].sample_hint
+    assert "--method unipc" in RECIPES["mixture"].sample_hint and "eta_sigma_max=0.3" in RECIPES["mixture"].sample_hint
     with pytest.raises(ValueError, match="has no labels"):
         recipe("mixture16", class_conditional=True)
 
