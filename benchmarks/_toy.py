@@ -1,5 +1,5 @@
 """The histogram-TV floor of a 2-D toy set, shared by the scripts that score 2-D samples (learned.py,
-flow_vs_vp.py, recipe_e2e.py, network_samplers.py)."""
+flow_vs_vp.py, recipe_e2e.py, restart_probe.py)."""
 
 from __future__ import annotations
 

@@ -14,10 +14,11 @@ Each run ``N1:K:N2:N3:LO:HI`` (the interval in ``sigma / alpha``) spends ``N1 + 
 ``dpm++2m`` on log-SNR grids: ``N1`` steps from ``T`` to ``t_lo``, ``N2`` per restart, ``N3`` from ``t_lo`` to
 ``t_min``, one denoising call. ``K = 0`` is plain ``dpm++2m`` with a grid point at ``t_lo``: compare restarts with
 it at the same ``LO``, since where the last grid points fall moves the figure on a network as much as restarts do
-(on the checkerboard's VP network, K = 0 gave 2.00x with ``LO`` = 0.1 and 1.26x with 0.05 at 21 NFE). Scored as
-``benchmarks/network_samplers.py`` scores: histogram TV against a fresh exact set of the checkpoint's data over
-its floor. A probe, not a sampler: the interval is not chosen on a family of networks here (the note of the
-session that added it gives the figures, and why this is not yet a method).
+(on the checkerboard's VP network, K = 0 gave 2.00x with ``LO`` = 0.1 and 1.26x with 0.05 at 21 NFE). Scored by
+the histogram TV against a fresh exact set of the checkpoint's data over its floor (after the denoising step; the
+bench's protocol, at ``t_min`` without it, is ``benchmarks/network_samplers.py``'s). A probe, not a sampler: the
+interval is not chosen on a family of networks here (the note of the session that added it gives the figures, and
+why this is not yet a method).
 """
 
 from __future__ import annotations
