@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 import scoresde as sd
+from scoresde.cli.args import int_ranges
 from scoresde.fitted import REVISION
 from scoresde.util import atomic_write_text
 
@@ -136,14 +137,6 @@ def table(out: Path, families) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in filter(None, text.split(",")):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--families", default=",".join(FAMILIES))
@@ -164,7 +157,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.table:
         steps = [int(s) for s in args.steps.split(",") if s]
-        run(families, _seeds(args.seeds), variants, steps, args.n, out, log=lambda s: print(s, file=sys.stderr))
+        run(families, int_ranges(args.seeds), variants, steps, args.n, out, log=lambda s: print(s, file=sys.stderr))
     text = table(out, families)
     atomic_write_text(out / "fitted_families.md", text)
     print(text)

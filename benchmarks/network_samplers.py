@@ -24,7 +24,7 @@ import torch
 
 import scoresde as sd
 from scoresde.bench.problems import LearnedProblem
-from scoresde.cli.args import option
+from scoresde.cli.args import int_ranges, option
 from scoresde.util import atomic_write_text
 
 
@@ -35,15 +35,6 @@ def parse_run(spec: str) -> tuple[str, int, dict]:
     if not method or not nfe.isdigit() or int(nfe) < 1:
         raise ValueError(f"--runs: expected method:NFE[:key=value...], got {spec!r}")
     return method, int(nfe), dict(option(o) for o in opts)
-
-
-def seeds(text: str) -> list[int]:
-    """``"0-2"`` -> ``[0, 1, 2]``; ``"0,5"`` -> ``[0, 5]``."""
-    out = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += range(int(lo), int(hi or lo) + 1)
-    return out
 
 
 def main(argv=None) -> int:
@@ -68,7 +59,7 @@ def main(argv=None) -> int:
     floor = rows[floor_key]["floor"]
     for method, nfe, opts in runs:
         ratios = []
-        for seed in seeds(a.seeds):
+        for seed in int_ranges(a.seeds):
             key = f"{base}|{method}:{nfe}:{json.dumps(opts, sort_keys=True)}|{seed}"
             if key not in rows:
                 steps = nfe // sd.method_info(method)["nfe_per_step"]

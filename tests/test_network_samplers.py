@@ -35,4 +35,4 @@ def test_a_bad_run_is_refused(benchmark_script):
     with pytest.raises(ValueError, match="method:NFE"):
         network_samplers.parse_run("unipc")
     assert network_samplers.parse_run("unipc:20:eta=0.5") == ("unipc", 20, {"eta": 0.5})
-    assert network_samplers.seeds("0-2,5") == [0, 1, 2, 5]
+    assert network_samplers.int_ranges("0-2,5") == [0, 1, 2, 5]  # --seeds

@@ -60,6 +60,15 @@ def csv(kind):
     return parse
 
 
+def int_ranges(text: str) -> list[int]:
+    """Comma-separated ints and inclusive ranges, in order: ``"0-2,5"`` -> ``[0, 1, 2, 5]`` (e.g. seeds)."""
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
 def problem_list(text: str) -> tuple:
     """``--problems``: comma-separated names; a ``gmm-family:d=D,k=K,seed=S`` name keeps its own commas."""
     from ..bench.config import split_problems
