@@ -183,15 +183,10 @@ RECIPES: dict[str, Recipe] = {
 def recipe(data: str, class_conditional: bool = False) -> Recipe:
     """The recipe that trains ``data`` (one of :data:`scoresde.data.DATASETS`), with labels or without; a 2-D
     set's recipe has its ``data`` filled in."""
-    if data in data_mod.TOY_SETS:
+    if data in data_mod.TOY_SETS or data in data_mod.MIXTURE_SETS:  # one recipe per kind, its data filled in
         if class_conditional:
             raise ValueError(f"{data!r} has no labels; class_conditional needs an image set (digits)")
-        base = RECIPES["2d"]
-        return dataclasses.replace(base, settings={"data": data, **base.settings})
-    if data in data_mod.MIXTURE_SETS:
-        if class_conditional:
-            raise ValueError(f"{data!r} has no labels; class_conditional needs an image set (digits)")
-        base = RECIPES["mixture"]
+        base = RECIPES["2d" if data in data_mod.TOY_SETS else "mixture"]
         return dataclasses.replace(base, settings={"data": data, **base.settings})
     if data == "digits":
         return RECIPES["digits-class" if class_conditional else "digits"]
